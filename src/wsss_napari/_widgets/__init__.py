@@ -1,0 +1,1 @@
+"""Qt / magicgui widgets: the only modules that import napari or Qt."""

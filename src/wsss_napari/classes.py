@@ -1,0 +1,30 @@
+"""Tissue classes in the WSSS4LUAD convention: label values, names and the challenge palette."""
+
+from __future__ import annotations
+
+TUMOR, STROMA, NORMAL, BACKGROUND = 0, 1, 2, 3
+
+#: Foreground classes that CAMs are computed for, in label order.
+CLASS_NAMES: tuple[str, ...] = ("tumor", "stroma", "normal")
+#: All mask labels, including background (glass / white).
+LABEL_NAMES: tuple[str, ...] = ("tumor", "stroma", "normal", "background")
+#: WSSS4LUAD challenge palette, index = label value.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 64, 128),
+    (64, 128, 0),
+    (243, 152, 0),
+    (255, 255, 255),
+)
+
+
+def palette_flat() -> list[int]:
+    """The palette as a flat 768-entry list for PIL's ``Image.putpalette``."""
+    flat = [c for rgb in PALETTE for c in rgb]
+    return flat + [0] * (768 - len(flat))
+
+
+def label_colors_rgba() -> dict[int, tuple[float, float, float, float]]:
+    """Label value -> RGBA in [0, 1], for napari Labels layers (background translucent)."""
+    colors = {i: (*(c / 255 for c in rgb), 1.0) for i, rgb in enumerate(PALETTE)}
+    colors[BACKGROUND] = (1.0, 1.0, 1.0, 0.0)
+    return colors

@@ -1,0 +1,59 @@
+"""Build argparse flags from a parameter dataclass, and the dataclass back from parsed args.
+
+Flags use the field names (``bg_exponent`` -> ``--bg-exponent``), the field's help and
+documented range; ``--config FILE`` (JSON/YAML) overrides the defaults, explicit flags
+override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from enum import StrEnum
+from typing import Any
+
+from ..params import ParamsBase
+
+
+def add_params_arguments(parser: argparse.ArgumentParser, cls: type[ParamsBase],
+                         skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--flag`` per field of ``cls`` (default ``None`` = not given)."""
+    group = parser.add_argument_group(f"{cls.key()} parameters")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f.metadata.get("help", "")
+        rng = f.metadata.get("range")
+        if rng:
+            help_ += f" [{rng[0]:g}..{rng[1]:g}]"
+        dflt = default.value if isinstance(default, StrEnum) else default
+        help_ += f" (default: {dflt})"
+        kw: dict[str, Any] = {"dest": f"{cls.key()}__{f.name}", "default": None, "help": help_}
+        if tp is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(tp, type) and issubclass(tp, StrEnum):
+            group.add_argument(flag, choices=[m.value for m in tp], **kw)
+        elif typing.get_origin(tp) is tuple:
+            inner = typing.get_args(tp)[0]
+            group.add_argument(flag, nargs="+", type=inner, **kw)
+        else:
+            group.add_argument(flag, type=tp if tp in (int, float, str) else str, **kw)
+
+
+def params_from_args(args: argparse.Namespace, cls: type[ParamsBase],
+                     config_attr: str = "config") -> ParamsBase:
+    """Resolve defaults <- ``--config`` file <- explicit flags into a ``cls`` instance."""
+    cfg = getattr(args, config_attr, None)
+    base = cls.from_file(cfg) if cfg else cls()
+    prefix = f"{cls.key()}__"
+    changes = {
+        k[len(prefix):]: (tuple(v) if isinstance(v, list) else v)
+        for k, v in vars(args).items()
+        if k.startswith(prefix) and v is not None
+    }
+    return cls.from_dict({**base.to_dict(), **changes})

@@ -1,0 +1,1 @@
+"""Reading slides and writing results (no Qt, no napari)."""

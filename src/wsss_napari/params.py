@@ -1,0 +1,265 @@
+"""Parameter objects shared by the CLI, the Python API, the widgets and saved metadata.
+
+Each is a frozen dataclass: defaults live on the fields (never written twice), ``__post_init__``
+validates, ``to_dict``/``from_dict`` round-trip through JSON/YAML, and field names are the
+names used everywhere (CLI flags use the same names with dashes). Each field's ``metadata``
+holds a ``help`` text and, for numbers, a documented ``range`` that the widgets use for
+their sliders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import WsssError, __version__
+
+P = TypeVar("P", bound="ParamsBase")
+
+
+def _f(default: Any, help: str, range: tuple[float, float] | None = None, **kw: Any) -> Any:
+    meta = {"help": help}
+    if range is not None:
+        meta["range"] = range
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+class ParamsBase:
+    """Mixin: validation against documented ranges, dict/JSON/YAML round trips."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            rng = f.metadata.get("range")
+            v = getattr(self, f.name)
+            if rng is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+                lo, hi = rng
+                if not (lo <= v <= hi) or (isinstance(v, float) and math.isnan(v)):
+                    raise WsssError(f"{type(self).__name__}.{f.name}={v!r} is outside [{lo}, {hi}]")
+        self.validate()
+
+    def validate(self) -> None:
+        """Extra checks of a subclass (cross-field rules)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, StrEnum):
+                v = v.value
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, Path):
+                v = str(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls: type[P], data: dict[str, Any], strict: bool = True) -> P:
+        """Build from a dict; unknown keys raise (``strict``) or are ignored."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - set(fields)
+        if unknown and strict:
+            raise WsssError(f"unknown {cls.__name__} parameter(s): {', '.join(sorted(unknown))}")
+        kwargs = {}
+        for k, v in data.items():
+            if k not in fields:
+                continue
+            default = fields[k].default
+            if isinstance(default, tuple) and isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            raise WsssError(f"bad {cls.__name__} parameters: {err}") from err
+
+    @classmethod
+    def from_file(cls: type[P], path: str | Path, strict: bool = False) -> P:
+        """Load from a JSON or YAML file (a top-level key named after the class is accepted)."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as err:
+            raise WsssError(f"cannot read parameter file '{p}': {err.strerror or err}") from err
+        try:
+            if p.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as err:  # noqa: BLE001 - any parse error is a user error here
+            raise WsssError(f"cannot parse parameter file '{p}': {err}") from err
+        if not isinstance(data, dict):
+            raise WsssError(f"parameter file '{p}' must hold a mapping")
+        data = data.get(cls.__name__, data.get(cls.key(), data))
+        return cls.from_dict(data, strict=strict)
+
+    @classmethod
+    def key(cls) -> str:
+        """Short name used as a section key in saved metadata, e.g. 'postproc'."""
+        return cls.__name__.removesuffix("Params").lower()
+
+    def replace(self: P, **changes: Any) -> P:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+class WhiteMethod(StrEnum):
+    """How glass / white background is detected from the RGB image."""
+
+    NONE = "none"
+    GREY = "grey"
+    SATURATION = "saturation"
+
+
+@dataclass(frozen=True)
+class CamParams(ParamsBase):
+    """How class activation maps are computed (multi-scale, tiled)."""
+
+    scales: tuple[float, ...] = _f((0.5, 0.75, 1.0, 1.5, 2.0), "image scales of the multi-scale test")
+    crop_size: int = _f(0, "crop size in px at each scale; 0 = the model's input size", (0, 4096))
+    stride: int = _f(0, "stride between crops; 0 = half the crop size", (0, 4096))
+    flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
+    batch_size: int = _f(16, "crops per forward pass", (1, 1024))
+    tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
+    halo: int = _f(64, "extra context px around each whole-slide tile", (0, 1024))
+    skip_glass: bool = _f(True, "skip whole-slide tiles without tissue")
+    min_tissue: float = _f(0.01, "minimum tissue fraction for a tile to be processed", (0.0, 1.0))
+    device: str = _f("auto", "auto, cuda, mps or cpu")
+    amp: bool = _f(True, "mixed precision on CUDA")
+
+    def validate(self) -> None:
+        if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
+            raise WsssError(f"scales must be non-empty and within [0.05, 8]: {self.scales}")
+
+
+@dataclass(frozen=True)
+class PostprocParams(ParamsBase):
+    """CAM -> pseudo-mask post-processing (see ``wsss_napari.postproc``)."""
+
+    bg_exponent: float = _f(8.0, "y in the background channel (1 - max_c CAM)^y", (0.0, 128.0))
+    score_threshold: float = _f(
+        0.25, "suppress classes whose image-level score is below this; 0 disables", (0.0, 1.0)
+    )
+    white_method: WhiteMethod = _f(WhiteMethod.GREY, "glass detection: none, grey or saturation")
+    white_threshold: float = _f(
+        210.0, "grey level above which (grey) or saturation below which (saturation) is glass",
+        (0.0, 255.0),
+    )
+    white_min_size: int = _f(64, "glass regions smaller than this (px) are not glass", (0, 1_000_000))
+    area_patch: int = _f(256, "sub-patch size for the minimum-area rule (px)", (8, 8192))
+    min_area_pct: float = _f(5.0, "drop a class under this % of a sub-patch; 0 disables", (0.0, 50.0))
+    min_region: int = _f(200, "regions smaller than this (px) are relabelled by kNN", (0, 1_000_000))
+    knn_k: int = _f(8, "neighbours that vote when relabelling a small region", (1, 64))
+    island_rule: bool = _f(True, "small tumor/stroma islands inside normal become normal")
+
+    def validate(self) -> None:
+        if not isinstance(self.white_method, WhiteMethod):
+            try:
+                object.__setattr__(self, "white_method", WhiteMethod(self.white_method))
+            except ValueError as err:
+                raise WsssError(f"white_method must be one of {[m.value for m in WhiteMethod]}") from err
+
+
+@dataclass(frozen=True)
+class TrainClsParams(ParamsBase):
+    """Stage 1: the CAM classifier trained from patch-level multi-labels."""
+
+    backbone: str = _f("resnet18", "timm backbone name")
+    epochs: int = _f(20, "training epochs", (1, 10_000))
+    batch_size: int = _f(20, "patches per step", (1, 4096))
+    lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
+    momentum: float = _f(0.9, "SGD momentum", (0.0, 1.0))
+    weight_decay: float = _f(1e-4, "SGD weight decay", (0.0, 1.0))
+    crop_size: int = _f(224, "training crop size (px)", (16, 4096))
+    crop_scale_min: float = _f(0.25, "RandomResizedCrop minimum area scale", (0.01, 1.0))
+    cutmix: float = _f(0.0, "probability of label-consistent CutMix", (0.0, 1.0))
+    mosaic: float = _f(0.0, "probability of a mosaic of single-label patches", (0.0, 1.0))
+    stain_jitter: float = _f(0.03, "HED stain jitter strength; 0 disables", (0.0, 0.5))
+    val_fraction: float = _f(0.1, "fraction of patches held out for validation", (0.0, 0.9))
+    seed: int = _f(0, "random seed", (0, 2**31 - 1))
+    device: str = _f("auto", "auto, cuda, mps or cpu")
+    amp: bool = _f(True, "mixed precision on CUDA")
+    workers: int = _f(0, "data-loader worker processes", (0, 64))
+    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
+
+
+@dataclass(frozen=True)
+class TrainSegParams(ParamsBase):
+    """Stage 2: a segmentation network trained on pseudo-masks."""
+
+    encoder: str = _f("resnet18", "timm encoder name")
+    decoder: str = _f("deeplabv3plus", "deeplabv3plus or unet")
+    epochs: int = _f(20, "training epochs", (1, 10_000))
+    batch_size: int = _f(8, "images per step", (1, 4096))
+    lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
+    crop_size: int = _f(224, "training crop size (px)", (16, 4096))
+    blur: float = _f(0.5, "probability of Gaussian blur augmentation", (0.0, 1.0))
+    dice_weight: float = _f(1.0, "weight of the Dice term added to cross-entropy", (0.0, 100.0))
+    val_fraction: float = _f(0.1, "fraction held out for validation", (0.0, 0.9))
+    seed: int = _f(0, "random seed", (0, 2**31 - 1))
+    device: str = _f("auto", "auto, cuda, mps or cpu")
+    amp: bool = _f(True, "mixed precision on CUDA")
+    workers: int = _f(0, "data-loader worker processes", (0, 64))
+    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
+
+    def validate(self) -> None:
+        if self.decoder not in ("deeplabv3plus", "unet"):
+            raise WsssError(f"decoder must be deeplabv3plus or unet, not {self.decoder!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneParams(ParamsBase):
+    """Background fine-tuning on the pathologist's corrected regions."""
+
+    steps: int = _f(50, "optimisation steps", (1, 100_000))
+    lr: float = _f(1e-3, "learning rate (Adam)", (1e-7, 1.0))
+    batch_size: int = _f(4, "crops per step", (1, 256))
+    crop_size: int = _f(224, "crop size (px)", (16, 4096))
+    pseudo_elsewhere: bool = _f(False, "also learn from CAM pseudo-labels outside edited pixels")
+    seed: int = _f(0, "random seed", (0, 2**31 - 1))
+    device: str = _f("auto", "auto, cuda, mps or cpu")
+
+
+def _utc_now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Provenance of a result: what made it, written beside every export and into metadata."""
+
+    tool: str = "wsss-napari"
+    version: str = __version__
+    created: str = field(default_factory=_utc_now)
+    model_name: str = ""
+    model_hash: str = ""
+    slide: str = ""
+    slide_mpp: float | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, *params: ParamsBase, **kw: Any) -> RunRecord:
+        return cls(params={p.key(): p.to_dict() for p in params}, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
