@@ -30,3 +30,10 @@ def choose_device(preference: str = "auto"):
         return torch.device(pref)
     except RuntimeError as err:
         raise WsssError(f"unknown device '{preference}': use auto, cuda, mps or cpu") from err
+
+
+#: Held while a model runs on a device (inference or fine-tuning), so the two never fight
+#: over GPU memory; CPU work takes it too, which keeps the two cores from being oversubscribed.
+import threading as _threading  # noqa: E402
+
+DEVICE_LOCK = _threading.RLock()
