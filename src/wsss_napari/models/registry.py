@@ -1,0 +1,63 @@
+"""Build a model from its :class:`ModelConfig`: the one place that maps (kind, arch) to a class."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .. import WsssError
+from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: timm modules whose models produce tokens: CAMs come from Grad-CAM for these.
+_TOKEN_MODULES = ("vision_transformer", "deit", "beit", "eva", "cait", "xcit", "crossvit",
+                  "tnt", "volo", "vitamin", "hiera", "naflexvit")
+
+
+def default_arch(backbone: str) -> str:
+    """``'gradcam'`` for transformer (token) backbones, ``'camnet'`` for CNNs.
+
+    Hybrid CNN-Transformer models of ``vision_transformer_hybrid`` count as transformers.
+    """
+    import timm
+
+    if not timm.is_model(backbone):
+        raise WsssError(f"unknown timm backbone {backbone!r}")
+    module = timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1]
+    return "gradcam" if any(module.startswith(t) for t in _TOKEN_MODULES) else "camnet"
+
+
+def build_model(config: ModelConfig, pretrained: bool = False,
+                weights: str | None = None) -> nn.Module:
+    """A freshly initialised model for ``config`` (train mode, CPU, float32).
+
+    Args:
+        config: what to build (``kind`` / ``arch`` / ``backbone`` / classes ...).
+        pretrained: initialise the backbone from the timm hub (needs internet; a clear
+            :class:`WsssError` offline).
+        weights: initialise the backbone from a local plain-timm weights file instead.
+
+    Raises:
+        WsssError: unknown kind / arch / backbone, unreachable hub, or a weights file that
+            matches none of the backbone's parameters.
+    """
+    if not isinstance(config, ModelConfig):
+        raise WsssError(f"build_model needs a ModelConfig, not {type(config).__name__}")
+    if config.kind == "cam":
+        if config.arch == "camnet":
+            from .cam import CamNet
+
+            return CamNet(config, pretrained=pretrained, weights=weights)
+        if config.arch == "gradcam":
+            from .gradcam import GradCamNet
+
+            return GradCamNet(config, pretrained=pretrained, weights=weights)
+    elif config.kind == "seg":
+        try:
+            from .seg import SegNet
+        except ImportError as err:
+            raise WsssError("segmentation models are not available in this install "
+                            f"(wsss_napari.models.seg: {err})") from err
+        return SegNet(config, pretrained=pretrained, weights=weights)
+    raise WsssError(f"no model for kind={config.kind!r} arch={config.arch!r}")
