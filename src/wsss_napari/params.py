@@ -130,6 +130,8 @@ class CamParams(ParamsBase):
     batch_size: int = _f(16, "crops per forward pass", (1, 1024))
     tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
     halo: int = _f(64, "extra context px around each whole-slide tile", (0, 1024))
+    out_stride: int = _f(4, "whole-slide CAMs are stored at 1/out_stride of the model's "
+                         "resolution", (1, 64))
     skip_glass: bool = _f(True, "skip whole-slide tiles without tissue")
     min_tissue: float = _f(0.01, "minimum tissue fraction for a tile to be processed", (0.0, 1.0))
     device: str = _f("auto", "auto, cuda, mps or cpu")
@@ -138,6 +140,9 @@ class CamParams(ParamsBase):
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
             raise WsssError(f"scales must be non-empty and within [0.05, 8]: {self.scales}")
+        if self.tile_size % self.out_stride:
+            raise WsssError(f"tile_size ({self.tile_size}) must be a multiple of out_stride "
+                            f"({self.out_stride})")
 
 
 @dataclass(frozen=True)
