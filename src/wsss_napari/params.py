@@ -195,6 +195,7 @@ class TrainClsParams(ParamsBase):
     workers: int = _f(0, "data-loader worker processes", (0, 64))
     pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
+    mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,52 @@ class FinetuneParams(ParamsBase):
     pseudo_elsewhere: bool = _f(False, "also learn from CAM pseudo-labels outside edited pixels")
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
+
+
+class ExportFormat(StrEnum):
+    """File formats of ``wsss_napari.io.export``."""
+
+    OME_TIFF = "ome-tiff"
+    PNG = "png"
+    GEOJSON = "geojson"
+    RLE = "rle"
+
+
+class GeoJsonGroup(StrEnum):
+    """GeoJSON features: one Polygon per connected region, or one MultiPolygon per class."""
+
+    REGION = "region"
+    CLASS = "class"
+
+
+@dataclass(frozen=True)
+class ExportParams(ParamsBase):
+    """How a corrected mask is written (``wsss_napari.io.export``)."""
+
+    format: ExportFormat = _f(ExportFormat.OME_TIFF, "ome-tiff, png, geojson or rle")
+    tile: int = _f(512, "OME-TIFF tile edge (px); also the pyramid's smallest level", (64, 4096))
+    simplify: float = _f(
+        1.0, "GeoJSON outline simplification tolerance in mask px; 0 = exact pixel outlines",
+        (0.0, 100.0),
+    )
+    geojson_group: GeoJsonGroup = _f(
+        GeoJsonGroup.REGION, "GeoJSON: one feature per connected region, or one per class"
+    )
+    geojson_background: bool = _f(False, "GeoJSON: also write polygons of the background class")
+    rle_order: str = _f("F", "RLE pixel order: F = top-to-bottom then left-to-right "
+                             "(column-major, Kaggle), C = row-major")
+
+    def validate(self) -> None:
+        for name, enum in (("format", ExportFormat), ("geojson_group", GeoJsonGroup)):
+            v = getattr(self, name)
+            if not isinstance(v, enum):
+                try:
+                    object.__setattr__(self, name, enum(v))
+                except ValueError as err:
+                    raise WsssError(f"{name} must be one of {[m.value for m in enum]}") from err
+        if self.rle_order not in ("F", "C"):
+            raise WsssError(f"rle_order must be 'F' (column-major) or 'C' (row-major), "
+                            f"not {self.rle_order!r}")
 
 
 def _utc_now() -> str:

@@ -1,0 +1,611 @@
+"""Export corrected masks: pyramidal OME-TIFF, palette PNG, QuPath GeoJSON and RLE CSV.
+
+Every writer takes a label mask (``uint8 (H, W)``: 0 tumor, 1 stroma, 2 normal,
+3 background, 255 unlabelled) as a numpy array or any lazily sliceable array (a zarr array,
+:meth:`~wsss_napari.corrections.store.EditStore.merged_view`), writes the file atomically
+(:mod:`wsss_napari.io.atomic`) and writes ``<out>.run.json`` beside it: the
+:class:`~wsss_napari.params.RunRecord` that made the mask plus the export settings. A failure
+(unwritable folder, full disk, a source that cannot be read) raises
+:class:`~wsss_napari.WsssError` and leaves neither file behind.
+
+Geometry: a mask pixel ``(i, j)`` covers level-0 pixels
+``[origin_x + j * downsample, origin_x + (j + 1) * downsample)`` (same for y). GeoJSON
+coordinates are level-0 pixel *corners* in this frame (as QuPath uses them), so a polygon
+rasterised by pixel-centre inclusion at the mask's scale gives back the mask.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+from ..classes import BACKGROUND, LABEL_NAMES, PALETTE
+from ..params import ExportFormat, ExportParams, GeoJsonGroup, RunRecord
+from .atomic import atomic_path, atomic_write_text
+
+UNLABELLED = 255
+#: File-name endings of each format (the first is the default).
+SUFFIXES: dict[ExportFormat, tuple[str, ...]] = {
+    ExportFormat.OME_TIFF: (".ome.tif", ".ome.tiff", ".tif", ".tiff"),
+    ExportFormat.PNG: (".png",),
+    ExportFormat.GEOJSON: (".geojson", ".json"),
+    ExportFormat.RLE: (".csv",),
+}
+_MAX_PNG_PIXELS = 100_000_000
+_DESC_KEY = "wsss_napari"
+
+
+# ------------------------------------------------------------------------------ helpers
+def format_for_path(path: str | os.PathLike) -> ExportFormat:
+    """The export format a file name asks for (``WsssError`` if none matches)."""
+    name = Path(path).name.lower()
+    for fmt, sfxs in SUFFIXES.items():
+        if name.endswith(sfxs):
+            return fmt
+    known = ", ".join(s for sfxs in SUFFIXES.values() for s in sfxs)
+    raise WsssError(f"cannot tell the export format from '{Path(path).name}': use one of "
+                    f"{known} or pass the format explicitly")
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """``<out>.run.json``: where the provenance of an export is written."""
+    return Path(f"{out}.run.json")
+
+
+def _as_mask(mask: Any) -> Any:
+    if not hasattr(mask, "shape") or len(mask.shape) != 2:
+        raise WsssError(f"a mask must be a 2-D label array, got shape "
+                        f"{getattr(mask, 'shape', None)}")
+    if np.dtype(getattr(mask, "dtype", np.uint8)) != np.uint8:
+        mask = np.asarray(mask)
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise WsssError("mask values must be labels in 0..255")
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+def _colors(palette: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+    return [list(map(int, palette[i])) if i < len(palette) else [128, 128, 128] for i in range(n)]
+
+
+def _finish(out: Path, record: RunRecord | None, info: dict[str, Any]) -> Path:
+    """Write the sidecar; if that fails, remove ``out`` too (no export without provenance)."""
+    rec = record or RunRecord()
+    data = rec.to_dict()
+    data["params"] = {**data.get("params", {}), "export": info}
+    try:
+        atomic_write_text(sidecar_path(out), json.dumps(data, indent=2, sort_keys=True))
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _info(fmt: ExportFormat, mask: Any, downsample: float, origin: tuple[float, float],
+          mpp: float | None, class_names: Sequence[str], **extra: Any) -> dict[str, Any]:
+    return {"format": fmt.value, "mask_shape": [int(s) for s in mask.shape],
+            "downsample": float(downsample), "origin": [float(o) for o in origin],
+            "mpp": mpp, "class_names": list(class_names), **extra}
+
+
+# ------------------------------------------------------------------------------ OME-TIFF
+def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = None,
+                    downsample: float = 1.0, origin: tuple[float, float] = (0.0, 0.0),
+                    class_names: Sequence[str] = LABEL_NAMES,
+                    palette: Sequence[Sequence[int]] = PALETTE, record: RunRecord | None = None,
+                    tile: int = 512) -> Path:
+    """Write a tiled, pyramidal (SubIFDs) OME-TIFF of a label mask, in bounded memory.
+
+    Levels halve the size (nearest neighbour: labels are never blended) until the largest
+    side fits in one tile. The OME metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
+    ``mpp * downsample`` micrometres), a ``MapAnnotation`` of label -> class name and colour,
+    and a JSON ``Description`` (class names, colours, downsample, origin, slide mpp, run
+    record) that :func:`read_exported_mask` reads back.
+
+    Args:
+        mask: ``uint8 (H, W)`` labels; a zarr array or other lazy array is read tile by tile.
+        out: target file (``.ome.tif``).
+        mpp: the slide's micrometres per pixel at level 0 (``None`` = unknown: not written).
+        downsample: mask pixel size in level-0 pixels.
+        origin: level-0 ``(x, y)`` of the mask's top-left corner.
+        class_names: names of labels 0, 1, ...
+        palette: RGB colour of each label.
+        record: provenance; also written to ``<out>.run.json``.
+        tile: tile edge in px.
+
+    Returns:
+        ``out`` as a Path.
+    """
+    import tifffile
+
+    mask = _as_mask(mask)
+    out = Path(out)
+    h, w = (int(s) for s in mask.shape)
+    colors = _colors(palette, len(class_names))
+    desc = {_DESC_KEY: {
+        "class_names": list(class_names), "class_colors": colors, "unlabelled": UNLABELLED,
+        "downsample": float(downsample), "origin": [float(o) for o in origin], "mpp": mpp,
+        "record": (record or RunRecord()).to_dict(),
+    }}
+    metadata: dict[str, Any] = {
+        "axes": "YX", "Name": out.name.split(".")[0], "Description": json.dumps(desc),
+        "Channel": {"Name": "labels"},
+        "MapAnnotation": {
+            "Namespace": "wsss-napari/classes",
+            "Value": {str(i): f"{n} #{r:02x}{g:02x}{b:02x}"
+                      for i, (n, (r, g, b)) in enumerate(zip(class_names, colors, strict=True))},
+        },
+    }
+    px_um = mpp * downsample if mpp else None
+    if px_um:
+        metadata.update(PhysicalSizeX=px_um, PhysicalSizeXUnit="µm",
+                        PhysicalSizeY=px_um, PhysicalSizeYUnit="µm")
+    n_levels = 1
+    while max(-(-h // 2 ** (n_levels - 1)), -(-w // 2 ** (n_levels - 1))) > tile:
+        n_levels += 1
+    bigtiff = h * w * 4 / 3 > 2**31
+    with atomic_path(out) as tmp:
+        with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=True) as tw:
+            for level in range(n_levels):
+                f = 2**level
+                shape = (-(-h // f), -(-w // f))
+                kw: dict[str, Any] = {}
+                if px_um:
+                    kw.update(resolution=(1e4 / (px_um * f), 1e4 / (px_um * f)),
+                              resolutionunit="CENTIMETER")
+                if level == 0:
+                    kw.update(subifds=n_levels - 1, metadata=metadata)
+                else:
+                    kw.update(subfiletype=1, metadata=None)
+                tw.write(_level_tiles(mask, f, shape, tile), shape=shape, dtype=np.uint8,
+                         tile=(tile, tile), compression="zlib", photometric="minisblack", **kw)
+    return _finish(out, record, _info(ExportFormat.OME_TIFF, mask, downsample, origin, mpp,
+                                      class_names, levels=n_levels, tile=tile))
+
+
+def _level_tiles(mask: Any, f: int, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
+    """Tiles of pyramid level ``f`` (every ``f``-th pixel of ``mask``), row-major, padded."""
+    for ty in range(0, shape[0], tile):
+        for tx in range(0, shape[1], tile):
+            ys = slice(ty * f, min((ty + tile) * f, mask.shape[0]), f)
+            xs = slice(tx * f, min((tx + tile) * f, mask.shape[1]), f)
+            block = np.asarray(mask[ys, xs], dtype=np.uint8)
+            if block.shape != (tile, tile):
+                padded = np.full((tile, tile), UNLABELLED, np.uint8)
+                padded[: block.shape[0], : block.shape[1]] = block
+                block = padded
+            yield block
+
+
+def read_exported_mask(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read an OME-TIFF written by :func:`export_ome_tiff` (or any label TIFF).
+
+    Returns:
+        ``(labels, meta)``: ``uint8`` labels of pyramid ``level`` and a dict with
+        ``class_names``, ``class_colors``, ``downsample``, ``origin``, ``mpp`` (slide, level
+        0), ``pixel_size_um`` (this level's), ``levels`` (shapes) and ``record``; keys are
+        missing where the file does not say.
+    """
+    import tifffile
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tf:
+            series = tf.series[0]
+            levels = series.levels
+            if not 0 <= level < len(levels):
+                raise WsssError(f"'{p}' has {len(levels)} pyramid level(s), not {level + 1}")
+            labels = levels[level].asarray()
+            meta: dict[str, Any] = {"levels": [tuple(lv.shape) for lv in levels]}
+            ome = tf.ome_metadata
+    except (OSError, tifffile.TiffFileError, ValueError, IndexError) as err:
+        raise WsssError(f"cannot read the mask '{p}': {err}") from err
+    if labels.ndim != 2:
+        raise WsssError(f"'{p}' is not a label mask (shape {labels.shape})")
+    if ome:
+        meta.update(_parse_ome(ome))
+    if "pixel_size_um" in meta and level:  # the OME pixel size is level 0's
+        meta["pixel_size_um"] *= meta["levels"][0][1] / labels.shape[1]
+    return labels.astype(np.uint8, copy=False), meta
+
+
+def _parse_ome(xml: str) -> dict[str, Any]:
+    import xml.etree.ElementTree as ET
+
+    out: dict[str, Any] = {}
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return out
+    for el in root.iter():
+        tag = el.tag.rsplit("}", 1)[-1]
+        if tag == "Pixels" and el.get("PhysicalSizeX"):
+            out["pixel_size_um"] = float(el.get("PhysicalSizeX"))
+        elif tag == "Description" and el.text and _DESC_KEY in el.text:
+            try:
+                info = json.loads(el.text)[_DESC_KEY]
+            except (ValueError, KeyError, TypeError):
+                continue
+            out.update({k: info[k] for k in ("class_names", "class_colors", "downsample",
+                                             "origin", "mpp", "record") if k in info})
+    return out
+
+
+# ------------------------------------------------------------------------------ PNG
+def export_png(mask: Any, out: str | os.PathLike, *, palette: Sequence[Sequence[int]] = PALETTE,
+               record: RunRecord | None = None, **geometry: Any) -> Path:
+    """Write a palette PNG (WSSS4LUAD colours; pixel values are the labels), for patches.
+
+    ``geometry`` (``downsample``, ``origin``, ``mpp``, ``class_names``) only goes into the
+    sidecar record.
+    """
+    from PIL import Image
+
+    mask = _as_mask(mask)
+    if mask.shape[0] * mask.shape[1] > _MAX_PNG_PIXELS:
+        raise WsssError(f"a {mask.shape[1]}x{mask.shape[0]} mask is too large for PNG; "
+                        "export it as ome-tiff (tiled, pyramidal)")
+    img = Image.fromarray(np.ascontiguousarray(np.asarray(mask, np.uint8)), mode="P")
+    flat = [c for rgb in palette for c in map(int, rgb)]
+    img.putpalette(flat + [0] * (768 - len(flat)))
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        img.save(tmp, format="PNG", optimize=False)
+    return _finish(out, record, _info(ExportFormat.PNG, mask,
+                                      geometry.get("downsample", 1.0),
+                                      geometry.get("origin", (0.0, 0.0)), geometry.get("mpp"),
+                                      geometry.get("class_names", LABEL_NAMES)))
+
+
+# ------------------------------------------------------------------------------ GeoJSON
+def mask_to_geojson(mask: Any, *, downsample: float = 1.0,
+                    origin: tuple[float, float] = (0.0, 0.0), simplify: float = 1.0,
+                    group: GeoJsonGroup | str = GeoJsonGroup.REGION,
+                    labels: Sequence[int] | None = None,
+                    class_names: Sequence[str] = LABEL_NAMES,
+                    palette: Sequence[Sequence[int]] = PALETTE) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of the mask's regions, as QuPath imports annotations.
+
+    Outlines follow pixel edges exactly (contours are traced on the mask upsampled 2x, so a
+    one-pixel region is a polygon too) and are then simplified with Douglas-Peucker
+    (``simplify`` mask px; 0 keeps every corner). Holes are interior rings. Coordinates are
+    level-0 pixels: ``origin + corner * downsample``.
+
+    Args:
+        mask: ``uint8 (H, W)`` labels (read whole).
+        downsample: mask pixel size in level-0 px.
+        origin: level-0 ``(x, y)`` of the mask's top-left corner.
+        simplify: tolerance in mask px.
+        group: ``'region'`` (one Polygon feature per connected region) or ``'class'`` (one
+            MultiPolygon feature per class).
+        labels: labels to write; default every label present except 255 and background.
+        class_names: names of labels 0, 1, ... (capitalised for QuPath: ``Tumor``).
+        palette: RGB colour per label (``classification.color``).
+    """
+    import cv2
+
+    mask = np.asarray(_as_mask(mask), np.uint8)
+    group = GeoJsonGroup(group)
+    if labels is None:
+        labels = [int(v) for v in np.unique(mask) if v != UNLABELLED and v != BACKGROUND]
+    colors = _colors(palette, max(len(class_names), max(labels, default=0) + 1))
+    ox, oy = float(origin[0]), float(origin[1])
+    features = []
+    for lab in labels:
+        binary = (mask == lab).astype(np.uint8)
+        if not binary.any():
+            continue
+        up = np.zeros((2 * mask.shape[0] + 2, 2 * mask.shape[1] + 2), np.uint8)
+        up[1:-1, 1:-1] = np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1)
+        contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        if hierarchy is None:
+            continue
+        hierarchy = hierarchy[0]
+
+        def ring(c: np.ndarray, hole: bool) -> list[list[float]] | None:
+            if simplify > 0:
+                s = cv2.approxPolyDP(c, 2 * simplify, True)
+                c = s if len(s) >= 3 else c
+            if len(c) < 3:
+                return None
+            # padded, upsampled subpixel centre u -> mask corner (u - 1 + 0.5) / 2
+            xy = (c[:, 0, :].astype(np.float64) - 0.5) / 2.0
+            xy[:, 0] = ox + xy[:, 0] * downsample
+            xy[:, 1] = oy + xy[:, 1] * downsample
+            area = np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1])
+            if (area < 0) != hole:  # RFC 7946: exterior counter-clockwise, holes clockwise
+                xy = xy[::-1]
+            pts = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
+            return pts + [pts[0]]
+
+        polygons = []
+        for i, c in enumerate(contours):
+            if hierarchy[i][3] != -1:
+                continue  # a hole: added to its parent below
+            outer = ring(c, hole=False)
+            if outer is None:
+                continue
+            rings = [outer]
+            child = hierarchy[i][2]
+            while child != -1:
+                hole = ring(contours[child], hole=True)
+                if hole is not None:
+                    rings.append(hole)
+                child = hierarchy[child][0]
+            polygons.append(rings)
+        name = class_names[lab].capitalize() if lab < len(class_names) else f"Label {lab}"
+        props = {"objectType": "annotation", "name": name,
+                 "classification": {"name": name, "color": colors[lab]}, "label": int(lab)}
+        if group is GeoJsonGroup.CLASS:
+            if polygons:
+                features.append({"type": "Feature", "id": str(uuid.uuid4()),
+                                 "geometry": {"type": "MultiPolygon", "coordinates": polygons},
+                                 "properties": props})
+        else:
+            features.extend({"type": "Feature", "id": str(uuid.uuid4()),
+                             "geometry": {"type": "Polygon", "coordinates": rings},
+                             "properties": dict(props)} for rings in polygons)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def export_geojson(mask: Any, out: str | os.PathLike, *, downsample: float = 1.0,
+                   origin: tuple[float, float] = (0.0, 0.0), mpp: float | None = None,
+                   simplify: float = 1.0, group: GeoJsonGroup | str = GeoJsonGroup.REGION,
+                   include_background: bool = False, class_names: Sequence[str] = LABEL_NAMES,
+                   palette: Sequence[Sequence[int]] = PALETTE,
+                   record: RunRecord | None = None) -> Path:
+    """Write :func:`mask_to_geojson` to ``out`` (QuPath: File > Import objects).
+
+    The collection also carries a ``wsss_napari`` member (geometry and run record), which
+    QuPath ignores.
+    """
+    mask = np.asarray(_as_mask(mask), np.uint8)
+    labels = [int(v) for v in np.unique(mask)
+              if v != UNLABELLED and (include_background or v != BACKGROUND)]
+    fc = mask_to_geojson(mask, downsample=downsample, origin=origin, simplify=simplify,
+                         group=group, labels=labels, class_names=class_names, palette=palette)
+    info = _info(ExportFormat.GEOJSON, mask, downsample, origin, mpp, class_names,
+                 simplify=simplify, group=GeoJsonGroup(group).value)
+    fc[_DESC_KEY] = {**info, "record": (record or RunRecord()).to_dict()}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(fc))
+    return _finish(out, record, info)
+
+
+def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple[int, int], *,
+                    downsample: float = 1.0, origin: tuple[float, float] = (0.0, 0.0),
+                    class_names: Sequence[str] = LABEL_NAMES) -> np.ndarray:
+    """Rasterise GeoJSON annotations back to a label mask (pixel-centre inclusion).
+
+    Features are matched to labels by ``classification.name`` (case-insensitive); unknown
+    classes are skipped. Pixels no polygon covers are 255.
+    """
+    import cv2
+
+    if not isinstance(geojson, Mapping):
+        try:
+            geojson = json.loads(Path(geojson).read_text())
+        except (OSError, ValueError) as err:
+            raise WsssError(f"cannot read GeoJSON '{geojson}': {err}") from err
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    out = np.full(shape, UNLABELLED, np.uint8)
+    shift = 4
+    scale = 2**shift
+    feats = geojson.get("features", []) if geojson.get("type") == "FeatureCollection" else [geojson]
+    for feat in feats:
+        cls = ((feat.get("properties") or {}).get("classification") or {}).get("name", "")
+        lab = lookup.get(str(cls).lower())
+        geom = feat.get("geometry") or {}
+        if lab is None or geom.get("type") not in ("Polygon", "MultiPolygon"):
+            continue
+        polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
+        for rings in polys:
+            pts = []
+            for r in rings:
+                a = np.asarray(r, np.float64)
+                a[:, 0] = (a[:, 0] - origin[0]) / downsample - 0.5
+                a[:, 1] = (a[:, 1] - origin[1]) / downsample - 0.5
+                pts.append(np.round(a * scale).astype(np.int32))
+            region = np.zeros(shape, np.uint8)
+            cv2.fillPoly(region, pts[:1], 1, lineType=cv2.LINE_8, shift=shift)
+            if len(pts) > 1:
+                cv2.fillPoly(region, pts[1:], 0, lineType=cv2.LINE_8, shift=shift)
+            out[region.astype(bool)] = lab
+    return out
+
+
+# ------------------------------------------------------------------------------ RLE
+def rle_encode(binary: np.ndarray, order: str = "F") -> str:
+    """Kaggle-style run-length encoding: ``'start length ...'``, 1-based starts.
+
+    ``order='F'`` numbers pixels top to bottom, then left to right (column-major, the usual
+    Kaggle convention); ``'C'`` numbers them row by row.
+    """
+    pixels = np.asarray(binary, bool).ravel(order=order)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], pixels.view(np.uint8), [0])))) + 1
+    edges[1::2] -= edges[::2]
+    return " ".join(map(str, edges))
+
+
+def rle_decode(rle: str, shape: tuple[int, int], order: str = "F") -> np.ndarray:
+    """Inverse of :func:`rle_encode`: a ``bool`` array of ``shape``."""
+    flat = np.zeros(int(shape[0]) * int(shape[1]), bool)
+    nums = np.asarray(str(rle).split(), np.int64)
+    if nums.size % 2:
+        raise WsssError("an RLE string needs start/length pairs")
+    for start, length in zip(nums[::2], nums[1::2], strict=True):
+        if start < 1 or start - 1 + length > flat.size:
+            raise WsssError(f"RLE run {start} {length} lies outside a {shape} image")
+        flat[start - 1:start - 1 + length] = True
+    return flat.reshape(shape, order=order)
+
+
+def export_rle(masks: Any, out: str | os.PathLike, *, image_id: str | None = None,
+               order: str = "F", class_names: Sequence[str] = LABEL_NAMES,
+               record: RunRecord | None = None, **geometry: Any) -> Path:
+    """Write an RLE CSV: one row per image and class (``image_id,class,rle,height,width``).
+
+    Args:
+        masks: one mask, or ``{image_id: mask}``.
+        out: target ``.csv``.
+        image_id: id of a single mask (default: the output file's stem).
+        order: ``'F'`` (column-major, Kaggle) or ``'C'`` (row-major); see :func:`rle_encode`.
+        class_names: one row per name, empty ``rle`` where the class is absent.
+        record: provenance for ``<out>.run.json``.
+    """
+    out = Path(out)
+    if order not in ("F", "C"):
+        raise WsssError(f"RLE order must be 'F' or 'C', not {order!r}")
+    if not isinstance(masks, Mapping):
+        masks = {image_id or out.name.split(".")[0]: masks}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "class", "rle", "height", "width"])
+    first = None
+    for iid, m in masks.items():
+        m = np.asarray(_as_mask(m), np.uint8)
+        first = m if first is None else first
+        for lab, name in enumerate(class_names):
+            writer.writerow([iid, name, rle_encode(m == lab, order), *m.shape])
+    with atomic_path(out) as tmp:
+        tmp.write_text(buf.getvalue())
+    return _finish(out, record, _info(ExportFormat.RLE, first if first is not None
+                                      else np.zeros((0, 0), np.uint8),
+                                      geometry.get("downsample", 1.0),
+                                      geometry.get("origin", (0.0, 0.0)), geometry.get("mpp"),
+                                      class_names, order=order, images=len(masks)))
+
+
+def read_rle_csv(path: str | os.PathLike, order: str = "F",
+                 class_names: Sequence[str] = LABEL_NAMES) -> dict[str, np.ndarray]:
+    """Decode an RLE CSV written by :func:`export_rle` to ``{image_id: labels}`` (255 = none)."""
+    lookup = {n: i for i, n in enumerate(class_names)}
+    masks: dict[str, np.ndarray] = {}
+    try:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                shape = (int(row["height"]), int(row["width"]))
+                m = masks.setdefault(row["image_id"], np.full(shape, UNLABELLED, np.uint8))
+                if row["class"] not in lookup:
+                    raise WsssError(f"unknown class {row['class']!r} in '{path}'")
+                m[rle_decode(row["rle"], shape, order)] = lookup[row["class"]]
+    except (OSError, KeyError, ValueError) as err:
+        raise WsssError(f"cannot read RLE CSV '{path}': {err}") from err
+    return masks
+
+
+# ------------------------------------------------------------------------------ dispatch
+def export_mask(mask: Any, out: str | os.PathLike, params: ExportParams | None = None, *,
+                mpp: float | None = None, downsample: float = 1.0,
+                origin: tuple[float, float] = (0.0, 0.0), record: RunRecord | None = None,
+                image_id: str | None = None, class_names: Sequence[str] = LABEL_NAMES,
+                palette: Sequence[Sequence[int]] = PALETTE) -> Path:
+    """Export ``mask`` in ``params.format`` (the CLI and the napari writer call this).
+
+    ``params`` is also recorded in ``<out>.run.json``.
+    """
+    params = params or ExportParams()
+    rec = record or RunRecord()
+    rec = RunRecord.from_dict({**rec.to_dict(),
+                               "params": {**rec.params, "export_params": params.to_dict()}})
+    geo = {"downsample": downsample, "origin": origin, "mpp": mpp, "class_names": class_names}
+    fmt = params.format
+    if fmt is ExportFormat.OME_TIFF:
+        return export_ome_tiff(mask, out, palette=palette, record=rec, tile=params.tile, **geo)
+    if fmt is ExportFormat.PNG:
+        return export_png(mask, out, palette=palette, record=rec, **geo)
+    if fmt is ExportFormat.GEOJSON:
+        return export_geojson(mask, out, simplify=params.simplify, group=params.geojson_group,
+                              include_background=params.geojson_background, palette=palette,
+                              record=rec, **geo)
+    return export_rle(mask, out, image_id=image_id, order=params.rle_order, record=rec, **geo)
+
+
+# ------------------------------------------------------------------------------ sources
+def open_mask_source(path: str | os.PathLike,
+                     base: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """Open a mask to export: a PNG/TIFF mask, an edit store or a mask zarr.
+
+    Args:
+        path: a label PNG (palette, grey, or RGB in the WSSS4LUAD colours), a TIFF (e.g. a
+            previous OME-TIFF export), an ``edits.zarr`` edit store, or a zarr array (or a
+            group holding ``labels`` / ``mask``).
+        base: for an edit store, the mask the edits correct (any of the above); without it
+            only the edited pixels are exported (255 elsewhere).
+
+    Returns:
+        ``(mask, meta)``: a 2-D uint8 array-like (lazy for zarr) and whatever geometry the
+        source knows: ``downsample``, ``origin``, ``mpp``, ``class_names``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise WsssError(f"mask not found: '{p}'")
+    if p.is_dir():
+        return _open_zarr_mask(p, base)
+    name = p.name.lower()
+    if name.endswith((".tif", ".tiff")):
+        labels, meta = read_exported_mask(p)
+        return labels, {k: meta[k] for k in ("downsample", "origin", "mpp", "class_names")
+                        if meta.get(k) is not None}
+    return _read_image_mask(p), {}
+
+
+def _read_image_mask(p: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            mode = im.mode
+            a = np.asarray(im.convert("RGB") if mode not in ("P", "L", "I;16", "I") else im)
+    except (OSError, UnidentifiedImageError) as err:
+        raise WsssError(f"cannot read the mask '{p}': {err}") from err
+    if a.ndim == 3:  # RGB: map the palette's colours back to labels
+        labels = np.full(a.shape[:2], UNLABELLED, np.uint8)
+        for i, rgb in enumerate(PALETTE):
+            labels[(a == np.asarray(rgb, np.uint8)).all(axis=2)] = i
+        return labels
+    if a.max(initial=0) > 255:
+        raise WsssError(f"'{p}' holds values above 255: not a label mask")
+    return a.astype(np.uint8)
+
+
+def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[str, Any]]:
+    import zarr
+
+    from ..corrections.store import FORMAT, EditStore
+
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as err:  # noqa: BLE001 - any zarr failure means "not a mask zarr"
+        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store: {err}") from err
+    if isinstance(node, zarr.Group) and node.attrs.get("format") == FORMAT:
+        store = EditStore.open(p, read_only=True)
+        meta = {"downsample": store.downsample, "class_names": list(store.class_names)}
+        if store.slide_id.get("mpp"):
+            meta["mpp"] = store.slide_id["mpp"]
+        if base is None:
+            return store.labels, meta
+        base_mask, _ = open_mask_source(base)
+        return store.merged_view(base_mask), meta
+    if isinstance(node, zarr.Group):
+        for key in ("labels", "mask", "0"):
+            if key in node:
+                node = node[key]
+                break
+        else:
+            raise WsssError(f"the zarr group '{p}' holds no 'labels' or 'mask' array")
+    if len(node.shape) != 2:
+        raise WsssError(f"'{p}' is not a 2-D label array (shape {node.shape})")
+    meta = {k: node.attrs[k] for k in ("downsample", "origin", "mpp", "class_names")
+            if k in node.attrs}
+    return node, meta
