@@ -1,0 +1,80 @@
+"""napari ``sample_data`` contributions: a synthetic H&E slide and scikit-image's IHC image.
+
+Functions return layer-data tuples and import nothing from napari. The synthetic slide is a
+real pyramidal TIFF, written once into the user cache folder, so the sample exercises the
+same lazy reader as a scanner's file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..classes import LABEL_NAMES, label_colors_rgba
+
+#: Size and seed of the sample slide (level 0 px; 0.5 um/px).
+SAMPLE_SIZE = (4096, 4096)
+SAMPLE_SEED = 7
+SAMPLE_MPP = 0.5
+
+
+def cache_dir() -> Path:
+    """The plugin's cache folder (``$WSSS_CACHE_DIR`` or the platform's user cache)."""
+    env = os.environ.get("WSSS_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("wsss-napari"))
+
+
+def sample_slide_path(size: tuple[int, int] = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> Path:
+    """Path of the synthetic sample slide, written on first use (a few seconds)."""
+    from .synth import write_pyramidal_tiff
+
+    path = cache_dir() / f"synthetic-he-{size[0]}x{size[1]}-seed{seed}.tif"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_pyramidal_tiff(path, size[0], size[1], seed=seed, mpp=SAMPLE_MPP)
+    return path
+
+
+def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
+    """Sample: a 4096 x 4096 synthetic H&E slide (pyramidal TIFF) and its true tissue map."""
+    from ..io.reader import slide_layer_data
+    from ..io.slide import Slide
+    from .synth import mask_region
+
+    path = sample_slide_path()
+    slide = Slide.open(path)
+    image = slide_layer_data(slide, name="synthetic H&E")
+    h, w = SAMPLE_SIZE
+    ds = 4  # the ground truth at 2 um/px is plenty to compare with
+    mask = mask_region(SAMPLE_SEED, h, w, 0, 0, h // ds, w // ds, ds=ds)
+    scale = (SAMPLE_MPP * ds, SAMPLE_MPP * ds)
+    truth = (
+        mask,
+        {
+            "name": "synthetic H&E: ground truth",
+            "scale": scale,
+            "units": ("um", "um"),
+            "translate": ((ds - 1) * SAMPLE_MPP / 2,) * 2,
+            "colormap": {**label_colors_rgba(), None: (0.0, 0.0, 0.0, 0.0)},
+            "opacity": 0.5,
+            "visible": False,
+            "metadata": {"wsss": {"ground_truth": True, "classes": list(LABEL_NAMES),
+                                  "downsample": ds, "source": "synthetic H&E"}},
+        },
+        "labels",
+    )
+    return [image, truth]
+
+
+def immunohistochemistry() -> list[tuple[Any, dict[str, Any], str]]:
+    """Sample: scikit-image's bundled immunohistochemistry image (a real IHC photo, 512^2)."""
+    from skimage import data
+
+    img = data.immunohistochemistry()
+    return [(img, {"name": "immunohistochemistry (scikit-image)", "rgb": True,
+                   "metadata": {"mpp": None, "mpp_source": "unknown"}}, "image")]
