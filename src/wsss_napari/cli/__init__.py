@@ -18,6 +18,7 @@ from .. import WsssError, __version__
 SUBCOMMANDS = (
     "demo",
     "info",
+    "sample",
     "cam",
     "predict",
     "eval",
