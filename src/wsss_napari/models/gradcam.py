@@ -82,14 +82,35 @@ class GradCamNet(CamModel):
             h = w = s
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
+    def _target_layer(self) -> Any:
+        """Where Grad-CAM reads tokens: the input norm of the last transformer block (the
+        final tokens of a class-token ViT carry no gradient: only the class token reaches the
+        head), else the model's final features."""
+        blocks = getattr(self.model, "blocks", None)
+        if blocks is not None and len(blocks) and hasattr(blocks[-1], "norm1"):
+            return blocks[-1].norm1
+        return None
+
     def logits_and_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and Grad-CAMs ``(B, C, h, w)`` (ReLU applied), with gradients enabled locally."""
+        captured: list[torch.Tensor] = []
+        layer = self._target_layer()
         with torch.inference_mode(False), torch.enable_grad():
             x = x.clone()  # an inference-mode tensor cannot enter autograd
-            feats = self.model.forward_features(x)
-            if not feats.requires_grad:  # frozen params: make the map the leaf
-                feats = feats.detach().requires_grad_(True)
-            logits = self.model.forward_head(feats)
+            if layer is not None:
+                handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+                try:
+                    logits = self.model(x)
+                finally:
+                    handle.remove()
+                feats = captured[-1]
+            else:
+                feats = self.model.forward_features(x)
+                if not feats.requires_grad:  # frozen params: make the map the leaf
+                    feats = feats.detach().requires_grad_(True)
+                logits = self.model.forward_head(feats)
+            if not feats.requires_grad:
+                raise WsssError(f"Grad-CAM needs gradients through {self.config.backbone!r}")
             fmap = self._token_grid(feats, tuple(x.shape[-2:]))
             maps = []
             for c in range(logits.shape[1]):

@@ -1,0 +1,433 @@
+"""Whole-slide CAMs: tiled multi-scale inference into an on-disk, resumable zarr cache.
+
+Plan of a run:
+
+1. **Level.** The pyramid level nearest the model's resolution but not coarser than it
+   (``slide.level_for_downsample(model.mpp / slide.mpp)``); the small remaining factor is
+   resampled per tile. If either mpp is unknown, level 0 is used as-is and the result's
+   ``warnings`` say so.
+2. **Tiles.** ``tile_size`` px at the model's resolution, read with ``halo`` px of context on
+   every side (aligned reads, prefetched by a small thread pool while the model runs).
+3. **Glass.** Tiles whose tissue fraction in the thumbnail's tissue mask
+   (:mod:`.tissue`) is below ``min_tissue`` are skipped.
+4. **Output.** Each tile's multi-scale CAMs (:mod:`.multiscale`), without the halo, are
+   written at ``1/out_stride`` of the model's resolution into ``<store>/cams`` (float32,
+   unnormalised) as soon as the tile finishes, then the tile is marked in ``<store>/done``.
+   An interrupted run resumes from the bitmap; a repeated request with the same slide
+   file, model file, parameters and region finds the finished store and computes nothing.
+
+Normalisation across tiles: the method divides each class CAM by its maximum over the image.
+A slide is one image, so the store keeps each tile's per-class maximum and
+:attr:`SlideCams.cams` is the lazy quotient ``raw / max over all tiles`` (values in [0, 1]);
+a region run is normalised over its region, like a single image.
+
+Image-level scores: each tile's scores are the maximum over its scale-1 crops of
+``sigmoid(logits)`` (as for a single image); ``SlideCams.scores`` is the maximum over tiles
+(``tile_scores`` keeps them all, for local decisions on large regions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+from ..params import CamParams
+from ..progress import Progress
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "wsss-napari-cams/1"
+#: done-bitmap values
+PENDING, COMPUTED, GLASS = 0, 1, 2
+
+
+@dataclass
+class SlideCams:
+    """CAMs of a slide (or region) backed by a zarr store.
+
+    Attributes:
+        cams: lazy (dask) float32 ``(C, h, w)`` in ``[0, 1]``: ``raw`` divided per class by
+            its maximum over the processed tiles.
+        raw: the zarr array of unnormalised CAMs.
+        scores: float32 ``(C,)`` image-level scores (maximum over tiles).
+        maxima: float32 ``(C,)`` the per-class normalisers.
+        downsample: level-0 pixels per CAM pixel (napari ``scale`` relative to level 0).
+        origin: ``(y, x)`` level-0 coordinate of the top-left corner of CAM pixel (0, 0).
+        path: the zarr store.
+        level: pyramid level that was read.
+        tile_scores: float32 ``(ty, tx, C)``; ``done``: uint8 ``(ty, tx)`` (1 computed,
+            2 glass, 0 not done).
+        class_names: class of each channel.
+        warnings: things the user should know (e.g. unknown mpp).
+    """
+
+    cams: Any
+    raw: Any
+    scores: np.ndarray
+    maxima: np.ndarray
+    downsample: float
+    origin: tuple[float, float]
+    path: Path
+    level: int
+    tile_scores: np.ndarray
+    done: np.ndarray
+    class_names: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: str | Path) -> SlideCams:
+        """Re-open a finished store (e.g. one written by ``wsss-napari cam``)."""
+        import zarr
+
+        p = Path(path)
+        try:
+            group = zarr.open_group(str(p), mode="r")
+        except Exception as err:  # noqa: BLE001 - zarr raises several types here
+            raise WsssError(f"'{p}' is not a CAM store ({err})") from err
+        if group.attrs.get("format") != STORE_FORMAT:
+            raise WsssError(f"'{p}' is not a wsss-napari CAM store")
+        return _result(group, p)
+
+
+def default_cache_dir() -> Path:
+    """``$WSSS_NAPARI_CACHE`` or ``~/.cache/wsss-napari``, plus ``/cams``."""
+    root = os.environ.get("WSSS_NAPARI_CACHE") or Path.home() / ".cache" / "wsss-napari"
+    return Path(root) / "cams"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    level: int
+    ds_level: float       # level-0 px per level px
+    resample: float       # level px per model px (1.0 = none)
+    model_ds: float       # level-0 px per model px
+    y0: int
+    x0: int
+    h0: int
+    w0: int
+    tile: int
+    halo: int
+    out_stride: int
+    shape: tuple[int, int]  # model-resolution extent of the region
+    grid: tuple[int, int]   # tiles (ny, nx)
+    out_shape: tuple[int, int]
+    warnings: tuple[str, ...]
+
+
+def _plan(slide: Any, model: Any, params: CamParams, region: Any) -> _Plan:
+    H, W = (int(v) for v in slide.shape[:2])
+    if region is None:
+        y0, x0, h0, w0 = 0, 0, H, W
+    else:
+        try:
+            y0, x0, h0, w0 = (int(round(float(v))) for v in region)
+        except (TypeError, ValueError) as err:
+            raise WsssError(f"region must be (y, x, h, w) in level-0 px, got {region!r}") from err
+        y1, x1 = min(H, y0 + h0), min(W, x0 + w0)
+        y0, x0 = max(0, y0), max(0, x0)
+        h0, w0 = y1 - y0, x1 - x0
+        if h0 <= 0 or w0 <= 0:
+            raise WsssError(f"region {tuple(region)} lies outside the slide ({H} x {W} px)")
+    warnings = []
+    slide_mpp, model_mpp = getattr(slide, "mpp", None), model.config.mpp
+    if slide_mpp and model_mpp:
+        target = float(model_mpp) / float(slide_mpp)
+        level = int(slide.level_for_downsample(target * 1.001))
+    else:
+        which = "slide" if not slide_mpp else "model"
+        warnings.append(f"the {which}'s microns-per-pixel is unknown: CAMs were computed at "
+                        "level 0 without resampling; if the slide's magnification differs "
+                        "from the training images', set the slide mpp")
+        target, level = 1.0, 0
+    ds_level = float(slide.downsamples[level])
+    resample = target / ds_level
+    if abs(resample - 1) < 0.02:
+        resample, target = 1.0, ds_level
+    os_ = params.out_stride
+    halo = int(math.ceil(params.halo / os_) * os_)
+    mh, mw = max(1, math.ceil(h0 / target)), max(1, math.ceil(w0 / target))
+    T = params.tile_size
+    return _Plan(level, ds_level, resample, target, y0, x0, h0, w0, T, halo, os_, (mh, mw),
+                 (math.ceil(mh / T), math.ceil(mw / T)),
+                 (math.ceil(mh / os_), math.ceil(mw / os_)), tuple(warnings))
+
+
+def _slide_identity(slide: Any) -> dict[str, Any]:
+    path = getattr(slide, "path", None)
+    if path:
+        p = Path(path)
+        try:
+            st = p.stat()
+        except OSError as err:
+            raise WsssError(f"cannot stat slide '{p}': {err.strerror or err}") from err
+        return {"path": str(p.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns}
+    # in-memory slide: identify it by its content at the thumbnail level
+    thumb = np.ascontiguousarray(slide.thumbnail(256))
+    return {"name": str(getattr(slide, "name", "array")), "shape": list(slide.shape[:2]),
+            "thumb": hashlib.sha256(thumb.tobytes()).hexdigest()}
+
+
+def _model_hash(model: Any) -> str:
+    h = getattr(model, "file_hash", None)
+    if h:
+        return str(h)
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, t in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().float().cpu().numpy().tobytes())
+    return "mem-" + digest.hexdigest()
+
+
+def cache_key(slide: Any, model: Any, params: CamParams, region: Any) -> str:
+    """Hash of everything that determines the CAMs: slide file, model, parameters, region."""
+    p = params.to_dict()
+    for k in ("device", "batch_size"):  # change speed, not results
+        p.pop(k, None)
+    blob = {"format": STORE_FORMAT, "slide": _slide_identity(slide), "model": _model_hash(model),
+            "params": p, "region": list(region) if region is not None else None}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _open_store(path: Path, key: str, plan: _Plan, model: Any, params: CamParams,
+                explicit: bool) -> Any:
+    import zarr
+
+    n_cls = model.config.num_classes
+    if path.exists():
+        try:
+            group = zarr.open_group(str(path), mode="a")
+            same = group.attrs.get("key") == key and group.attrs.get("format") == STORE_FORMAT
+        except Exception:  # noqa: BLE001 - an unreadable leftover is not ours
+            same, group = False, None
+        if same:
+            return group
+        if explicit and group is not None and group.attrs.get("format") != STORE_FORMAT:
+            raise WsssError(f"'{path}' exists and is not a wsss-napari CAM store; "
+                            "choose another output path")
+        if explicit:
+            raise WsssError(f"'{path}' holds CAMs of another slide, model, region or "
+                            "parameters; delete it or choose another output path")
+    from ..io.atomic import check_writable_dir
+
+    check_writable_dir(path.parent)
+    group = zarr.open_group(str(path), mode="w")
+    cs = plan.tile // plan.out_stride
+    group.create_array("cams", shape=(n_cls, *plan.out_shape), dtype="float32",
+                       chunks=(1, min(cs, plan.out_shape[0]), min(cs, plan.out_shape[1])),
+                       fill_value=0.0)
+    group.create_array("done", shape=plan.grid, dtype="uint8", chunks=plan.grid, fill_value=0)
+    for name in ("tile_max", "tile_scores"):
+        group.create_array(name, shape=(*plan.grid, n_cls), dtype="float32",
+                           chunks=(*plan.grid, n_cls), fill_value=0.0)
+    group.attrs.update({
+        "format": STORE_FORMAT, "key": key, "class_names": list(model.config.class_names),
+        "downsample": plan.model_ds * plan.out_stride, "origin": [plan.y0, plan.x0],
+        "level": plan.level, "params": params.to_dict(), "model_hash": _model_hash(model),
+        "region": [plan.y0, plan.x0, plan.h0, plan.w0], "warnings": list(plan.warnings),
+        "complete": False,
+    })
+    return group
+
+
+def _result(group: Any, path: Path) -> SlideCams:
+    import dask.array as da
+
+    raw = group["cams"]
+    done = np.asarray(group["done"][...])
+    computed = done == COMPUTED
+    tile_max = np.asarray(group["tile_max"][...])
+    tile_scores = np.asarray(group["tile_scores"][...])
+    n_cls = raw.shape[0]
+    if computed.any():
+        maxima = tile_max[computed].max(axis=0).astype(np.float32)
+        scores = tile_scores[computed].max(axis=0).astype(np.float32)
+    else:
+        maxima = np.zeros(n_cls, np.float32)
+        scores = np.zeros(n_cls, np.float32)
+    denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
+    cams = da.clip(da.from_zarr(raw) / denom, 0.0, 1.0).astype(np.float32)
+    attrs = dict(group.attrs)
+    return SlideCams(
+        cams=cams, raw=raw, scores=scores, maxima=maxima,
+        downsample=float(attrs["downsample"]), origin=tuple(float(v) for v in attrs["origin"]),
+        path=path, level=int(attrs["level"]), tile_scores=tile_scores, done=done,
+        class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
+    )
+
+
+def _read_tile(slide: Any, plan: _Plan, ty: int, tx: int) -> np.ndarray:
+    """uint8 tile with halo at the model's resolution (white outside the slide)."""
+    import cv2
+
+    size = plan.tile + 2 * plan.halo
+    my, mx = ty * plan.tile - plan.halo, tx * plan.tile - plan.halo
+    r = plan.resample
+    ly = int(round(plan.y0 / plan.ds_level + my * r))
+    lx = int(round(plan.x0 / plan.ds_level + mx * r))
+    lsize = max(1, int(round(size * r)))
+    img = np.asarray(slide.read_region(plan.level, ly, lx, lsize, lsize))
+    if img.shape[:2] != (lsize, lsize) or img.dtype != np.uint8:
+        raise WsssError(f"slide returned a {img.dtype} {img.shape} region for a "
+                        f"{lsize} x {lsize} request")
+    img = np.ascontiguousarray(img[..., :3])
+    if lsize != size:
+        interp = cv2.INTER_AREA if lsize > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    # outside the region: white, so a region run sees only its region
+    vy = plan.shape[0] - my
+    vx = plan.shape[1] - mx
+    if my < 0 or mx < 0 or vy < size or vx < size:
+        img = img.copy()
+        if my < 0:
+            img[:-my] = 255
+        if mx < 0:
+            img[:, :-mx] = 255
+        if vy < size:
+            img[max(vy, 0):] = 255
+        if vx < size:
+            img[:, max(vx, 0):] = 255
+    return img
+
+
+def _glass_tiles(slide: Any, plan: _Plan, params: CamParams) -> np.ndarray:
+    """bool (ny, nx): True where a tile has less tissue than ``params.min_tissue``."""
+    from .tissue import tissue_fraction, tissue_mask
+
+    ny, nx = plan.grid
+    glass = np.zeros((ny, nx), bool)
+    if not params.skip_glass:
+        return glass
+    thumb = np.asarray(slide.thumbnail(1024))
+    mask = tissue_mask(thumb)
+    fy = mask.shape[0] / slide.shape[0]
+    fx = mask.shape[1] / slide.shape[1]
+    t0 = plan.tile * plan.model_ds
+    for ty in range(ny):
+        for tx in range(nx):
+            y0 = plan.y0 + ty * t0
+            x0 = plan.x0 + tx * t0
+            y1 = min(y0 + t0, plan.y0 + plan.h0)
+            x1 = min(x0 + t0, plan.x0 + plan.w0)
+            frac = tissue_fraction(mask, y0 * fy, x0 * fx, y1 * fy, x1 * fx)
+            glass[ty, tx] = frac < max(params.min_tissue, 1e-9)
+    return glass
+
+
+def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
+               cache_dir: str | Path | None = None, region: Any = None,
+               out: str | Path | None = None) -> Generator[Progress, None, SlideCams]:
+    """Compute (or resume, or reuse) the CAMs of a slide or a level-0 region of it.
+
+    Args:
+        slide: an ``io.slide.Slide``.
+        model: a CAM model (``models.checkpoint.load_model``).
+        params: :class:`CamParams` (scales, tiles, halo, glass skipping, device ...).
+        cache_dir: where stores are kept, named by the cache key
+            (default :func:`default_cache_dir`).
+        region: ``(y, x, h, w)`` in level-0 px; default the whole slide.
+        out: an explicit store path instead (refused if it holds another request's CAMs).
+
+    Yields:
+        ``Progress('CAM tiles', done, total, info)`` at least once per batch of crops.
+
+    Returns:
+        :class:`SlideCams`. Closing the generator early stops the run; finished tiles stay
+        in the store and the next identical request resumes from them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from ..device import choose_device
+    from .multiscale import iter_raw_cams
+
+    params = params or CamParams()
+    if getattr(model.config, "kind", "cam") != "cam":
+        raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
+    device = choose_device(params.device)
+    plan = _plan(slide, model, params, region)
+    for w in plan.warnings:
+        log.warning(w)
+    key = cache_key(slide, model, params, region)
+    if out is not None:
+        path, explicit = Path(out).expanduser(), True
+    else:
+        path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
+    group = _open_store(path, key, plan, model, params, explicit)
+    done = np.asarray(group["done"][...])
+    if (done == PENDING).any():
+        glass = _glass_tiles(slide, plan, params) & (done == PENDING)
+        if glass.any():
+            done[glass] = GLASS
+            group["done"][...] = done
+    todo = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(done == PENDING))]
+    n_total = int(done.size)
+    n_done = int(n_total - len(todo))
+    info = {"computed": 0, "glass": int((done == GLASS).sum()), "level": plan.level}
+    yield Progress("CAM tiles", n_done, n_total, dict(info))
+
+    cams_arr, done_arr = group["cams"], group["done"]
+    tmax_arr, tsc_arr = group["tile_max"], group["tile_scores"]
+    os_, T, halo = plan.out_stride, plan.tile, plan.halo
+    out_edge = (T + 2 * halo) // os_
+    hc = halo // os_
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsss-read")
+    pending: deque = deque()
+    t_start = time.perf_counter()
+    try:
+        it = iter(todo)
+
+        def submit_next() -> None:
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_read_tile, slide, plan, *nxt)))
+
+        for _ in range(3):
+            submit_next()
+        computed = 0
+        while pending:
+            (ty, tx), fut = pending.popleft()
+            tile = fut.result()
+            submit_next()
+            gen = iter_raw_cams(model, tile, params, device=device, out_size=(out_edge, out_edge))
+            while True:
+                try:
+                    p = next(gen)
+                except StopIteration as stop:
+                    raw, scores = stop.value
+                    break
+                yield Progress("CAM tiles", n_done, n_total,
+                               {**info, "crops": f"{p.done}/{p.total}"})
+            oy, ox = ty * T // os_, tx * T // os_
+            th = min(T // os_, plan.out_shape[0] - oy)
+            tw = min(T // os_, plan.out_shape[1] - ox)
+            core = raw[:, hc:hc + th, hc:hc + tw]
+            cams_arr[:, oy:oy + th, ox:ox + tw] = core
+            tmax_arr[ty, tx] = core.reshape(core.shape[0], -1).max(axis=1)
+            tsc_arr[ty, tx] = scores
+            done_arr[ty, tx] = COMPUTED  # last: a tile counts only once fully written
+            computed += 1
+            n_done += 1
+            rate = computed / max(time.perf_counter() - t_start, 1e-6)
+            info.update({"computed": computed, "tiles/s": round(rate, 3)})
+            yield Progress("CAM tiles", n_done, n_total, dict(info))
+        group.attrs["complete"] = True
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return _result(group, path)
