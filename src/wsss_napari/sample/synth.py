@@ -30,7 +30,7 @@ from .. import WsssError
 from ..classes import BACKGROUND, CLASS_NAMES, NORMAL, STROMA, TUMOR
 
 #: Edge (px) of the periodic class textures at level 0.
-TEXTURE = 1024
+TEXTURE = 512
 #: Level-0 pixels per cell of the coarse class field (sets the size of tissue regions).
 CELL = 64
 #: Level-0 pixels per pixel of the class map before nearest-neighbour upsampling.
@@ -165,7 +165,7 @@ def _glass_texture(rng: np.random.Generator, n: int) -> np.ndarray:
     slow = _noise(rng, n, 40)
     grey = 243 + 2.0 * fine + 2.5 * slow
     tint = np.asarray((1.0, 0.995, 1.0), np.float32)
-    return np.clip(grey, 235, 250)[..., None] * tint
+    return np.clip(grey[..., None] * tint, 235, 250)
 
 
 @functools.lru_cache(maxsize=4)
