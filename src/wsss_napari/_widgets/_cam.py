@@ -1,0 +1,263 @@
+"""CAM widget: class activation maps of a slide region, computed in the background.
+
+The widget only collects choices into a :class:`~wsss_napari.params.CamParams`, a model
+source and a region, runs :func:`wsss_napari.inference.slide_cam.slide_cams` in a worker and
+shows the returned maps as one additive image layer per class, aligned with the slide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import WsssError
+from ..classes import CLASS_NAMES
+from ..params import CamParams
+from . import _tooltips as tips
+from ._layers import (
+    WSSS,
+    LayerCombo,
+    class_colormap,
+    field_of_view,
+    install_lifecycle,
+    is_shapes_layer,
+    is_slide_layer,
+    placement,
+    shapes_bbox,
+    slide_of,
+)
+from ._worker import JobRunner, preload_torch
+
+REGIONS = ("Field of view", "Shapes ROI", "Whole slide")
+#: Above this many pixels per class the maps are shown as a lazy multiscale layer.
+MULTISCALE_PIXELS = 4096 * 4096
+
+
+def load_model_cached(source: str, cache: dict) -> tuple[Any, str, str]:
+    """Load (or reuse) the model ``source`` ('default' or a file); returns (model, path, hash)."""
+    from ..models import checkpoint
+
+    path = str(checkpoint.default_model_path() if source == "default" else Path(source))
+    if path not in cache:
+        model = checkpoint.load_model(source if source == "default" else path)
+        cache.clear()  # keep one model in memory
+        cache[path] = (model, path, checkpoint.file_hash(path))
+    return cache[path]
+
+
+def cam_layers_data(result: Any, slide_layer: Any, meta: dict) -> list[tuple]:
+    """Layer-data tuples of the per-class maps of ``result`` (a ``SlideCams``)."""
+    cams = result.cams
+    n, h, w = cams.shape
+    where = placement(slide_layer, result.downsample, result.origin)
+    out = []
+    for c in range(n):
+        data = _class_levels(cams, c) if h * w > MULTISCALE_PIXELS else np.asarray(cams[c])
+        name = CLASS_NAMES[c] if c < len(CLASS_NAMES) else f"class {c}"
+        kwargs = {
+            "name": f"CAM {name}",
+            "colormap": class_colormap(c) if c < len(CLASS_NAMES) else "gray",
+            "blending": "additive",
+            "contrast_limits": (0.0, 1.0),
+            "opacity": 0.7,
+            "multiscale": isinstance(data, list),
+            "metadata": {WSSS: {**meta, "class_index": c}},
+            **where,
+        }
+        out.append((data, kwargs, "image"))
+    return out
+
+
+def _class_levels(cams: Any, c: int) -> list:
+    """Lazy pyramid (factor 2) of one class of an on-disk CAM array."""
+    import dask.array as da
+
+    base = da.from_zarr(cams)[c] if not isinstance(cams, da.Array) else cams[c]
+    levels = [base.rechunk((1024, 1024))]
+    while max(levels[-1].shape) > 1024:
+        levels.append(da.coarsen(np.mean, levels[-1], {0: 2, 1: 2}, trim_excess=True)
+                      .astype(np.float32))
+    return levels
+
+
+class CamWidget(QWidget):
+    """Dock widget "CAM": slide + model + region + scales -> per-class activation layers."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = viewer = napari_viewer
+        install_lifecycle(viewer)
+        self.models: dict = {}
+        self.last_result: Any = None
+
+        self.image_combo = LayerCombo(viewer, is_slide_layer)
+        self.image_combo.setToolTip(tips.CAM["image"])
+        self.model_edit = QLineEdit("default")
+        self.model_edit.setToolTip(tips.CAM["model"])
+        browse = QPushButton("…")
+        browse.setToolTip(tips.CAM["browse"])
+        browse.clicked.connect(self._on_browse_clicked)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_edit)
+        model_row.addWidget(browse)
+        self.region_combo = QComboBox()
+        self.region_combo.addItems(REGIONS)
+        self.region_combo.setToolTip(tips.CAM["region"])
+        self.shapes_combo = LayerCombo(viewer, is_shapes_layer)
+        self.shapes_combo.setToolTip(tips.CAM["shapes"])
+        self.scales_edit = QLineEdit(", ".join(f"{s:g}" for s in CamParams().scales))
+        self.scales_edit.setToolTip(tips.CAM["scales"])
+
+        self.run_button = QPushButton("Compute maps")
+        self.run_button.setToolTip(tips.CAM["run"])
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(tips.CAM["cancel"])
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.scores_label = QLabel("")
+        self.scores_label.setToolTip(tips.CAM["scores"])
+        self.scores_label.setWordWrap(True)
+        self.runner = JobRunner(self.run_button, self.cancel_button, self.bar, self.status)
+
+        form = QFormLayout()
+        form.addRow("Slide", self.image_combo)
+        form.addRow("Model", model_row)
+        form.addRow("Region", self.region_combo)
+        form.addRow("ROI layer", self.shapes_combo)
+        form.addRow("Scales", self.scales_edit)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.scores_label)
+        layout.addStretch(1)
+
+    @property
+    def params(self) -> CamParams:
+        """The CAM parameters chosen in the widget."""
+        try:
+            scales = tuple(float(s) for s in self.scales_edit.text().replace(";", ",").split(",")
+                           if s.strip())
+        except ValueError as err:
+            raise WsssError(f"scales must be numbers separated by commas, not "
+                            f"'{self.scales_edit.text()}'") from err
+        return CamParams(scales=scales)
+
+    @params.setter
+    def params(self, value: CamParams) -> None:
+        self.scales_edit.setText(", ".join(f"{s:g}" for s in value.scales))
+
+    @property
+    def model_source(self) -> str:
+        """'default' or the path of a checkpoint file."""
+        return self.model_edit.text().strip() or "default"
+
+    @model_source.setter
+    def model_source(self, value: str | Path) -> None:
+        self.model_edit.setText(str(value))
+
+    @property
+    def region_mode(self) -> str:
+        return self.region_combo.currentText()
+
+    @region_mode.setter
+    def region_mode(self, value: str) -> None:
+        if value not in REGIONS:
+            raise WsssError(f"region must be one of {REGIONS}")
+        self.region_combo.setCurrentText(value)
+
+    @property
+    def busy(self) -> bool:
+        """True while maps are being computed."""
+        return self.runner.running
+
+    def region(self, layer: Any) -> tuple[int, int, int, int] | None:
+        """The chosen region in level-0 pixels of ``layer`` (None = whole slide)."""
+        mode = self.region_mode
+        if mode == "Whole slide":
+            return None
+        if mode == "Shapes ROI":
+            shapes = self.shapes_combo.layer
+            if shapes is None:
+                raise WsssError("no Shapes layer: add one and draw a rectangle, or choose "
+                                "another region")
+            return shapes_bbox(shapes, layer)
+        return field_of_view(layer)
+
+    def run(self, model_source: str | None = None):
+        """Compute the maps with the current choices; returns the worker (None if refused)."""
+        try:
+            layer = self.image_combo.layer
+            if layer is None:
+                raise WsssError("no slide: open one (File > Open) or a sample "
+                                "(File > Open Sample > wsss-napari)")
+            params, slide, region = self.params, slide_of(layer), self.region(layer)
+            source = model_source or self.model_source
+            preload_torch()
+            return self.runner.start(lambda: self._job(slide, source, params, region),
+                                     lambda res: self._on_job_returned(res, layer), "CAM")
+        except WsssError as err:
+            from ._worker import notify_error
+
+            notify_error(err)
+            return None
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def _job(self, slide: Any, source: str, params: CamParams, region: Any):
+        from ..inference.slide_cam import slide_cams
+        from ..progress import Progress
+
+        yield Progress("loading model", 0, 1)
+        model, path, digest = load_model_cached(source, self.models)
+        result = yield from slide_cams(slide, model, params, region=region)
+        return result, {"model": model, "model_path": path, "model_hash": digest,
+                        "cam_params": params}
+
+    def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
+        result, meta = payload
+        self.last_result = result
+        meta = {**meta, "slide_cams": result, "source": slide_layer.name,
+                "slide": slide_layer.metadata.get("slide"), "downsample": result.downsample}
+        for data, kwargs, _ in cam_layers_data(result, slide_layer, meta):
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_image(data, **kwargs)
+        scores = np.asarray(result.scores, dtype=float).ravel()
+        self.scores_label.setText("Image-level scores: " + ", ".join(
+            f"{n} {s:.2f}" for n, s in zip(CLASS_NAMES, scores)))
+
+    def _on_run_clicked(self) -> None:
+        self.run()
+
+    def _on_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
+                                              "Checkpoints (*.safetensors)")
+        if path:
+            self.model_source = path
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.runner.close()
+        super().closeEvent(event)

@@ -1,0 +1,280 @@
+"""Review widget: correct the pseudo-mask on an editable layer (autosaved), then fine-tune.
+
+napari cannot paint multiscale labels, so "Edit region" copies a single-resolution region of
+the tissue map (the field of view, or all of it when small) into a Labels layer
+"Correction", with earlier edits of the slide restored from its on-disk
+:class:`~wsss_napari.corrections.store.EditStore`. Paint events mark the painted box for the
+:class:`~wsss_napari.corrections.store.Autosaver` (written within seconds); napari's own
+undo/redo keeps working because the layer's data is never replaced while editing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import WsssError
+from ..classes import TUMOR
+from . import _tooltips as tips
+from ._finetune import FinetunePanel
+from ._layers import WSSS, LayerCombo, field_of_view, install_lifecycle, labels_colormap, wsss_meta
+from ._worker import notify_error
+
+CORRECTION_LAYER = "Correction"
+#: Maps up to this edge (px) are edited whole; larger ones by field of view.
+WHOLE_MAP_EDGE = 2048
+UNEDITED = 255
+
+
+def _is_mask_layer(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels) and "postproc_params" in wsss_meta(layer)
+
+
+def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None):
+    """The slide's edit store (created on first use) at the tissue map's resolution."""
+    from ..corrections.store import EditStore, edits_path, slide_identity
+
+    slide, d = meta.get("slide"), float(meta.get("downsample", 1.0))
+    path = getattr(slide, "path", None)
+    name = getattr(slide, "name", None) or meta.get("source", "slide")
+    if project:
+        root = edits_path(path or Path(project) / name, project)
+    elif path is not None:
+        root = edits_path(path)
+    else:
+        raise WsssError("this slide has no file: choose a project folder for the edits")
+    ident = slide_identity(path, name=name, mpp=getattr(slide, "mpp", None))
+    full = slide.shape if slide is not None else mask_shape
+    shape = (math.ceil(full[0] / d), math.ceil(full[1] / d))
+    return EditStore.open_or_create(root, ident, shape=shape, downsample=d)
+
+
+class ReviewWidget(QWidget):
+    """Dock widget "Review & fine-tune"."""
+
+    autosave_failed = Signal(object)
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = viewer = napari_viewer
+        install_lifecycle(viewer)
+        self.store: Any = None
+        self.autosaver: Any = None
+        self.painted: np.ndarray | None = None
+        self.autosave_failed.connect(lambda err: notify_error(err, "autosave"))
+
+        self.mask_combo = LayerCombo(viewer, _is_mask_layer)
+        self.mask_combo.setToolTip(tips.REVIEW["mask"])
+        self.project_edit = QLineEdit("")
+        self.project_edit.setPlaceholderText("next to the slide")
+        self.project_edit.setToolTip(tips.REVIEW["folder"])
+        browse = QPushButton("…")
+        browse.clicked.connect(self._on_browse_clicked)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.project_edit)
+        folder_row.addWidget(browse)
+        self.edit_button = QPushButton("Edit region")
+        self.edit_button.setToolTip(tips.REVIEW["edit"])
+        self.edit_button.clicked.connect(self._on_edit_clicked)
+        self.write_button = QPushButton("Write back")
+        self.write_button.setToolTip(tips.REVIEW["write_back"])
+        self.write_button.clicked.connect(self._on_write_clicked)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.undo_timer = QTimer(self)
+        self.undo_timer.setSingleShot(True)
+        self.undo_timer.setInterval(300)
+        self.undo_timer.timeout.connect(self._on_undo_timer_timeout)
+        self.finetune = FinetunePanel(viewer, self)
+
+        form = QFormLayout()
+        form.addRow("Tissue map", self.mask_combo)
+        form.addRow("Edits folder", folder_row)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.edit_button)
+        buttons.addWidget(self.write_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.finetune)
+        layout.addStretch(1)
+
+    @property
+    def project(self) -> str | None:
+        return self.project_edit.text().strip() or None
+
+    @project.setter
+    def project(self, value: str | Path | None) -> None:
+        self.project_edit.setText(str(value or ""))
+
+    @property
+    def correction_layer(self) -> Any | None:
+        lyr = self.viewer.layers[CORRECTION_LAYER] if CORRECTION_LAYER in self.viewer.layers \
+            else None
+        return lyr if lyr is not None and "region" in wsss_meta(lyr) else None
+
+    def edit_region(self, region: tuple[int, int, int, int] | None = None):
+        """Open the editable "Correction" layer for ``region`` ``(y, x, h, w)`` in map pixels
+        (default: the field of view, or the whole map when small); returns the layer."""
+        from ..corrections.store import Autosaver
+
+        try:
+            mask_layer = self.mask_combo.layer
+            if mask_layer is None:
+                raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
+            meta = wsss_meta(mask_layer)
+            full = mask_layer.data.shape[-2:]
+            if region is None:
+                region = (0, 0, *full) if max(full) <= WHOLE_MAP_EDGE else \
+                    field_of_view(mask_layer)
+            y, x, h, w = region
+            self._close_store()
+            self.store = open_edit_store(meta, full, self.project)
+            self.autosaver = Autosaver(self.store, delay=2.0, on_error=self.autosave_failed.emit)
+        except WsssError as err:
+            notify_error(err)
+            return None
+        d = float(meta.get("downsample", 1.0))
+        oy, ox = (int(round(o / d)) for o in meta.get("origin", (0, 0)))
+        sy, sx = oy + y, ox + x  # region in store (slide-level map) pixels
+        base = np.array(mask_layer.data[y:y + h, x:x + w], dtype=np.uint8)
+        edits = self.store.read(sy, sx, h, w)
+        self.painted = edits != UNEDITED
+        data = np.where(self.painted, edits, base).astype(np.uint8)
+        if CORRECTION_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(CORRECTION_LAYER)
+        scale = np.asarray(mask_layer.scale[-2:])
+        translate = np.asarray(mask_layer.translate[-2:]) + np.array([y, x]) * scale
+        layer = self.viewer.add_labels(
+            data, name=CORRECTION_LAYER, scale=tuple(scale), translate=tuple(translate),
+            units=tuple(mask_layer.units)[-2:],
+            colormap=labels_colormap(), opacity=0.7,
+            metadata={WSSS: {**meta, "region": (y, x, h, w), "store_region": (sy, sx, h, w),
+                             "origin": (meta.get("origin", (0, 0))[0] + y * d,
+                                        meta.get("origin", (0, 0))[1] + x * d),
+                             "mask_layer": mask_layer.name, "edit_store": self.store}})
+        layer.events.paint.connect(self._on_correction_paint)
+        layer.events.set_data.connect(self._on_correction_set_data)
+        layer.selected_label = TUMOR
+        layer.mode = "paint"
+        n = int(self.painted.sum())
+        self.status.setText(f"editing {w} x {h} px" + (f"; {n} earlier edited px restored"
+                                                        if n else ""))
+        return layer
+
+    def write_back(self) -> None:
+        """Merge the correction into the tissue map layer and save every pending edit."""
+        layer = self.correction_layer
+        if layer is None:
+            notify_error(WsssError("nothing to write back: use 'Edit region' first"))
+            return
+        meta = wsss_meta(layer)
+        name = meta["mask_layer"]
+        if name not in self.viewer.layers:
+            notify_error(WsssError(f"the tissue map '{name}' is no longer open"))
+            return
+        y, x, h, w = meta["region"]
+        target = self.viewer.layers[name]
+        target.data[y:y + h, x:x + w] = np.where(self.painted, layer.data, target.data[y:y + h,
+                                                                                     x:x + w])
+        target.metadata[WSSS]["edit_store"] = self.store
+        target.refresh()
+        self.flush()
+        self.status.setText(f"written back into '{name}'; "
+                            f"{int(self.painted.sum())} corrected px saved")
+
+    def flush(self) -> None:
+        """Write pending edits now (before fine-tuning, export or closing)."""
+        if self.autosaver is not None:
+            try:
+                self.autosaver.flush_now()
+            except WsssError as err:
+                notify_error(err, "saving edits")
+
+    def _mark(self, y: int, x: int, h: int, w: int) -> None:
+        layer = self.correction_layer
+        if layer is None or self.autosaver is None:
+            return
+        sy, sx, _, _ = wsss_meta(layer)["store_region"]
+        labels = np.where(self.painted[y:y + h, x:x + w], layer.data[y:y + h, x:x + w],
+                          UNEDITED).astype(np.uint8)
+        self.autosaver.mark(sy + y, sx + x, h, w, labels, np.ones((h, w), bool))
+
+    def _on_correction_paint(self, event: Any) -> None:
+        boxes = [_atom_box(atom) for atom in event.value]
+        boxes = [b for b in boxes if b is not None]
+        if not boxes or self.painted is None:
+            return
+        y0, x0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        y1, x1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+        for b in boxes:
+            self.painted[b[0]:b[2], b[1]:b[3]] |= b[4]
+        self._mark(y0, x0, y1 - y0, x1 - x0)
+
+    def _on_correction_set_data(self, event: Any = None) -> None:
+        self.undo_timer.start()  # undo/redo: re-save the whole region once it settles
+
+    def _on_undo_timer_timeout(self) -> None:
+        if self.painted is not None:
+            self._mark(0, 0, *self.painted.shape)
+
+    def _on_edit_clicked(self) -> None:
+        self.edit_region()
+
+    def _on_write_clicked(self) -> None:
+        self.write_back()
+
+    def _on_browse_clicked(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for edits")
+        if path:
+            self.project = path
+
+    def _close_store(self) -> None:
+        if self.autosaver is not None:
+            try:
+                self.autosaver.close()
+            except WsssError as err:
+                notify_error(err, "saving edits")
+            self.autosaver = None
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self._close_store()
+        self.finetune.close_jobs()
+        super().closeEvent(event)
+
+
+def _atom_box(atom: Any) -> tuple[int, int, int, int, np.ndarray] | None:
+    """Box ``(y0, x0, y1, x1, changed)`` of one napari paint history atom."""
+    key = getattr(atom, "slice_key", None)
+    if key is not None:  # a masked paint atom: a box and an optional mask inside it
+        sy, sx = key[-2], key[-1]
+        h, w = sy.stop - sy.start, sx.stop - sx.start
+        mask = getattr(atom, "mask", None)
+        changed = np.ones((h, w), bool) if mask is None else np.asarray(mask, bool).reshape(h, w)
+        return sy.start, sx.start, sy.stop, sx.stop, changed
+    if isinstance(atom, tuple) and len(atom) == 3:
+        iy, ix = (np.asarray(a) for a in atom[0][-2:])
+        if iy.size == 0:
+            return None
+        y0, x0, y1, x1 = int(iy.min()), int(ix.min()), int(iy.max()) + 1, int(ix.max()) + 1
+        changed = np.zeros((y1 - y0, x1 - x0), bool)
+        changed[iy - y0, ix - x0] = True
+        return y0, x0, y1, x1, changed
+    return None

@@ -1,0 +1,381 @@
+"""Pseudo-mask tuning widget: sliders over the post-processing, recomputed from cached CAMs.
+
+Moving a slider never runs the network: a :class:`~wsss_napari.postproc.LiveTuner` built once
+from the CAM widget's cached maps recomputes the tissue map. While the slider moves, a preview
+at the displayed size is computed (debounced); on release, the full resolution. Recomputes run
+in a worker; a generation counter drops results that a newer request has made stale.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import WsssError
+from ..classes import CLASS_NAMES, LABEL_NAMES
+from ..params import PostprocParams
+from . import _tooltips as tips
+from ._layers import (
+    WSSS,
+    LayerCombo,
+    install_lifecycle,
+    is_cam_layer,
+    labels_colormap,
+    placement,
+    region_rgb,
+    wsss_meta,
+)
+from ._paramform import ParamsForm
+from ._worker import JobRunner, notify_error
+
+MASK_LAYER = "Pseudo-mask"
+DEBOUNCE_MS = 150
+#: Below this edge (px) the preview is skipped: the full map is as cheap.
+MIN_PREVIEW = 256
+#: Larger maps are tuned without glass detection (the RGB would not fit in memory).
+MAX_GLASS_PIXELS = 8192 * 8192
+
+
+def _is_ground_truth(layer: Any) -> bool:
+    from napari.layers import Labels
+
+    meta = wsss_meta(layer)
+    return isinstance(layer, Labels) and "postproc_params" not in meta and "region" not in meta
+
+
+class TuneWidget(QWidget):
+    """Dock widget "Pseudo-mask tuning"."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = viewer = napari_viewer
+        install_lifecycle(viewer)
+        self.tuner: Any = None
+        self.tuner_key: Any = None
+        self.generation = 0
+        self._tuner_lock = threading.Lock()
+        self._recompute_workers: set = set()
+
+        self.cams_combo = LayerCombo(viewer, is_cam_layer,
+                                     unique_by=lambda lyr: id(wsss_meta(lyr)["slide_cams"]))
+        self.cams_combo.setToolTip(tips.TUNE["cams"])
+        self.cams_combo.currentIndexChanged.connect(self._on_cams_changed)
+        self.form = ParamsForm(PostprocParams)
+        self.form.changed.connect(self._on_form_changed)
+        self.form.committed.connect(self._on_form_committed)
+        self.suppress: dict[str, QCheckBox] = {}
+        sup_row = QHBoxLayout()
+        for name in CLASS_NAMES:
+            box = QCheckBox(name)
+            box.setToolTip(tips.TUNE["suppress"])
+            box.toggled.connect(self._on_form_committed)
+            self.suppress[name] = box
+            sup_row.addWidget(box)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(DEBOUNCE_MS)
+        self.timer.timeout.connect(self._on_timer_timeout)
+
+        self.gt_combo = LayerCombo(viewer, _is_ground_truth)
+        self.gt_combo.setToolTip(tips.TUNE["gt"])
+        self.fit_button = QPushButton("Fit to ground truth")
+        self.fit_button.setToolTip(tips.TUNE["fit"])
+        self.fit_button.clicked.connect(self._on_fit_clicked)
+        self.fit_cancel = QPushButton("Cancel")
+        load = QPushButton("Load…")
+        load.setToolTip(tips.TUNE["load"])
+        load.clicked.connect(self._on_load_clicked)
+        save = QPushButton("Save…")
+        save.setToolTip(tips.TUNE["save"])
+        save.clicked.connect(self._on_save_clicked)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.iou_label = QLabel("")
+        self.iou_label.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.fit_runner = JobRunner(self.fit_button, self.fit_cancel, self.bar, self.status)
+
+        top = QFormLayout()
+        top.addRow("Maps", self.cams_combo)
+        top.addRow("Suppress", sup_row)
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(self.fit_button)
+        fit_row.addWidget(self.fit_cancel)
+        file_row = QHBoxLayout()
+        file_row.addWidget(load)
+        file_row.addWidget(save)
+        gt_form = QFormLayout()
+        gt_form.addRow("Ground truth", self.gt_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.form)
+        layout.addLayout(file_row)
+        layout.addLayout(gt_form)
+        layout.addLayout(fit_row)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.iou_label)
+        layout.addStretch(1)
+
+    # -------------------------------------------------------------------- typed state
+
+    @property
+    def params(self) -> PostprocParams:
+        """The post-processing parameters the sliders describe."""
+        return self.form.params  # type: ignore[return-value]
+
+    @params.setter
+    def params(self, value: PostprocParams) -> None:
+        self.form.params = value
+        self.recompute(preview=False)
+
+    @property
+    def present(self) -> tuple[bool, ...]:
+        """Per foreground class: False where the user suppressed it."""
+        return tuple(not self.suppress[n].isChecked() for n in CLASS_NAMES)
+
+    @property
+    def busy(self) -> bool:
+        """True while a recompute or a fit is running."""
+        return bool(self._recompute_workers) or self.fit_runner.running
+
+    @property
+    def mask_layer(self) -> Any | None:
+        return self.viewer.layers[MASK_LAYER] if MASK_LAYER in self.viewer.layers else None
+
+    # -------------------------------------------------------------------- recompute
+
+    def recompute(self, preview: bool = False):
+        """Recompute the pseudo-mask from the cached maps (a preview at the displayed size,
+        or full resolution); returns the worker, or None when there are no maps."""
+        from napari.qt.threading import create_worker
+
+        cam_layer = self.cams_combo.layer
+        if cam_layer is None:
+            return None
+        try:
+            params, present = self.params, self.present
+        except WsssError as err:
+            notify_error(err)
+            return None
+        self.generation += 1
+        gen, meta = self.generation, wsss_meta(cam_layer)
+        max_size = self._display_size(meta) if preview else None
+        worker = create_worker(self._compute, meta, params, present, max_size, gen,
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._on_recompute_returned)
+        worker.errored.connect(lambda err: notify_error(err, "pseudo-mask"))
+        worker.finished.connect(lambda: self._recompute_workers.discard(worker))
+        self._recompute_workers.add(worker)
+        self.status.setText("preview…" if preview else "computing the pseudo-mask…")
+        worker.start()
+        return worker
+
+    def _compute(self, meta: dict, params: PostprocParams, present: tuple, max_size: int | None,
+                 gen: int):
+        """Worker thread: build the tuner once per maps, then run it (unless stale)."""
+        if gen != self.generation:
+            return None
+        with self._tuner_lock:
+            if gen != self.generation:
+                return None
+            key = id(meta["slide_cams"])
+            if self.tuner_key != key:
+                self.tuner = _make_tuner(meta)
+                self.tuner_key = key
+            tuner = self.tuner
+        from ..postproc.pipeline import Cancelled
+
+        def stale() -> bool:
+            return gen != self.generation
+
+        try:
+            if max_size is not None:
+                mask = tuner.preview(params, max_size, present=present, should_stop=stale)
+            else:
+                mask = tuner.run(params, present=present, should_stop=stale)
+        except Cancelled:
+            return None
+        return gen, meta, params, present, mask, max_size is not None
+
+    def _on_recompute_returned(self, out: Any) -> None:
+        if out is None or out[0] != self.generation:
+            return  # a newer recompute is on its way
+        _, meta, params, present, mask, is_preview = out
+        cams = meta["slide_cams"]
+        full = tuple(cams.cams.shape[-2:])
+        if mask.shape != full:
+            import cv2
+
+            mask = cv2.resize(mask, full[::-1], interpolation=cv2.INTER_NEAREST)
+        layer = self.mask_layer
+        if layer is not None and wsss_meta(layer).get("slide_cams_id") == id(cams) \
+                and layer.data.shape == mask.shape:
+            np.copyto(layer.data, mask)
+            layer.refresh()
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            slide_layer = self._slide_layer(meta)
+            where = placement(slide_layer, cams.downsample, cams.origin) if slide_layer else {}
+            layer = self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5,
+                                           colormap=labels_colormap(), **where)
+            layer.metadata[WSSS] = {}
+        layer.metadata[WSSS] = {
+            **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
+            "slide_cams_id": id(cams), "origin": tuple(cams.origin),
+            "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
+        }
+        self.status.setText("preview (release the slider for full resolution)" if is_preview
+                            else f"pseudo-mask {mask.shape[1]} x {mask.shape[0]} px")
+
+    def _display_size(self, meta: dict) -> int | None:
+        """Edge in screen pixels that the maps span now (None: preview would not be cheaper)."""
+        cams = meta["slide_cams"]
+        h, w = cams.cams.shape[-2:]
+        slide_layer = self._slide_layer(meta)
+        scale = np.asarray(slide_layer.scale[-2:]) * cams.downsample if slide_layer else 1.0
+        on_screen = float(np.max(np.array([h, w]) * scale) * self.viewer.camera.zoom)
+        size = int(max(MIN_PREVIEW, on_screen))
+        return size if size < max(h, w) else None
+
+    def _slide_layer(self, meta: dict) -> Any | None:
+        name = meta.get("source")
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_cams_changed(self, *_: Any) -> None:
+        if self.cams_combo.layer is not None:
+            self.recompute(preview=False)
+
+    def _on_form_changed(self) -> None:
+        self.timer.start()
+
+    def _on_timer_timeout(self) -> None:
+        self.recompute(preview=True)
+
+    def _on_form_committed(self, *_: Any) -> None:
+        self.timer.stop()
+        self.recompute(preview=False)
+
+    # -------------------------------------------------------------------- fit / files
+
+    def fit(self):
+        """Grid-search the parameters against the chosen ground-truth layer (in a worker)."""
+        try:
+            cam_layer, gt_layer = self.cams_combo.layer, self.gt_combo.layer
+            if cam_layer is None or gt_layer is None:
+                raise WsssError("fitting needs maps (run the CAM widget) and a ground-truth "
+                                "Labels layer over the same area")
+            meta = wsss_meta(cam_layer)
+            gt = _resample_to_cams(gt_layer, self._slide_layer(meta), meta["slide_cams"])
+            base = self.params
+            return self.fit_runner.start(lambda: _fit_job(meta, gt, base),
+                                         self._on_fit_returned, "fit")
+        except WsssError as err:
+            notify_error(err)
+            return None
+
+    def _on_fit_clicked(self) -> None:
+        self.fit()
+
+    def _on_fit_returned(self, result: Any) -> None:
+        self.params = result.best
+        report = result.report
+        per_class = report.get("iou", {})
+        self.iou_label.setText(
+            f"mIoU {report.get('miou', float('nan')):.3f}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
+
+    def _on_load_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Post-processing parameters", "",
+                                              "Parameters (*.json *.yaml *.yml)")
+        if path:
+            try:
+                self.params = PostprocParams.from_file(path)
+            except WsssError as err:
+                notify_error(err)
+
+    def _on_save_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save parameters", "postproc.json",
+                                              "JSON (*.json)")
+        if path:
+            self.save_params(path)
+
+    def save_params(self, path: str) -> None:
+        """Write the current parameters as JSON (atomically)."""
+        from ..io.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(path, json.dumps({"postproc": self.params.to_dict()}, indent=2))
+        except WsssError as err:
+            notify_error(err)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.generation += 1
+        self.fit_runner.close()
+        for w in list(self._recompute_workers):
+            w.await_workers(msecs=5000) if hasattr(w, "await_workers") else None
+        super().closeEvent(event)
+
+
+def _make_tuner(meta: dict):
+    """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
+    from ..postproc import LiveTuner
+
+    cams = meta["slide_cams"]
+    origin = tuple(int(round(o / cams.downsample)) for o in cams.origin)
+    return LiveTuner(np.asarray(cams.cams), image=_region_rgb(meta), scores=cams.scores,
+                     origin=origin)
+
+
+def _region_rgb(meta: dict) -> np.ndarray | None:
+    """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
+    slide, cams = meta.get("slide"), meta["slide_cams"]
+    shape = tuple(cams.cams.shape[-2:])
+    if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
+        return None
+    return region_rgb(slide, cams.downsample, cams.origin, shape)
+
+
+def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
+    """Ground truth sampled (nearest) at the centres of the maps' pixels, via world coords."""
+    h, w = cams.cams.shape[-2:]
+    if slide_layer is None:
+        raise WsssError("the slide layer of these maps is no longer open")
+    where = placement(slide_layer, cams.downsample, cams.origin)
+    ys = where["translate"][0] + np.arange(h) * where["scale"][0]
+    xs = where["translate"][1] + np.arange(w) * where["scale"][1]
+    gt_y = np.round((ys - gt_layer.translate[-2]) / gt_layer.scale[-2]).astype(int)
+    gt_x = np.round((xs - gt_layer.translate[-1]) / gt_layer.scale[-1]).astype(int)
+    data = np.asarray(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data)
+    inside = (gt_y >= 0) & (gt_y < data.shape[-2])
+    inside_x = (gt_x >= 0) & (gt_x < data.shape[-1])
+    if not inside.any() or not inside_x.any():
+        raise WsssError(f"ground truth '{gt_layer.name}' does not overlap the maps")
+    out = np.full((h, w), 255, np.uint8)
+    out[np.ix_(inside, inside_x)] = data[np.ix_(gt_y[inside], gt_x[inside_x])]
+    return out
+
+
+def _fit_job(meta: dict, gt: np.ndarray, base: PostprocParams):
+    from .. import tune
+
+    cams = meta["slide_cams"]
+    sample = tune.TuneSample(cams=np.asarray(cams.cams), gt=gt, image=_region_rgb(meta),
+                             scores=cams.scores)
+    return (yield from tune.grid_search([sample], tune.default_grid(), base=base))

@@ -1,0 +1,58 @@
+"""npe2 writer: a Labels layer -> OME-TIFF / PNG / GeoJSON / RLE CSV via ``io.export``.
+
+Shared with the export widget: :func:`export_kwargs` turns a layer's metadata (the widgets'
+provenance dict) into the geometry and :class:`~wsss_napari.params.RunRecord` that the core
+writers embed, so a file saved with File > Save Layers carries the same record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..params import ExportParams, ParamsBase, RunRecord
+
+
+def run_record(metadata: dict) -> RunRecord:
+    """Provenance of a mask layer from its metadata (model, parameters, slide)."""
+    w = metadata.get("wsss", {}) if isinstance(metadata.get("wsss"), dict) else {}
+    slide = w.get("slide") or metadata.get("slide")
+    params = [p for p in (w.get("cam_params"), w.get("postproc_params"))
+              if isinstance(p, ParamsBase)]
+    extra = {"present": list(w["present"])} if "present" in w else {}
+    rec = RunRecord.make(
+        *params,
+        model_name=Path(w["model_path"]).name if w.get("model_path") else "",
+        model_hash=w.get("model_hash", ""),
+        slide=str(getattr(slide, "path", None) or w.get("source", "")),
+        slide_mpp=getattr(slide, "mpp", None),
+    )
+    if extra:
+        rec = RunRecord.from_dict({**rec.to_dict(), "params": {**rec.params, "postproc_extra":
+                                                               extra}})
+    return rec
+
+
+def export_kwargs(metadata: dict, name: str) -> dict[str, Any]:
+    """Geometry + provenance keyword arguments of ``io.export.export_mask`` for a layer."""
+    w = metadata.get("wsss", {}) if isinstance(metadata.get("wsss"), dict) else {}
+    slide = w.get("slide") or metadata.get("slide")
+    origin = w.get("origin", (0.0, 0.0))
+    return {
+        "mpp": getattr(slide, "mpp", None),
+        "downsample": float(w.get("downsample", 1.0)),
+        "origin": (float(origin[0]), float(origin[1])),
+        "record": run_record(metadata),
+        "image_id": name,
+    }
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer: the format follows the file name's ending."""
+    from ..io.export import export_mask, format_for_path
+
+    params = ExportParams(format=format_for_path(path))
+    mask = data[0] if isinstance(data, list) else data
+    out = export_mask(mask, path, params, **export_kwargs(meta.get("metadata", {}) or {},
+                                                          meta.get("name", Path(path).stem)))
+    return [str(out)]

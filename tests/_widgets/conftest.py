@@ -1,0 +1,62 @@
+"""Fixtures of the GUI tests: a small generated pyramidal slide and a tiny CAM model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("napari")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory, monkeypatch):
+    """CAM stores and sample slides go to a per-session temporary folder, not ~/.cache."""
+    root = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("WSSS_NAPARI_CACHE", str(root))
+    monkeypatch.setenv("WSSS_CACHE_DIR", str(root))
+
+
+@pytest.fixture(scope="session")
+def small_slide(tmp_path_factory) -> Path:
+    """A 1024 x 1024 synthetic H&E pyramidal TIFF at 0.5 um/px."""
+    from wsss_napari.sample.synth import write_pyramidal_tiff
+
+    path = tmp_path_factory.mktemp("slides") / "small.tif"
+    return write_pyramidal_tiff(path, 1024, 1024, seed=3, tile=256, mpp=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A randomly initialised CAM model on timm's 'test_resnet' trained for 1 um/px."""
+    import torch
+
+    from wsss_napari.models.checkpoint import save_model
+    from wsss_napari.models.config import ModelConfig
+    from wsss_napari.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="test_resnet", input_size=64, mpp=1.0))
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(model.eval(), path)
+    return path
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer(show=False)
+
+
+@pytest.fixture
+def notifications():
+    """Messages of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+
+    def on_notification(event):
+        seen.append(str(event.message if hasattr(event, "message") else event))
+
+    notification_manager.notification_ready.connect(on_notification)
+    yield seen
+    notification_manager.notification_ready.disconnect(on_notification)
