@@ -217,6 +217,7 @@ class TrainSegParams(ParamsBase):
     workers: int = _f(0, "data-loader worker processes", (0, 64))
     pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
+    mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
 
     def validate(self) -> None:
         if self.decoder not in ("deeplabv3plus", "unet"):

@@ -1,0 +1,151 @@
+"""SegNet: the stage-2 segmentation network trained on pseudo-masks.
+
+A timm ``features_only`` encoder with one of two light decoders:
+
+* ``deeplabv3plus`` -- ASPP on the deepest feature map, fused with a stride-4 low-level
+  feature (DeepLabV3+). Atrous rates are smaller than the paper's (3, 6, 9 instead of
+  6, 12, 18) because training crops are small (a 224 px crop is 7x7 at stride 32, where a
+  rate of 18 only reads padding).
+* ``unet`` -- upsampling blocks with skip connections from every encoder stage.
+
+Output: logits ``(B, C + 1, H, W)`` at input resolution, the ``C`` foreground classes then
+background (label values 0..C, as in the masks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import WsssError
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+#: Channels of the ASPP / DeepLabV3+ decoder (kept small: CPU training must stay feasible).
+ASPP_CHANNELS = 128
+LOW_LEVEL_CHANNELS = 48
+ASPP_RATES = (3, 6, 9)
+
+
+def _cbr(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
+    pad = dilation * (k // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _ASPP(nn.Module):
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList([_cbr(cin, cout, 1)] + [_cbr(cin, cout, 3, r) for r in rates])
+        # image-pooling branch without BatchNorm: a 1x1 map with batch 1 has no statistics
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(True))
+        self.project = _cbr(cout * (len(rates) + 2), cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
+        return self.project(torch.cat(outs, dim=1))
+
+
+class _DeepLabV3PlusHead(nn.Module):
+    def __init__(self, channels: list[int], reductions: list[int], n_out: int) -> None:
+        super().__init__()
+        # low-level feature: the stage closest to stride 4
+        self.low_index = min(range(len(reductions)), key=lambda i: abs(reductions[i] - 4))
+        self.aspp = _ASPP(channels[-1], ASPP_CHANNELS, ASPP_RATES)
+        self.low = _cbr(channels[self.low_index], LOW_LEVEL_CHANNELS, 1)
+        self.fuse = nn.Sequential(
+            _cbr(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),
+            _cbr(ASPP_CHANNELS, ASPP_CHANNELS),
+        )
+        self.classifier = nn.Conv2d(ASPP_CHANNELS, n_out, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        low = self.low(feats[self.low_index])
+        high = F.interpolate(self.aspp(feats[-1]), size=low.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        return self.classifier(self.fuse(torch.cat([high, low], dim=1)))
+
+
+class _UNetHead(nn.Module):
+    def __init__(self, channels: list[int], n_out: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        cin = channels[-1]
+        for skip in reversed(channels[:-1]):
+            cout = max(16, skip)
+            self.blocks.append(nn.Sequential(_cbr(cin + skip, cout), _cbr(cout, cout)))
+            cin = cout
+        self.classifier = nn.Conv2d(cin, n_out, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for block, skip in zip(self.blocks, reversed(feats[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.classifier(x)
+
+
+class SegNet(nn.Module):
+    """timm encoder + DeepLabV3+ or UNet decoder; ``forward(x) -> (B, C+1, H, W)`` logits.
+
+    Args:
+        config: a ``kind='seg'`` :class:`ModelConfig` (``arch`` picks the decoder,
+            ``backbone`` the timm encoder).
+        pretrained: load the hub's ImageNet weights into the encoder (needs internet).
+        weights: a local file of plain timm weights to initialise the encoder.
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: bool = False,
+                 weights: str | None = None) -> None:
+        super().__init__()
+        from .cam import _create_timm
+
+        if config.kind != "seg":
+            raise WsssError(f"SegNet needs a kind='seg' model config, not {config.kind!r}")
+        self.config = config
+        mean = torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        self.encoder = _create_timm(config.backbone, pretrained, features_only=True)
+        info = self.encoder.feature_info
+        chans, reds = list(info.channels()), list(info.reduction())
+        if len(chans) < 2:
+            raise WsssError(f"encoder {config.backbone!r} has too few stages for a decoder")
+        n_out = config.num_classes + 1
+        if config.arch == "deeplabv3plus":
+            self.decoder: nn.Module = _DeepLabV3PlusHead(chans, reds, n_out)
+        elif config.arch == "unet":
+            self.decoder = _UNetHead(chans, n_out)
+        else:
+            raise WsssError(f"unknown segmentation decoder {config.arch!r} "
+                            "(use deeplabv3plus or unet)")
+        self.load_report: dict[str, Any] | None = None
+        if weights:
+            from .checkpoint import load_backbone_weights
+
+            self.load_report = load_backbone_weights(self.encoder, weights)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or 0-255 float) ``(B, 3, H, W)`` -> normalised float32 input."""
+        return (x.float() - self.pixel_mean) / self.pixel_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C+1, H, W)`` of normalised input ``x`` (background last)."""
+        feats = self.encoder(x)
+        out = self.decoder(feats)
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_seg(config: ModelConfig, pretrained: bool = False, weights: str | None = None
+              ) -> SegNet:
+    """Build a :class:`SegNet` from its config (``checkpoint.build_model`` dispatches here)."""
+    return SegNet(config, pretrained=pretrained, weights=weights)

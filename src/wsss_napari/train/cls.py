@@ -1,0 +1,277 @@
+"""Stage 1: train the CAM classifier from patch-level multi-labels.
+
+Follows the method: random resized crops (scale 0.25-1) to ``crop_size``, horizontal and
+vertical flips, H&E normalisation (inside the model, on the device), SGD with polynomial
+learning-rate decay, and a BCE loss whose positive weight ``(neg / pos) ** 0.5`` per class
+balances rare classes without over-shooting. Optional label-consistent CutMix and mosaics of
+single-label patches, and stain / colour jitter because stain varies between labs.
+
+The model file is rewritten (atomically) after every epoch, with a resumable training state
+beside it (see :mod:`wsss_napari.train.loop`), so an interrupted run loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+from ..params import TrainClsParams
+from ..progress import Progress
+from . import augment as aug
+from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_items
+from .loop import (
+    autocast,
+    epoch_rng,
+    load_train_state,
+    make_loader,
+    multilabel_metrics,
+    poly_lr,
+    save_train_state,
+    seed_everything,
+    setup_device,
+    state_path,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ClsTrainSet:
+    """Augmented training samples ``(uint8 (3, S, S), labels float32 (C,))``.
+
+    Randomness of item ``i`` in epoch ``e`` comes from ``(seed, e, i)``: reproducible and
+    independent of worker scheduling. Set :attr:`epoch` before each epoch.
+    """
+
+    def __init__(self, items: Sequence[PatchItem], params: TrainClsParams) -> None:
+        self.base = PatchDataset(items)
+        self.params = params
+        self.epoch = 0
+        labels = np.array([it.labels for it in items])
+        #: indices of single-label patches: safe CutMix donors and mosaic tiles
+        self.single = np.flatnonzero(labels.sum(axis=1) == 1)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _crop(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        rgb, _, labels = self.base.load(index)
+        p = self.params
+        rgb, _ = aug.random_resized_crop(rgb, None, p.crop_size, rng,
+                                         scale=(p.crop_scale_min, 1.0))
+        rgb, _ = aug.random_flip(rgb, None, rng)
+        return rgb, labels
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        rng = epoch_rng(p.seed, self.epoch, index)
+        if p.mosaic > 0 and len(self.single) >= 2 and rng.random() < p.mosaic:
+            picks = rng.choice(self.single, size=4, replace=len(self.single) < 4)
+            tiles = [(*self._crop(int(i), rng), None) for i in picks]
+            rgb, labels, _ = aug.mosaic(tiles, p.crop_size, rng)
+        else:
+            rgb, labels = self._crop(index, rng)
+        if p.cutmix > 0 and len(self.single) >= 1 and rng.random() < p.cutmix:
+            donor, donor_labels = self._crop(int(rng.choice(self.single)), rng)
+            rgb, labels, _ = aug.cutmix(rgb, labels, donor, donor_labels, rng)
+        if p.stain_jitter > 0:
+            rgb = aug.hed_jitter(rgb, p.stain_jitter, rng)
+            rgb = aug.brightness_contrast(rgb, rng)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)), labels.astype(np.float32)
+
+
+class ClsEvalSet:
+    """Validation samples: the whole patch resized to ``crop_size`` (no randomness)."""
+
+    def __init__(self, items: Sequence[PatchItem], crop_size: int) -> None:
+        self.base = PatchDataset(items)
+        self.size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        rgb, _, labels = self.base.load(index)
+        if rgb.shape[:2] != (self.size, self.size):
+            rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)), labels.astype(np.float32)
+
+
+def pos_weight(labels: np.ndarray) -> np.ndarray:
+    """Per-class BCE positive weight ``(neg / pos) ** 0.5`` (1 for a class without positives)."""
+    pos = labels.sum(axis=0).astype(np.float64)
+    neg = len(labels) - pos
+    w = np.where(pos > 0, np.sqrt(neg / np.maximum(pos, 1)), 1.0)
+    return np.maximum(w, 1e-3).astype(np.float32)
+
+
+def _items_of(data: str | Path | Sequence[PatchItem], csv_path, on_bad: str) -> list[PatchItem]:
+    if isinstance(data, (str, Path)):
+        report = scan_patches(data, csv_path=csv_path)
+        if report.problems or report.notes:
+            log.warning("training data report:\n%s", report.summary())
+        return resolve_bad(report, on_bad)
+    items = list(data)
+    if not items:
+        raise WsssError("no training patches given")
+    return items
+
+
+def evaluate_classifier(model, loader, device, use_amp: bool) -> dict[str, float]:
+    """Validation metrics (per-class F1 / AP, exact match) of ``model`` over ``loader``."""
+    import torch
+
+    model.eval()
+    probs, targets = [], []
+    with torch.inference_mode():
+        for x, y in loader:
+            x = model.normalize(x.to(device))
+            with autocast(device, use_amp):
+                logits = model(x)
+            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+            targets.append(y.numpy())
+    model.train()
+    if not probs:
+        return {}
+    return multilabel_metrics(np.concatenate(probs), np.concatenate(targets),
+                              tuple(model.config.class_names))
+
+
+def build_cam_model(params: TrainClsParams, mpp: float | None = None):
+    """A fresh CAM model for ``params`` (backbone, crop size, pretrained / weights)."""
+    from ..models.config import ModelConfig
+    from ..models.registry import build_model, default_arch
+
+    config = ModelConfig(kind="cam", arch=default_arch(params.backbone), backbone=params.backbone,
+                         input_size=params.crop_size, mpp=mpp or None)
+    return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
+
+
+def train_classifier(
+    data: str | Path | Sequence[PatchItem],
+    out_path: str | Path,
+    params: TrainClsParams | None = None,
+    resume: bool = False,
+    val_items: Sequence[PatchItem] | None = None,
+    csv_path: str | Path | None = None,
+    on_bad: str = "skip",
+    extra_meta: dict[str, Any] | None = None,
+) -> Generator[Progress, None, Path]:
+    """Train a CAM classifier; yields progress per step and returns the model path.
+
+    Args:
+        data: a patch folder (challenge layout, or with ``csv_path``) or scanned items.
+        out_path: the model file (``.safetensors``), rewritten after each epoch; the
+            resumable state goes to ``<out>.state.safetensors``.
+        params: training parameters (defaults: :class:`TrainClsParams`).
+        resume: continue from the state file of ``out_path`` (same params expected).
+        val_items: validation patches; default: ``params.val_fraction`` of ``data``.
+        csv_path: labels from a CSV ``file,labels`` instead of file names.
+        on_bad: ``'skip'`` bad files (logged report) or ``'stop'`` with a WsssError.
+        extra_meta: more entries for the model's ``config.extra`` (e.g. the data source).
+
+    Yields:
+        ``Progress('train-cls', step, total_steps, info={'epoch', 'loss', 'lr', ...})``;
+        the last step of each epoch carries the validation metrics (``val_*``).
+
+    Returns:
+        ``out_path``.
+    """
+    import torch
+
+    from ..models.checkpoint import save_model
+
+    params = params or TrainClsParams()
+    out = Path(out_path)
+    items = _items_of(data, csv_path, on_bad)
+    if val_items is None:
+        train_items, val_items = split_items(items, params.val_fraction, params.seed)
+    else:
+        train_items, val_items = items, list(val_items)
+    seed_everything(params.seed)
+    device, use_amp = setup_device(params.device, params.amp)
+    mpp = params.mpp if params.mpp > 0 else None
+    model = build_cam_model(params, mpp=mpp)
+    extra = {"train": params.to_dict(), "n_train": len(train_items), "n_val": len(val_items),
+             **(extra_meta or {})}
+    model.config = model.config.replace(extra={**model.config.extra, **extra})
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    model.train()
+
+    labels = np.array([it.labels for it in train_items], dtype=np.float32)
+    pw = torch.from_numpy(pos_weight(labels)).to(device)
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum,
+                                weight_decay=params.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    train_set = ClsTrainSet(train_items, params)
+    val_loader = (make_loader(ClsEvalSet(val_items, params.crop_size), params.batch_size, False,
+                              params.seed, 0, params.workers) if val_items else None)
+    steps_per_epoch = len(make_loader(train_set, params.batch_size, True, params.seed, 0, 0,
+                                      drop_last=True))
+    total = steps_per_epoch * params.epochs
+    start_epoch, history = 0, []
+    spath = state_path(out)
+    if resume:
+        start_epoch, meta = load_train_state(spath, model, optimizer)
+        history = list(meta.get("history", []))
+        if meta.get("params", {}).get("backbone") != params.backbone:
+            raise WsssError(f"cannot resume: the state in '{spath}' was trained with backbone "
+                            f"{meta.get('params', {}).get('backbone')!r}, not {params.backbone!r}")
+        if start_epoch >= params.epochs:
+            log.info("training already finished (%d epochs); nothing to resume", start_epoch)
+            yield Progress("train-cls", total, total, {"epoch": start_epoch})
+            return out
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, params.epochs):
+        train_set.epoch = epoch
+        loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
+                             params.workers, drop_last=True)
+        running, n_seen = 0.0, 0
+        for x, y in loader:
+            lr = poly_lr(params.lr, step, total)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, use_amp):
+                logits = model(model.normalize(x))
+                loss = criterion(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
+                                "lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            running += loss.item() * len(x)
+            n_seen += len(x)
+            yield Progress("train-cls", step, total,
+                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
+        if val_loader is not None:
+            record.update({f"val_{k}": v for k, v in
+                           evaluate_classifier(model, val_loader, device, use_amp).items()})
+        history.append(record)
+        model.config = model.config.replace(extra={**model.config.extra, "history": history})
+        save_model(model, out)
+        save_train_state(spath, model, optimizer, epoch + 1,
+                         {"params": params.to_dict(), "history": history, "seed": params.seed})
+        info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+        yield Progress("train-cls", step, total, info)
+    return out
+

@@ -1,0 +1,417 @@
+"""Patch datasets with image-level labels, and an up-front report of bad input.
+
+Training data is a folder of patches whose multi-label is in the file name, in the
+WSSS4LUAD training layout ``<anything>-[tumor, stroma, normal].png`` (e.g.
+``436219-9328-56427-[1, 1, 0].png``), or a CSV file of ``file,labels``. Every file is checked
+*before* training starts (a cheap header read plus the label syntax), so a broken file shows up
+in a report naming the file and the reason instead of crashing epoch 7; the user chooses to skip
+such files or to stop (:func:`resolve_bad`). Loading inside the dataset is guarded too, because
+files can change between the scan and the read.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import WsssError
+from ..classes import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: ``[1, 0, 1]`` at the end of a file stem, spaces optional.
+_LABEL_RE = re.compile(r"\[\s*([^\[\]]*?)\s*\]\s*$")
+#: Image modes that convert to RGB without losing meaning (noted in the report, not dropped).
+_CONVERTIBLE = {"RGBA": "RGBA (alpha dropped)", "L": "grey", "LA": "grey+alpha", "P": "palette",
+                "CMYK": "CMYK", "RGBX": "RGBX", "YCbCr": "YCbCr"}
+
+
+@dataclass(frozen=True)
+class PatchItem:
+    """One training patch: its image file, its labels (``(3,)`` 0/1) and an optional mask."""
+
+    path: Path
+    labels: tuple[int, ...]
+    mask_path: Path | None = None
+
+    @property
+    def label_array(self) -> np.ndarray:
+        return np.asarray(self.labels, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one file (or the data set as a whole, ``path=None``) cannot be used."""
+
+    path: Path | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path if self.path is not None else '<data set>'}: {self.reason}"
+
+
+@dataclass
+class ScanReport:
+    """Result of :func:`scan_patches`: usable items, per-file problems and notes."""
+
+    items: list[PatchItem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def class_counts(self) -> np.ndarray:
+        """Positive patches per class."""
+        if not self.items:
+            return np.zeros(len(CLASS_NAMES), dtype=np.int64)
+        return np.sum([it.labels for it in self.items], axis=0).astype(np.int64)
+
+    def summary(self, max_lines: int = 20) -> str:
+        """Human-readable report (what the CLI prints)."""
+        counts = self.class_counts()
+        lines = [
+            f"{len(self.items)} usable patches; positives per class: "
+            + ", ".join(f"{n}={int(c)}" for n, c in zip(CLASS_NAMES, counts, strict=True))
+        ]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  {p}" for p in self.problems[:max_lines]]
+            if len(self.problems) > max_lines:
+                lines.append(f"  ... and {len(self.problems) - max_lines} more")
+        if self.notes:
+            lines.append(f"{len(self.notes)} note(s):")
+            lines += [f"  {n}" for n in self.notes[:max_lines]]
+            if len(self.notes) > max_lines:
+                lines.append(f"  ... and {len(self.notes) - max_lines} more")
+        return "\n".join(lines)
+
+
+def parse_labels(text: str, n_classes: int = len(CLASS_NAMES)) -> tuple[int, ...]:
+    """Parse a multi-label: ``'[1, 0, 1]'``, ``'1,0,1'``, ``'1 0 1'`` or ``'tumor;normal'``.
+
+    Raises:
+        WsssError: when the text is not ``n_classes`` flags of 0/1 nor known class names.
+    """
+    t = text.strip().strip("[]()").strip()
+    parts = [p for p in re.split(r"[\s,;|]+", t) if p]
+    if parts and all(p in ("0", "1") for p in parts):
+        if len(parts) != n_classes:
+            raise WsssError(
+                f"label '{text}' has {len(parts)} flags; expected {n_classes} "
+                f"({', '.join(CLASS_NAMES)})"
+            )
+        return tuple(int(p) for p in parts)
+    names = [p.lower() for p in parts]
+    if names and all(n in CLASS_NAMES for n in names):
+        return tuple(int(c in names) for c in CLASS_NAMES)
+    raise WsssError(
+        f"label '{text}' is neither {n_classes} flags of 0/1 like '[1, 0, 1]' nor class names "
+        f"from {', '.join(CLASS_NAMES)}"
+    )
+
+
+def labels_from_filename(path: str | Path) -> tuple[int, ...]:
+    """Labels of a patch in the challenge layout ``<anything>-[1, 0, 1].png``.
+
+    Raises:
+        WsssError: when the name carries no ``[..]`` label or a malformed one.
+    """
+    stem = Path(path).stem
+    m = _LABEL_RE.search(stem)
+    if m is None:
+        raise WsssError(
+            f"file name '{Path(path).name}' has no label; expected '<name>-[tumor, stroma, normal]"
+            f"{Path(path).suffix}', e.g. 'patch-[1, 0, 1].png'"
+        )
+    return parse_labels(m.group(1))
+
+
+def _check_image(path: Path, notes: list[str]) -> tuple[int, int]:
+    """Cheap validity check of an image file; returns (height, width) or raises WsssError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode, size = im.mode, im.size
+            im.verify()  # chunk CRCs / structure, without decoding pixels
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise WsssError(f"unreadable or corrupt image ({type(err).__name__}: {err})") from err
+    if mode != "RGB":
+        if mode in _CONVERTIBLE:
+            notes.append(f"{path.name}: {_CONVERTIBLE[mode]} image, converted to RGB")
+        else:
+            raise WsssError(f"unsupported image mode '{mode}' (need RGB; 8-bit per channel)")
+    w, h = size
+    if h < 8 or w < 8:
+        raise WsssError(f"image is too small ({w}x{h} px)")
+    return h, w
+
+
+def _check_mask(path: Path, shape: tuple[int, int]) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode, (w, h) = im.mode, im.size
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise WsssError(f"unreadable or corrupt mask ({type(err).__name__}: {err})") from err
+    if mode not in ("P", "L", "1", "I", "I;16"):
+        raise WsssError(f"mask '{path.name}' has mode '{mode}'; need a label image (P or L)")
+    if (h, w) != shape:
+        raise WsssError(
+            f"mask size {w}x{h} does not match the image size {shape[1]}x{shape[0]}"
+        )
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise WsssError(f"data folder '{d}' does not exist or is not a folder")
+    return sorted(
+        p for p in d.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def read_csv_labels(csv_path: str | Path, root: str | Path | None = None
+                    ) -> tuple[list[tuple[Path, str]], list[Problem]]:
+    """Rows ``file,labels`` of a CSV (header optional); paths relative to ``root`` or the CSV."""
+    p = Path(csv_path)
+    base = Path(root) if root is not None else p.parent
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise WsssError(f"cannot read label CSV '{p}': {err.strerror or err}") from err
+    rows: list[tuple[Path, str]] = []
+    problems: list[Problem] = []
+    for i, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if i == 1 and row[0].strip().lower() in ("file", "filename", "path", "image"):
+            continue
+        if len(row) < 2:
+            problems.append(Problem(p, f"line {i}: expected 'file,labels', got {row!r}"))
+            continue
+        f = Path(row[0].strip())
+        rows.append((f if f.is_absolute() else base / f, ",".join(row[1:])))
+    return rows, problems
+
+
+def scan_patches(
+    source: str | Path | Sequence[PatchItem],
+    csv_path: str | Path | None = None,
+    mask_dir: str | Path | None = None,
+    require_masks: bool = False,
+) -> ScanReport:
+    """Validate a patch data set up front and report every problem per file.
+
+    Args:
+        source: a folder in the challenge layout, or items already built (re-checked).
+        csv_path: a CSV of ``file,labels`` instead of labels in the names (paths relative to
+            ``source`` when it is a folder, else to the CSV).
+        mask_dir: a folder of masks with the same file names (segmentation data).
+        require_masks: a missing mask is a problem (segmentation training).
+
+    Returns:
+        The report; nothing is raised for bad files (see :func:`resolve_bad`).
+    """
+    report = ScanReport()
+    entries: list[tuple[Path, str | tuple[int, ...] | None]] = []
+    if isinstance(source, (str, Path)):
+        if csv_path is not None:
+            rows, problems = read_csv_labels(csv_path, root=source)
+            report.problems += problems
+            entries = [(f, lab) for f, lab in rows]
+        else:
+            entries = [(f, None) for f in list_images(source)]
+            if not entries:
+                raise WsssError(
+                    f"no images ({', '.join(IMAGE_SUFFIXES)}) found in '{source}'"
+                )
+    else:
+        entries = [(Path(it.path), tuple(it.labels)) for it in source]
+    masks_given: dict[Path, Path | None] = (
+        {} if isinstance(source, (str, Path)) else {Path(it.path): it.mask_path for it in source}
+    )
+    mdir = Path(mask_dir) if mask_dir is not None else None
+    if mdir is not None and not mdir.is_dir():
+        raise WsssError(f"mask folder '{mdir}' does not exist or is not a folder")
+
+    for path, lab in entries:
+        try:
+            if lab is None:
+                labels = labels_from_filename(path)
+            elif isinstance(lab, str):
+                labels = parse_labels(lab)
+            else:
+                labels = tuple(int(v) for v in lab)
+            if not path.is_file():
+                raise WsssError("file not found")
+            shape = _check_image(path, report.notes)
+            mask_path = masks_given.get(path)
+            if mdir is not None:
+                cand = mdir / path.name
+                mask_path = cand if cand.is_file() else mdir / (path.stem + ".png")
+            if mask_path is not None and not Path(mask_path).is_file():
+                if require_masks:
+                    raise WsssError(f"no mask '{Path(mask_path).name}' in '{Path(mask_path).parent}'")
+                mask_path = None
+            if mask_path is None and require_masks:
+                raise WsssError("no mask given")
+            if mask_path is not None:
+                _check_mask(Path(mask_path), shape)
+        except WsssError as err:
+            report.problems.append(Problem(path, str(err)))
+            continue
+        report.items.append(PatchItem(Path(path), labels, Path(mask_path) if mask_path else None))
+
+    counts = report.class_counts()
+    for name, c in zip(CLASS_NAMES, counts, strict=True):
+        if report.items and c == 0:
+            report.problems.append(
+                Problem(None, f"no patch is labelled '{name}': the model cannot learn that class")
+            )
+    return report
+
+
+def resolve_bad(report: ScanReport, on_bad: str = "skip") -> list[PatchItem]:
+    """Apply the user's choice for bad input: ``'skip'`` the bad files or ``'stop'``.
+
+    Raises:
+        WsssError: with ``'stop'`` and any problem (the message lists them), or when nothing
+            usable is left.
+    """
+    if on_bad not in ("skip", "stop"):
+        raise WsssError(f"on_bad must be 'skip' or 'stop', not {on_bad!r}")
+    if report.problems and on_bad == "stop":
+        raise WsssError("bad training data (use --on-bad skip to train without it):\n"
+                        + report.summary())
+    if not report.items:
+        raise WsssError("no usable training patches:\n" + report.summary())
+    return list(report.items)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image as ``uint8 (H, W, 3)`` RGB (alpha dropped, grey expanded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise WsssError(f"cannot read image '{path}': {err}") from err
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask as ``uint8 (H, W)`` (palette indices or grey values, not colours)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise WsssError(f"cannot read mask '{path}': {err}") from err
+    if arr.ndim != 2:
+        raise WsssError(f"mask '{path}' is not a single-channel label image")
+    return arr.astype(np.uint8)
+
+
+def split_items(items: Sequence[PatchItem], val_fraction: float, seed: int
+                ) -> tuple[list[PatchItem], list[PatchItem]]:
+    """Deterministic train/validation split (every class keeps a training positive)."""
+    n = len(items)
+    n_val = int(round(n * val_fraction))
+    if n_val == 0 or n - n_val < 1:
+        return list(items), []
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx = set(order[:n_val].tolist())
+    train = [items[i] for i in range(n) if i not in val_idx]
+    val = [items[i] for i in range(n) if i in val_idx]
+    return train, val
+
+
+class PatchDataset:
+    """Map-style dataset of (image, labels[, mask]) with guarded loading.
+
+    ``transform(rgb, mask, labels, rng_seed_index) -> sample`` turns the loaded arrays into
+    tensors; it is given the item index so augmentations can be seeded per item and epoch.
+    A file that fails to load (changed after the scan) is logged once and replaced by the next
+    readable item, so an epoch never dies halfway.
+    """
+
+    def __init__(self, items: Sequence[PatchItem], transform=None, with_masks: bool = False):
+        self.items = list(items)
+        self.transform = transform
+        self.with_masks = with_masks
+        self.failed: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Raw arrays of item ``index`` (falls back to the next readable item)."""
+        n = len(self.items)
+        for k in range(n):
+            it = self.items[(index + k) % n]
+            if it.path in self.failed:
+                continue
+            try:
+                rgb = load_rgb(it.path)
+                mask = load_mask(it.mask_path) if (self.with_masks and it.mask_path) else None
+                if mask is not None and mask.shape != rgb.shape[:2]:
+                    raise WsssError(f"mask size {mask.shape} != image size {rgb.shape[:2]}")
+                return rgb, mask, it.label_array
+            except WsssError as err:
+                log.warning("skipping %s: %s", it.path, err)
+                self.failed.add(it.path)
+        raise WsssError("no training patch could be read (all files failed to load)")
+
+    def __getitem__(self, index: int):
+        rgb, mask, labels = self.load(index)
+        if self.transform is None:
+            return rgb, mask, labels
+        return self.transform(rgb, mask, labels, index)
+
+
+def items_from_arrays(samples: Iterable[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+                      out_dir: str | Path) -> list[PatchItem]:
+    """Write in-memory (rgb, mask, labels) samples in the challenge layout; return the items."""
+    from PIL import Image
+
+    from ..classes import palette_flat
+    from ..io.atomic import atomic_path, check_writable_dir
+
+    out = check_writable_dir(out_dir)
+    items = []
+    for i, (rgb, mask, labels) in enumerate(samples):
+        flags = ", ".join(str(int(v)) for v in labels)
+        name = f"{i:06d}-[{flags}].png"
+        with atomic_path(out / name) as tmp:
+            Image.fromarray(rgb).save(tmp)
+        mpath = None
+        if mask is not None:
+            mdir = check_writable_dir(out / "masks")
+            mpath = mdir / name
+            pim = Image.fromarray(mask.astype(np.uint8), mode="P")
+            pim.putpalette(palette_flat())
+            with atomic_path(mpath) as tmp:
+                pim.save(tmp)
+        items.append(PatchItem(out / name, tuple(int(v) for v in labels), mpath))
+    return items

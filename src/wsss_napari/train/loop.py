@@ -1,0 +1,188 @@
+"""Pieces shared by the training loops: seeds, learning-rate schedule, device setup, and the
+resumable training state.
+
+The training state lives in a sidecar ``<model>.state.safetensors`` beside the model: the
+model weights, the optimizer's tensors, and in its header the finished epoch count, the seed,
+the parameters and the history. It is plain safetensors (nothing unpickled), written
+atomically after each epoch, so an interrupted run resumes from its last finished epoch.
+Randomness of epoch ``e`` is derived from ``(seed, e)``, so a resumed run draws the same
+crops and batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+
+STATE_SUFFIX = ".state.safetensors"
+
+
+def state_path(model_path: str | Path) -> Path:
+    """Sidecar training-state file of a model file."""
+    p = Path(model_path)
+    name = p.name.removesuffix(".safetensors")
+    return p.with_name(name + STATE_SUFFIX)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_rng(seed: int, epoch: int, index: int = -1) -> np.random.Generator:
+    """Generator for (seed, epoch[, item]): reproducible whatever ran before (resume-safe)."""
+    key = [seed, epoch] if index < 0 else [seed, epoch, index]
+    return np.random.default_rng(key)
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    """Polynomial decay ``base * (1 - step / total) ** power``."""
+    frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return base_lr * (1.0 - frac) ** power
+
+
+def setup_device(preference: str, amp: bool):
+    """(torch.device, use_amp): AMP only on CUDA."""
+    from ..device import choose_device
+
+    dev = choose_device(preference)
+    return dev, bool(amp and dev.type == "cuda")
+
+
+def autocast(device, enabled: bool):
+    """Mixed-precision context on CUDA, a no-op elsewhere."""
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16)
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int,
+                drop_last: bool = False):
+    """A DataLoader whose shuffle order depends only on (seed, epoch)."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(int(seed) * 1000 + int(epoch))
+    n = len(dataset)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=min(batch_size, max(n, 1)),
+        shuffle=shuffle,
+        generator=g,
+        num_workers=workers,
+        drop_last=drop_last and n > batch_size,
+        pin_memory=False,
+        persistent_workers=False,
+    )
+
+
+def save_train_state(path: str | Path, model, optimizer, epoch: int, meta: dict[str, Any]
+                     ) -> Path:
+    """Write the resumable state (weights + optimizer tensors + JSON meta) atomically."""
+    from safetensors.torch import save_file
+
+    from ..io.atomic import atomic_path
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone()
+               for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, st in opt["state"].items():
+        for name, v in st.items():
+            if hasattr(v, "detach"):
+                tensors[f"optim.{idx}.{name}"] = v.detach().cpu().contiguous().clone()
+    header = {
+        "epoch": str(int(epoch)),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "meta": json.dumps(meta),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return Path(path)
+
+
+def load_train_state(path: str | Path, model, optimizer) -> tuple[int, dict[str, Any]]:
+    """Restore weights and optimizer from :func:`save_train_state`; return (epoch, meta).
+
+    Raises:
+        WsssError: missing, corrupt, or from a different model.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise WsssError(f"cannot resume: no training state '{p}' (train without --resume)")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WsssError(f"cannot resume: training state '{p}' is corrupt ({err})") from err
+    try:
+        epoch = int(header["epoch"])
+        groups = json.loads(header["param_groups"])
+        meta = json.loads(header["meta"])
+    except (KeyError, ValueError) as err:
+        raise WsssError(f"cannot resume: training state '{p}' lacks its header ({err})") from err
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise WsssError(f"cannot resume: '{p}' holds a different model "
+                        f"(other backbone or classes?): {str(err)[:300]}") from err
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as err:
+        raise WsssError(f"cannot resume: optimizer state in '{p}' does not fit: {err}") from err
+    return epoch, meta
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Average precision of one class (NaN without positives)."""
+    pos = targets.sum()
+    if pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    t = targets[order]
+    tp = np.cumsum(t)
+    precision = tp / np.arange(1, len(t) + 1)
+    return float((precision * t).sum() / pos)
+
+
+def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, names: tuple[str, ...],
+                       threshold: float = 0.5) -> dict[str, float]:
+    """Per-class F1 and AP, their means, and exact-match accuracy of multi-label predictions."""
+    pred = probs >= threshold
+    out: dict[str, float] = {}
+    f1s, aps = [], []
+    for c, name in enumerate(names):
+        t = targets[:, c] > 0.5
+        tp = float(np.sum(pred[:, c] & t))
+        fp = float(np.sum(pred[:, c] & ~t))
+        fn = float(np.sum(~pred[:, c] & t))
+        f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else float("nan")
+        ap = average_precision(probs[:, c], t.astype(np.float64))
+        out[f"f1_{name}"], out[f"ap_{name}"] = f1, ap
+        f1s.append(f1)
+        aps.append(ap)
+    out["mean_f1"] = float(np.nanmean(f1s)) if not np.all(np.isnan(f1s)) else float("nan")
+    out["mean_ap"] = float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
+    out["exact_match"] = float(np.mean(np.all(pred == (targets > 0.5), axis=1)))
+    return out
