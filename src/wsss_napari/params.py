@@ -164,6 +164,12 @@ class PostprocParams(ParamsBase):
     min_region: int = _f(200, "regions smaller than this (px) are relabelled by kNN", (0, 1_000_000))
     knn_k: int = _f(8, "neighbours that vote when relabelling a small region", (1, 64))
     island_rule: bool = _f(True, "small tumor/stroma islands inside normal become normal")
+    island_max_size: int = _f(
+        2000, "largest island (px) that the island rule turns into normal", (0, 1_000_000)
+    )
+    normal_min_size: int = _f(
+        0, "normal regions smaller than this (px) become stroma; 0 disables", (0, 1_000_000)
+    )
 
     def validate(self) -> None:
         if not isinstance(self.white_method, WhiteMethod):

@@ -1,0 +1,284 @@
+"""The post-processing chain, and :class:`LiveTuner` which caches it for live sliders.
+
+Chain (each stage a pure function of the previous one and its own parameters):
+
+1. allowed classes   ``score_threshold`` (image-level scores) and ``present``
+2. foreground argmax best allowed class and its CAM value per pixel
+3. glass             ``white_method``, ``white_threshold``, ``white_min_size``
+4. background        ``bg_exponent``: background where ``(1 - max CAM)^y`` wins, or forced
+5. area rule         ``area_patch``, ``min_area_pct``
+6. islands           ``island_rule``, ``island_max_size``, ``normal_min_size``
+7. regions           connected components (no parameter)
+8. kNN cleanup       ``min_region``, ``knn_k``
+9. forced background glass and the explicit background mask always end as background
+
+:class:`LiveTuner` keeps the last result of every stage keyed by the parameters it depends
+on, so moving one slider recomputes only the stages downstream of it (the exponent: from
+stage 4; ``min_region``: stage 8 only). :func:`postprocess` is a one-shot tuner.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+from ..classes import BACKGROUND
+from ..params import PostprocParams, WhiteMethod
+from .area import min_area_rule
+from .background import allowed_classes, base_labels, foreground_argmax
+from .glass import remove_small, threshold_whiteness, whiteness
+from .islands import islands_in_normal, small_normal_to_stroma
+from .knn import knn_relabel, label_regions
+
+N_LABELS = BACKGROUND + 1
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as what happened
+    """Raised by :meth:`LiveTuner.run` when its ``should_stop`` callable returned True."""
+
+
+def postprocess(cams: np.ndarray, params: PostprocParams, image: np.ndarray | None = None,
+                scores: np.ndarray | None = None, present: np.ndarray | None = None,
+                background: np.ndarray | None = None) -> np.ndarray:
+    """CAMs -> label mask (uint8 (H, W): 0 tumor, 1 stroma, 2 normal, 3 background).
+
+    Args:
+        cams: float32 (C, H, W) class activation maps in [0, 1], C <= 3.
+        params: the post-processing parameters.
+        image: uint8 RGB (H, W, 3) for glass detection (skipped when None).
+        scores: image-level class scores (C,) for ``score_threshold`` (skipped when None).
+        present: bool (C,) classes known to be present (e.g. a training patch's labels).
+        background: bool / 0-1 (H, W): forced background (the challenge's background mask).
+    """
+    return LiveTuner(cams, image=image, scores=scores, background=background,
+                     present=present).run(params)
+
+
+class LiveTuner:
+    """Post-processing of one set of CAMs, recomputing only what a parameter change needs.
+
+    Thread-safe: one run at a time (a second caller waits for the first, which stops at its
+    next stage boundary when its ``should_stop`` says so). Typical widget use::
+
+        tuner = LiveTuner(cams, image=rgb, scores=scores)
+        mask = tuner.preview(params, max_size=1024, should_stop=is_stale)   # while dragging
+        mask = tuner.run(params, should_stop=is_stale)                       # on release
+
+    Args:
+        cams: float32 (C, H, W) CAMs in [0, 1] (any array-like; read once).
+        image: uint8 RGB (H, W, 3) for glass detection, or None.
+        scores: image-level class scores (C,), or None.
+        background: (H, W) forced-background mask (nonzero = background), or None.
+        present: default ``present`` vector for :meth:`run` (bool (C,)), or None.
+        origin: global (y, x) of pixel (0, 0), which anchors the area rule's sub-patch grid.
+    """
+
+    def __init__(self, cams: Any, image: Any = None, scores: Any = None, background: Any = None,
+                 present: Any = None, origin: tuple[int, int] = (0, 0)) -> None:
+        cams = np.asarray(cams)
+        if cams.ndim != 3 or not 1 <= cams.shape[0] <= BACKGROUND:
+            raise WsssError(f"CAMs must be (C, H, W) with 1 <= C <= 3, got shape {cams.shape}")
+        if cams.dtype != np.float32:
+            cams = cams.astype(np.float32)
+        self.cams = cams
+        self.shape: tuple[int, int] = tuple(cams.shape[1:])  # type: ignore[assignment]
+        self.image = None if image is None else self._check(np.asarray(image), "image", 3)
+        self.background = None if background is None else \
+            self._check(np.asarray(background), "background mask", 2) != 0
+        self.scores = None if scores is None else np.asarray(scores, np.float64).reshape(-1)
+        if self.scores is not None and self.scores.size != cams.shape[0]:
+            raise WsssError(f"{self.scores.size} scores given for {cams.shape[0]} CAM channels")
+        self.present = present
+        self.origin = (int(origin[0]), int(origin[1]))
+        self._lock = threading.RLock()
+        self._cache: dict[str, tuple[Any, Any]] = {}
+        self._glass_cache: dict[tuple, np.ndarray | None] = {}
+        self._white_cache: dict[str, np.ndarray] = {}
+        self._children: dict[int, LiveTuner] = {}
+        self._region_child: tuple[Any, LiveTuner] | None = None
+
+    def _check(self, arr: np.ndarray, what: str, ndim: int) -> np.ndarray:
+        if arr.ndim < 2 or arr.shape[:2] != self.shape or arr.ndim != ndim \
+                or (ndim == 3 and arr.shape[2] < 3):
+            raise WsssError(f"{what} of shape {arr.shape} does not match the CAMs' "
+                            f"{self.shape[0]} x {self.shape[1]} px")
+        return arr
+
+    # ------------------------------------------------------------------ public API
+
+    def run(self, params: PostprocParams, present: Any = None,
+            region: tuple[int, int, int, int] | None = None, downsample: int = 1,
+            should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """The label mask for ``params`` (uint8, a fresh array the caller may keep).
+
+        Args:
+            params: post-processing parameters.
+            present: bool (C,) classes allowed (overrides the constructor's ``present``).
+            region: (y0, x0, y1, x1) in full-resolution pixels: compute only this crop.
+            downsample: integer factor: compute on CAMs shrunk by it (pixel-count parameters
+                are scaled to match, so the result looks like the full-resolution one).
+            should_stop: called between stages; when it returns True, :class:`Cancelled`
+                is raised (the widget's "a newer request exists").
+
+        Returns:
+            uint8 mask: (H, W), or the region's shape, divided by ``downsample`` (rounded up).
+        """
+        downsample = max(1, int(downsample))
+        with self._lock:
+            if downsample > 1:
+                child = self._downsampled(downsample)
+                if region is not None:
+                    y0, x0, y1, x1 = region
+                    region = (y0 // downsample, x0 // downsample,
+                              -(-y1 // downsample), -(-x1 // downsample))
+                return child._run_scaled(params, present, region, downsample, should_stop)
+            return self._run_scaled(params, present, region, 1, should_stop)
+
+    def preview(self, params: PostprocParams, max_size: int = 1024, present: Any = None,
+                region: tuple[int, int, int, int] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """A quick mask at most ``max_size`` px a side (see :meth:`preview_downsample`)."""
+        ds = self.preview_downsample(max_size, region)
+        return self.run(params, present=present, region=region, downsample=ds,
+                        should_stop=should_stop)
+
+    def preview_downsample(self, max_size: int,
+                           region: tuple[int, int, int, int] | None = None) -> int:
+        """The integer factor :meth:`preview` uses so the result fits in ``max_size`` px."""
+        h, w = self.shape if region is None else (region[2] - region[0], region[3] - region[1])
+        return max(1, math.ceil(max(h, w) / max(1, int(max_size))))
+
+    def clear(self) -> None:
+        """Forget every cached intermediate (frees memory; the next run is a cold one)."""
+        with self._lock:
+            self._cache.clear()
+            self._glass_cache.clear()
+            self._white_cache.clear()
+            self._children.clear()
+            self._region_child = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _downsampled(self, factor: int) -> LiveTuner:
+        child = self._children.get(factor)
+        if child is None:
+            import cv2
+
+            h, w = (-(-s // factor) for s in self.shape)
+
+            def shrink(a: np.ndarray, interp: int) -> np.ndarray:
+                return cv2.resize(np.ascontiguousarray(a), (w, h), interpolation=interp)
+
+            cams = np.stack([shrink(c, cv2.INTER_AREA) for c in self.cams])
+            image = None if self.image is None else shrink(self.image[..., :3], cv2.INTER_AREA)
+            bg = None if self.background is None else \
+                shrink(self.background.view(np.uint8) * np.uint8(255), cv2.INTER_AREA) > 127
+            child = LiveTuner(cams, image=image, scores=self.scores, background=bg,
+                              present=self.present,
+                              origin=(self.origin[0] // factor, self.origin[1] // factor))
+            self._children[factor] = child
+        return child
+
+    def _cropped(self, region: tuple[int, int, int, int]) -> LiveTuner:
+        y0, x0, y1, x1 = (int(v) for v in region)
+        h, w = self.shape
+        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        if y1 <= y0 or x1 <= x0:
+            raise WsssError(f"region {region} lies outside the {h} x {w} px maps")
+        key = (y0, x0, y1, x1)
+        if self._region_child is None or self._region_child[0] != key:
+            ys, xs = slice(y0, y1), slice(x0, x1)
+            child = LiveTuner(
+                self.cams[:, ys, xs],
+                image=None if self.image is None else self.image[ys, xs],
+                scores=self.scores,
+                background=None if self.background is None else self.background[ys, xs],
+                present=self.present, origin=(self.origin[0] + y0, self.origin[1] + x0))
+            self._region_child = (key, child)
+        return self._region_child[1]
+
+    def _cached(self, name: str, key: Any, compute: Callable[[], Any]) -> Any:
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute()
+        self._cache[name] = (key, value)
+        return value
+
+    def _glass(self, params: PostprocParams, scale: int) -> np.ndarray | None:
+        method = WhiteMethod(params.white_method)
+        if self.image is None or method is WhiteMethod.NONE:
+            return None
+        min_size = _area_px(params.white_min_size, scale)
+        key = (method.value, float(params.white_threshold), min_size)
+        if key not in self._glass_cache:
+            white = self._white_cache.get(method.value)
+            if white is None:
+                white = self._white_cache[method.value] = whiteness(self.image, method)
+            if len(self._glass_cache) >= 4:
+                self._glass_cache.pop(next(iter(self._glass_cache)))
+            self._glass_cache[key] = remove_small(
+                threshold_whiteness(white, method, params.white_threshold), min_size)
+        return self._glass_cache[key]
+
+    def _run_scaled(self, params: PostprocParams, present: Any, region: Any, scale: int,
+                    should_stop: Callable[[], bool] | None) -> np.ndarray:
+        if region is not None:
+            with self._lock:
+                child = self._cropped(region)
+            return child._run_scaled(params, present, None, scale, should_stop)
+        with self._lock:
+            return self._chain(params, self.present if present is None else present, scale,
+                               should_stop or (lambda: False))
+
+    def _chain(self, p: PostprocParams, present: Any, scale: int,
+               should_stop: Callable[[], bool]) -> np.ndarray:
+        def checkpoint() -> None:
+            if should_stop():
+                raise Cancelled("post-processing run superseded")
+
+        c = self.cams.shape[0]
+        allowed = allowed_classes(c, self.scores, p.score_threshold, present)
+        k_allowed = tuple(allowed.tolist())
+        fg, maxcam = self._cached("fg", k_allowed, lambda: foreground_argmax(self.cams, allowed))
+        checkpoint()
+        glass = self._glass(p, scale)
+        forced = glass
+        if self.background is not None:
+            forced = self.background if glass is None else (glass | self.background)
+        k_glass = (p.white_method, p.white_threshold, _area_px(p.white_min_size, scale))
+        checkpoint()
+        k_base = (k_allowed, k_glass, p.bg_exponent)
+        lab = self._cached("base", k_base, lambda: base_labels(fg, maxcam, p.bg_exponent, forced))
+        checkpoint()
+        patch = max(2, round(p.area_patch / scale))
+        k_area = (k_base, patch, p.min_area_pct)
+        lab = self._cached("area", k_area, lambda: min_area_rule(
+            lab, self.cams, allowed, maxcam, p.bg_exponent, patch, p.min_area_pct, self.origin))
+        checkpoint()
+        island = _area_px(p.island_max_size, scale) if p.island_rule else 0
+        normal_min = _area_px(p.normal_min_size, scale)
+        k_isl = (k_area, island, normal_min)
+        lab = self._cached("islands", k_isl, lambda: small_normal_to_stroma(
+            islands_in_normal(lab, island), normal_min))
+        checkpoint()
+        min_region = _area_px(p.min_region, scale)
+        if min_region > 1:
+            regions = self._cached("regions", k_isl, lambda: label_regions(lab, N_LABELS))
+            checkpoint()
+            lab = self._cached("knn", (k_isl, min_region, p.knn_k),
+                               lambda: knn_relabel(lab, regions, min_region, p.knn_k))
+        out = lab.copy()
+        if forced is not None:
+            out[forced] = BACKGROUND
+        return out
+
+
+def _area_px(pixels: int, scale: int) -> int:
+    """A pixel-count parameter at a ``scale``-times coarser view."""
+    return 0 if pixels <= 0 else max(1, round(pixels / (scale * scale)))
