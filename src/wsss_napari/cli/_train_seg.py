@@ -1,0 +1,59 @@
+"""``wsss-napari train-seg``: train the segmentation network on pseudo-masks (stage 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..params import TrainSegParams
+from ._params import add_params_arguments, params_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train-seg",
+        help="train a segmentation network on (pseudo-)masks",
+        description="Train a segmentation network (timm encoder + DeepLabV3+ or UNet decoder) "
+        "on the patches of DATA_DIR and the masks of MASK_DIR (same file names, e.g. from "
+        "'wsss-napari pseudo'). Loss: cross-entropy (255 = ignore) + Dice. The model works "
+        "with 'wsss-napari predict' like a CAM model.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder")
+    p.add_argument("mask_dir", metavar="MASK_DIR", help="mask folder (palette/grey PNG, 0..3)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--csv", help="CSV of file,labels (paths relative to DATA_DIR)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>.state.safetensors (left by an interrupted run)")
+    p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
+                   help="bad input files: skip them (report printed) or stop (default: skip)")
+    p.add_argument("--half", action="store_true", help="store the final weights as float16")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep <out>.state.safetensors after a finished run (default: removed)")
+    p.add_argument("--config", help="JSON/YAML file of training parameters")
+    add_params_arguments(p, TrainSegParams)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import run_to_end
+    from ..train.data import resolve_bad, scan_patches
+    from ..train.loop import state_path
+    from ..train.seg import train_segmenter
+
+    params = params_from_args(args, TrainSegParams)
+    report = scan_patches(args.data_dir, csv_path=args.csv, mask_dir=args.mask_dir,
+                          require_masks=True)
+    report.problems = [p for p in report.problems if p.path is not None]
+    print(report.summary())  # noqa: T201
+    items = resolve_bad(report, args.on_bad)
+    out = run_to_end(train_segmenter(items, None, args.out, params, resume=args.resume,
+                                     extra_meta={"data": str(args.data_dir),
+                                                 "masks": str(args.mask_dir)}),
+                     show=True)
+    if args.half:
+        from ..models.checkpoint import load_model, save_model
+
+        save_model(load_model(out), out, half=True)
+    if not args.keep_state:
+        state_path(out).unlink(missing_ok=True)
+    print(f"wrote {out}")  # noqa: T201
+    return 0

@@ -1,0 +1,98 @@
+"""Pseudo-masks for the training patches: the bridge from stage 1 (CAMs) to stage 2.
+
+Each patch gets multi-scale CAMs and the post-processing chain, with the patch's *own*
+labels as ``present``: a class the patch is not labelled with can never appear in its mask,
+which removes most CAM confusions for free. Masks are palette PNGs (the challenge palette,
+values 0..3) with the patch's file name, so ``train-seg DATA_DIR MASK_DIR`` pairs them by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..params import CamParams, PostprocParams, RunRecord
+from ..progress import Progress
+from .data import PatchItem, load_rgb, resolve_bad, scan_patches
+
+log = logging.getLogger(__name__)
+
+
+def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
+    """Write a label mask as a palette PNG (challenge colours), atomically."""
+    from PIL import Image
+
+    from ..classes import palette_flat
+    from ..io.atomic import atomic_path
+
+    im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
+    im.putpalette(palette_flat())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)
+
+
+def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParams,
+                post_params: PostprocParams, device=None) -> np.ndarray:
+    """The pseudo-mask of one labelled patch (uint8 (H, W), values 0..3)."""
+    from ..inference.multiscale import multiscale_cam
+    from ..postproc import postprocess
+
+    res = multiscale_cam(model, rgb, cam_params, device=device)
+    present = np.asarray(labels, dtype=bool)
+    return postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
+
+
+def make_pseudo_masks(
+    model,
+    data: str | Path | Sequence[PatchItem],
+    out_dir: str | Path,
+    cam_params: CamParams | None = None,
+    post_params: PostprocParams | None = None,
+    csv_path: str | Path | None = None,
+    on_bad: str = "skip",
+) -> Generator[Progress, None, Path]:
+    """Write one pseudo-mask PNG per training patch into ``out_dir``.
+
+    Args:
+        model: a CAM model (``models.checkpoint.load_model``).
+        data: a patch folder (challenge layout, or with ``csv_path``) or scanned items.
+        out_dir: where the masks go (created); same file names as the patches, ``.png``.
+        cam_params: multi-scale CAM parameters (default :class:`CamParams`).
+        post_params: post-processing parameters (default :class:`PostprocParams`).
+        csv_path: labels from a CSV instead of the file names.
+        on_bad: ``'skip'`` or ``'stop'`` on bad input files.
+
+    Yields:
+        ``Progress('pseudo', done, total)`` per patch.
+
+    Returns:
+        ``out_dir``.
+    """
+    from ..device import choose_device
+    from ..io.atomic import atomic_write_text, check_writable_dir
+
+    cam_params = cam_params or CamParams()
+    post_params = post_params or PostprocParams()
+    if isinstance(data, (str, Path)):
+        report = scan_patches(data, csv_path=csv_path)
+        if report.problems or report.notes:
+            log.warning("pseudo-mask input report:\n%s", report.summary())
+        items = resolve_bad(report, on_bad)
+    else:
+        items = list(data)
+    out = check_writable_dir(out_dir)
+    device = choose_device(cam_params.device)
+    model.eval()
+    for i, it in enumerate(items):
+        rgb = load_rgb(it.path)
+        mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device)
+        save_mask_png(mask, out / (it.path.stem + ".png"))
+        yield Progress("pseudo", i + 1, len(items))
+    record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),
+                            model_hash=str(getattr(model, "file_hash", "")))
+    atomic_write_text(out / "pseudo.run.json", record.to_json())
+    return out

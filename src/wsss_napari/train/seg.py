@@ -1,0 +1,254 @@
+"""Stage 2: a segmentation network (``models.seg.SegNet``) trained on pseudo-masks.
+
+Pseudo-masks are noisy but dense; a segmentation network trained on many of them averages the
+noise out and learns sharper borders than the CAMs had (the method's second stage). Loss:
+cross-entropy (pixels valued 255 ignored) plus a soft Dice term that keeps rare classes
+(normal) from being swamped. Augmentations per the method: flips, Gaussian blur,
+normalisation (inside the model, on the device). Same checkpoint / resume / seed rules as
+stage 1 (:mod:`wsss_napari.train.loop`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import WsssError
+from ..params import TrainSegParams
+from ..progress import Progress
+from . import augment as aug
+from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_items
+from .loop import (
+    autocast,
+    epoch_rng,
+    load_train_state,
+    make_loader,
+    poly_lr,
+    save_train_state,
+    seed_everything,
+    setup_device,
+    state_path,
+)
+
+log = logging.getLogger(__name__)
+IGNORE = aug.IGNORE
+
+
+class SegTrainSet:
+    """Augmented ``(uint8 (3, S, S), int64 mask (S, S))`` pairs; set :attr:`epoch` per epoch."""
+
+    def __init__(self, items: Sequence[PatchItem], params: TrainSegParams, train: bool = True
+                 ) -> None:
+        self.base = PatchDataset(items, with_masks=True)
+        self.params = params
+        self.train = train
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        rgb, mask, _ = self.base.load(index)
+        if mask is None:
+            raise WsssError(f"no mask for {self.base.items[index].path}")
+        rng = epoch_rng(p.seed, self.epoch if self.train else 0, index)
+        rgb, mask = aug.random_crop(rgb, mask, p.crop_size, rng)
+        if self.train:
+            rgb, mask = aug.random_flip(rgb, mask, rng)
+            if p.blur > 0 and rng.random() < p.blur:
+                rgb = aug.gaussian_blur(rgb, rng)
+        mask = mask.astype(np.int64)
+        mask[(mask > 3) & (mask != IGNORE)] = IGNORE
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)), mask
+
+
+def dice_loss(logits, target, ignore_index: int = IGNORE, eps: float = 1.0):
+    """Soft multi-class Dice loss over labelled pixels, averaged over classes present."""
+    import torch
+    from torch.nn import functional as F
+
+    n = logits.shape[1]
+    valid = (target != ignore_index)
+    t = torch.where(valid, target, torch.zeros_like(target))
+    prob = torch.softmax(logits.float(), dim=1) * valid[:, None]
+    onehot = F.one_hot(t, n).permute(0, 3, 1, 2).float() * valid[:, None]
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (denom + eps)
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    return 1.0 - dice[present].mean()
+
+
+def _confusion(pred: np.ndarray, gt: np.ndarray, n: int) -> np.ndarray:
+    keep = gt != IGNORE
+    return np.bincount(gt[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)
+
+
+def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]:
+    """Pixel accuracy and mIoU (all labels) of ``model`` against the loader's masks."""
+    import torch
+
+    n = model.config.num_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    model.eval()
+    with torch.inference_mode():
+        for x, y in loader:
+            with autocast(device, use_amp):
+                logits = model(model.normalize(x.to(device)))
+            pred = logits.argmax(1).cpu().numpy()
+            conf += _confusion(pred.ravel(), y.numpy().ravel(), n)
+    model.train()
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = conf.sum(1) > 0
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    out = {"pixel_acc": float(inter.sum() / max(conf.sum(), 1)),
+           "miou": float(np.nanmean(iou[present])) if present.any() else float("nan")}
+    return out
+
+
+def build_seg_model(params: TrainSegParams, mpp: float | None = None):
+    """A fresh :class:`~wsss_napari.models.seg.SegNet` for ``params``."""
+    from ..models.config import ModelConfig
+    from ..models.registry import build_model
+
+    config = ModelConfig(kind="seg", arch=params.decoder, backbone=params.encoder,
+                         input_size=params.crop_size, mpp=mpp or None)
+    return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
+
+
+def train_segmenter(
+    data: str | Path | Sequence[PatchItem],
+    mask_dir: str | Path | None,
+    out_path: str | Path,
+    params: TrainSegParams | None = None,
+    resume: bool = False,
+    val_items: Sequence[PatchItem] | None = None,
+    csv_path: str | Path | None = None,
+    on_bad: str = "skip",
+    extra_meta: dict[str, Any] | None = None,
+) -> Generator[Progress, None, Path]:
+    """Train a segmentation network on (pseudo-)masks; yields progress, returns the model path.
+
+    Args:
+        data: a patch folder or items (items may carry their ``mask_path``).
+        mask_dir: folder of masks named like the patches (``pseudo`` output); may be None
+            when ``data`` items carry masks.
+        out_path: the model file, rewritten after each epoch (state beside it for resume).
+        params: training parameters (defaults: :class:`TrainSegParams`).
+        resume: continue from ``<out>.state.safetensors``.
+        val_items: validation items with masks; default ``params.val_fraction`` of ``data``.
+        csv_path: labels from a CSV instead of file names.
+        on_bad: ``'skip'`` or ``'stop'`` for bad files (unreadable, mask size mismatch ...).
+        extra_meta: more entries for the model's ``config.extra``.
+
+    Yields:
+        ``Progress('train-seg', step, total, info)``; epoch ends carry ``val_miou``.
+
+    Returns:
+        ``out_path``.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    from ..models.checkpoint import save_model
+
+    params = params or TrainSegParams()
+    out = Path(out_path)
+    if isinstance(data, (str, Path)) or mask_dir is not None:
+        report = scan_patches(data, csv_path=csv_path, mask_dir=mask_dir, require_masks=True)
+        # a class with no positive does not stop segmentation training: masks carry the signal
+        report.problems = [p for p in report.problems if p.path is not None]
+        if report.problems or report.notes:
+            log.warning("segmentation data report:\n%s", report.summary())
+        items = resolve_bad(report, on_bad)
+    else:
+        items = list(data)
+        if not items or any(it.mask_path is None for it in items):
+            raise WsssError("segmentation training needs a mask for every patch")
+    if val_items is None:
+        train_items, val_items = split_items(items, params.val_fraction, params.seed)
+    else:
+        train_items, val_items = items, list(val_items)
+    seed_everything(params.seed)
+    device, use_amp = setup_device(params.device, params.amp)
+    model = build_seg_model(params, mpp=params.mpp if params.mpp > 0 else None)
+    extra = {"train": params.to_dict(), "n_train": len(train_items), "n_val": len(val_items),
+             **(extra_meta or {})}
+    model.config = model.config.replace(extra={**model.config.extra, **extra})
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9,
+                                weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    train_set = SegTrainSet(train_items, params)
+    val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
+                              False, params.seed, 0, params.workers) if val_items else None)
+    steps_per_epoch = len(make_loader(train_set, params.batch_size, True, params.seed, 0, 0,
+                                      drop_last=True))
+    total = steps_per_epoch * params.epochs
+    start_epoch, history = 0, []
+    spath = state_path(out)
+    if resume:
+        start_epoch, meta = load_train_state(spath, model, optimizer)
+        history = list(meta.get("history", []))
+        if start_epoch >= params.epochs:
+            yield Progress("train-seg", total, total, {"epoch": start_epoch})
+            return out
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, params.epochs):
+        train_set.epoch = epoch
+        loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
+                             params.workers, drop_last=True)
+        running, n_seen = 0.0, 0
+        for x, y in loader:
+            lr = poly_lr(params.lr, step, total)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, use_amp):
+                logits = model(model.normalize(x))
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+            if bool((y == IGNORE).all()):
+                loss = logits.sum() * 0.0
+            if params.dice_weight > 0:
+                loss = loss + params.dice_weight * dice_loss(logits, y)
+            if not math.isfinite(loss.item()):
+                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
+                                "lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            running += loss.item() * len(x)
+            n_seen += len(x)
+            yield Progress("train-seg", step, total,
+                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
+        if val_loader is not None:
+            record.update({f"val_{k}": v for k, v in
+                           evaluate_segmenter(model, val_loader, device, use_amp).items()})
+        history.append(record)
+        model.config = model.config.replace(extra={**model.config.extra, "history": history})
+        save_model(model, out)
+        save_train_state(spath, model, optimizer, epoch + 1,
+                         {"params": params.to_dict(), "history": history, "seed": params.seed})
+        info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+        yield Progress("train-seg", step, total, info)
+    return out
