@@ -390,7 +390,7 @@ def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple
     Features are matched to labels by ``classification.name`` (case-insensitive); unknown
     classes are skipped. Pixels no polygon covers are 255.
     """
-    import cv2
+    from skimage.draw import polygon as fill_polygon
 
     if not isinstance(geojson, Mapping):
         try:
@@ -399,8 +399,6 @@ def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple
             raise WsssError(f"cannot read GeoJSON '{geojson}': {err}") from err
     lookup = {n.lower(): i for i, n in enumerate(class_names)}
     out = np.full(shape, UNLABELLED, np.uint8)
-    shift = 4
-    scale = 2**shift
     feats = geojson.get("features", []) if geojson.get("type") == "FeatureCollection" else [geojson]
     for feat in feats:
         cls = ((feat.get("properties") or {}).get("classification") or {}).get("name", "")
@@ -410,17 +408,14 @@ def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple
             continue
         polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
         for rings in polys:
-            pts = []
-            for r in rings:
-                a = np.asarray(r, np.float64)
-                a[:, 0] = (a[:, 0] - origin[0]) / downsample - 0.5
-                a[:, 1] = (a[:, 1] - origin[1]) / downsample - 0.5
-                pts.append(np.round(a * scale).astype(np.int32))
-            region = np.zeros(shape, np.uint8)
-            cv2.fillPoly(region, pts[:1], 1, lineType=cv2.LINE_8, shift=shift)
-            if len(pts) > 1:
-                cv2.fillPoly(region, pts[1:], 0, lineType=cv2.LINE_8, shift=shift)
-            out[region.astype(bool)] = lab
+            region = np.zeros(shape, bool)
+            for k, ring in enumerate(rings):
+                a = np.asarray(ring, np.float64)
+                cols = (a[:, 0] - origin[0]) / downsample - 0.5  # corner -> pixel-centre index
+                rows = (a[:, 1] - origin[1]) / downsample - 0.5
+                rr, cc = fill_polygon(rows, cols, shape)
+                region[rr, cc] = k == 0  # the exterior ring fills, holes cut out
+            out[region] = lab
     return out
 
 

@@ -170,23 +170,14 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     step = 0
     try:
         while step < params.steps:
-            if control.paused:
-                yield Progress(STAGE, step, params.steps, {"paused": True, "lr": params.lr,
-                                                           "loss": _last(result.losses)})
-                while not control.wait_while_paused(0.1):
-                    pass
-            if control.stopped:
-                raise _Stopped
+            yield from _pause_point(control, step, params, result.losses)
             crops = [_random_crop(samples, weights, params.crop_size, rng)
                      for _ in range(params.batch_size)]
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for i in range(0, len(crops), micro):
                 part = crops[i:i + micro]
-                while control.paused and not control.stopped:  # pause between crops too
-                    control.wait_while_paused(0.1)
-                if control.stopped:
-                    raise _Stopped
+                yield from _pause_point(control, step, params, result.losses)  # between crops too
                 with DEVICE_LOCK:
                     x = torch.from_numpy(np.stack([c[0] for c in part])).to(device)
                     x = work.normalize(x.permute(0, 3, 1, 2).contiguous())
@@ -210,6 +201,18 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     for p in work.parameters():
         p.requires_grad_(False)
     return result
+
+
+def _pause_point(control: FinetuneControl, step: int, params: FinetuneParams,
+                 losses: list[float]) -> Generator[Progress, None, None]:
+    """Wait here while paused (announcing it once, lock not held); raise if stopped."""
+    if control.paused and not control.stopped:
+        yield Progress(STAGE, step, params.steps,
+                       {"paused": True, "lr": params.lr, "loss": _last(losses)})
+        while not control.wait_while_paused(0.1):
+            pass
+    if control.stopped:
+        raise _Stopped
 
 
 def run_finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
