@@ -1,0 +1,133 @@
+"""``wsss-napari predict``: one palette PNG mask per image (the WSSS4LUAD submission format)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .. import WsssError
+from ..params import CamParams, PostprocParams
+from ._params import add_params_arguments, params_from_args
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="label masks of a folder of images -> palette PNGs",
+        description="Predict a tissue mask for every image of IMAGES_DIR and write it to "
+        "OUT_DIR as a palette PNG of the same name (values 0 tumor, 1 stroma, 2 normal, "
+        "3 background, WSSS4LUAD colours). CAM models go through multi-scale CAMs and the "
+        "post-processing; segmentation models through a sliding window.",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors) or 'default'")
+    p.add_argument("images", metavar="IMAGES_DIR", help="folder of RGB images")
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder")
+    p.add_argument("--background-masks", metavar="DIR",
+                   help="folder of 0/1 masks of the same names; 1 forces background (class 3)")
+    p.add_argument("--params", metavar="FILE",
+                   help="post-processing parameters (JSON/YAML, e.g. from 'wsss-napari tune')")
+    p.add_argument("--cam-params", metavar="FILE", help="CAM parameters (JSON/YAML)")
+    add_params_arguments(p, PostprocParams)
+    add_params_arguments(p, CamParams)
+    p.set_defaults(func=run)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of ``folder``, sorted; a clear error when there are none."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise WsssError(f"image folder '{d}' does not exist")
+    files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise WsssError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in '{d}'")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as err:
+        raise WsssError(f"cannot read image '{path}': {err}") from err
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """A label mask: palette / grey PNG values as-is, RGB mapped through the WSSS4LUAD palette."""
+    from PIL import Image
+
+    from ..classes import PALETTE
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "L", "1", "I", "I;16"):
+                return np.asarray(im).astype(np.uint8)
+            rgb = np.asarray(im.convert("RGB")).astype(np.int32)
+    except OSError as err:
+        raise WsssError(f"cannot read mask '{path}': {err}") from err
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    out = np.full(code.shape, 255, np.uint8)
+    for i, (r, g, b) in enumerate(PALETTE):
+        out[code == ((r << 16) | (g << 8) | b)] = i
+    return out
+
+
+def find_match(folder: Path, image: Path, what: str) -> Path:
+    """The file of ``folder`` with ``image``'s stem (any image suffix)."""
+    for suffix in (image.suffix, *IMAGE_SUFFIXES):
+        cand = folder / (image.stem + suffix)
+        if cand.is_file():
+            return cand
+    raise WsssError(f"no {what} for '{image.name}' in '{folder}'")
+
+
+def write_palette_png(mask: np.ndarray, path: Path) -> None:
+    """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels)."""
+    from PIL import Image
+
+    from ..classes import palette_flat
+    from ..io.atomic import atomic_path
+
+    img = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
+    img.putpalette(palette_flat())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def load_background(folder: str | None, image: Path) -> np.ndarray | None:
+    if not folder:
+        return None
+    return read_labels(find_match(Path(folder), image, "background mask")) != 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.predict import predict_mask
+    from ..io.atomic import atomic_write_text, check_writable_dir
+    from ..models.checkpoint import load_model
+    from ..params import RunRecord
+    from ..progress import Progress, run_to_end
+
+    post = params_from_args(args, PostprocParams, config_attr="params")
+    cam = params_from_args(args, CamParams, config_attr="cam_params")
+    images = list_images(args.images)
+    out = check_writable_dir(args.out)
+    model = load_model(args.model)
+
+    def job():
+        for i, f in enumerate(images):
+            mask = predict_mask(model, read_rgb(f), cam, post,
+                                background=load_background(args.background_masks, f))
+            write_palette_png(mask, out / (f.stem + ".png"))
+            yield Progress("predict", i + 1, len(images), {"image": f.name})
+
+    run_to_end(job(), show=True, desc="predict")
+    record = RunRecord.make(post, cam, model_name=str(args.model),
+                            model_hash=getattr(model, "file_hash", ""))
+    atomic_write_text(out / "predict.run.json", record.to_json())
+    print(f"{len(images)} masks written to {out}")  # noqa: T201
+    return 0
