@@ -1,0 +1,134 @@
+"""Whole-slide CAMs on a generated pyramidal TIFF: glass skipped, resumable, cached, regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wsss_napari import WsssError
+from wsss_napari.inference.slide_cam import COMPUTED, GLASS, SlideCams, slide_cams
+from wsss_napari.inference.tissue import tissue_mask
+from wsss_napari.models.config import ModelConfig
+from wsss_napari.models.registry import build_model
+from wsss_napari.params import CamParams
+from wsss_napari.progress import run_to_end
+
+torch.set_num_threads(1)
+
+#: model at 1.0 um/px on a 0.5 um/px slide: level 1 is read; 128 px tiles = 256 level-0 px
+PARAMS = CamParams(device="cpu", scales=(1.0,), tile_size=128, halo=16, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    from wsss_napari.sample.synth import write_pyramidal_tiff
+
+    return write_pyramidal_tiff(tmp_path_factory.mktemp("slide") / "s.tif", 1024, 1536, seed=7,
+                                mpp=0.5)
+
+
+@pytest.fixture
+def slide(slide_path):
+    from wsss_napari.io.slide import Slide
+
+    with Slide.open(slide_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(backbone="test_resnet", input_size=64, mpp=1.0)).eval()
+
+
+def test_whole_slide_skips_glass(slide, model, tmp_path):
+    res = run_to_end(slide_cams(slide, model, PARAMS, cache_dir=tmp_path))
+    assert isinstance(res, SlideCams) and res.level == 1 and not res.warnings
+    assert res.done.shape == (4, 6) and set(np.unique(res.done)) <= {COMPUTED, GLASS}
+    assert (res.done == GLASS).any() and (res.done == COMPUTED).any()
+    assert res.raw.shape == (3, 1024 // 8, 1536 // 8) and res.downsample == 8.0
+    assert res.origin == (0.0, 0.0)
+    cams = np.asarray(res.cams)
+    assert cams.dtype == np.float32 and cams.min() >= 0 and cams.max() == pytest.approx(1.0)
+    # glass tiles hold no CAM; the tissue mask of those tiles is (nearly) empty
+    mask = tissue_mask(slide.thumbnail(1536))
+    fy = mask.shape[0] / 1024
+    for ty, tx in zip(*np.nonzero(res.done == GLASS)):
+        assert not cams[:, ty * 32:(ty + 1) * 32, tx * 32:(tx + 1) * 32].any()
+        box = mask[int(ty * 256 * fy):int((ty + 1) * 256 * fy),
+                   int(tx * 256 * fy):int((tx + 1) * 256 * fy)]
+        assert box.mean() < 0.05
+    assert res.scores.shape == (3,)
+    reopened = SlideCams.open(res.path)
+    np.testing.assert_array_equal(np.asarray(reopened.cams), cams)
+
+
+def test_resume_after_interruption_and_cache_reuse(slide, model, tmp_path):
+    gen = slide_cams(slide, model, PARAMS, cache_dir=tmp_path / "a")
+    first = next(gen)
+    n_total, n_glass = first.total, first.info["glass"]
+    for p in gen:  # stop once two tiles are finished
+        if p.info.get("computed") == 2 and "crops" not in p.info:
+            break
+    gen.close()  # the consumer cancels: the pool and the store are cleaned up
+    gen = slide_cams(slide, model, PARAMS, cache_dir=tmp_path / "a")
+    progress = []
+    try:
+        while True:
+            progress.append(next(gen))
+    except StopIteration as stop:
+        resumed = stop.value
+    assert progress[0].done == n_glass + 2
+    assert progress[-1].info["computed"] == n_total - n_glass - 2
+    fresh = run_to_end(slide_cams(slide, model, PARAMS, cache_dir=tmp_path / "b"))
+    np.testing.assert_allclose(np.asarray(resumed.cams), np.asarray(fresh.cams), atol=1e-6)
+    np.testing.assert_allclose(resumed.scores, fresh.scores, atol=1e-6)
+    # the same request again: everything comes from the cache
+    again = list(slide_cams(slide, model, PARAMS, cache_dir=tmp_path / "a"))
+    assert len(again) == 1 and again[0].done == again[0].total
+    # another parameter -> another store
+    other = run_to_end(slide_cams(slide, model, PARAMS.replace(flip=True),
+                                  cache_dir=tmp_path / "a"))
+    assert other.path != resumed.path
+
+
+def test_region_and_explicit_out(slide, model, tmp_path):
+    region = (256, 512, 300, 500)
+    out = tmp_path / "roi.zarr"
+    res = run_to_end(slide_cams(slide, model, PARAMS, region=region, out=out))
+    assert res.path == out and res.origin == (256.0, 512.0)
+    assert res.raw.shape == (3, -(-300 // 8), -(-500 // 8))
+    with pytest.raises(WsssError, match="another slide, model, region"):
+        run_to_end(slide_cams(slide, model, PARAMS, region=(0, 0, 300, 500), out=out))
+    with pytest.raises(WsssError, match="outside the slide"):
+        run_to_end(slide_cams(slide, model, PARAMS, region=(5000, 0, 10, 10), out=out))
+
+
+def test_unknown_mpp_uses_level0_and_warns(model, tmp_path):
+    from wsss_napari.io.slide import Slide
+    from wsss_napari.sample.synth import make_tissue
+
+    rgb, _ = make_tissue(256, 256, seed=3)
+    slide = Slide.from_arrays([rgb], mpp=None)
+    res = run_to_end(slide_cams(slide, model, PARAMS.replace(skip_glass=False),
+                                cache_dir=tmp_path))
+    assert res.level == 0 and res.downsample == PARAMS.out_stride
+    assert any("unknown" in w for w in res.warnings)
+    assert res.raw.shape == (3, 64, 64) and (res.done == COMPUTED).all()
+
+
+def test_cli_cam(slide_path, model, tmp_path, capsys):
+    from wsss_napari.cli import main
+    from wsss_napari.models.checkpoint import save_model
+
+    ckpt = tmp_path / "m.safetensors"
+    save_model(model, ckpt)
+    out = tmp_path / "cams.zarr"
+    rc = main(["cam", str(slide_path), "--model", str(ckpt), "--out", str(out), "--scales", "1",
+               "--tile-size", "256", "--region", "0", "0", "512", "512", "--device", "cpu"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "image-level scores: tumor" in text
+    assert SlideCams.open(out).raw.shape == (3, 64, 64)
+    assert (tmp_path / "cams.zarr.run.json").is_file()
