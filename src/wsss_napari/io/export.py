@@ -16,10 +16,12 @@ rasterised by pixel-centre inclusion at the mask's scale gives back the mask.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +43,7 @@ SUFFIXES: dict[ExportFormat, tuple[str, ...]] = {
     ExportFormat.RLE: (".csv",),
 }
 _MAX_PNG_PIXELS = 100_000_000
+_BAND_BYTES = 16 * 2**20
 _DESC_KEY = "wsss_napari"
 
 
@@ -106,7 +109,8 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
     """Write a tiled, pyramidal (SubIFDs) OME-TIFF of a label mask, in bounded memory.
 
     Levels halve the size (nearest neighbour: labels are never blended) until the largest
-    side fits in one tile. The OME metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
+    side fits in one tile; for a lazy source each level is built from the previous one
+    (kept in a scratch zarr beside ``out``), so memory stays at a few tiles. The OME metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
     ``mpp * downsample`` micrometres), a ``MapAnnotation`` of label -> class name and colour,
     and a JSON ``Description`` (class names, colours, downsample, origin, slide mpp, run
     record) that :func:`read_exported_mask` reads back.
@@ -153,8 +157,13 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
     while max(-(-h // 2 ** (n_levels - 1)), -(-w // 2 ** (n_levels - 1))) > tile:
         n_levels += 1
     bigtiff = h * w * 4 / 3 > 2**31
-    with atomic_path(out) as tmp:
+    in_memory = isinstance(mask, np.ndarray)
+    with atomic_path(out) as tmp, (
+        contextlib.nullcontext() if in_memory
+        else tempfile.TemporaryDirectory(prefix=".pyramid-", dir=out.parent)
+    ) as scratch:
         with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=True) as tw:
+            src = mask
             for level in range(n_levels):
                 f = 2**level
                 shape = (-(-h // f), -(-w // f))
@@ -164,26 +173,52 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
                               resolutionunit="CENTIMETER")
                 if level == 0:
                     kw.update(subifds=n_levels - 1, metadata=metadata)
+                    tiles = _tiles(src, shape, tile, 1)
+                    dst = src
                 else:
                     kw.update(subfiletype=1, metadata=None)
-                tw.write(_level_tiles(mask, f, shape, tile), shape=shape, dtype=np.uint8,
-                         tile=(tile, tile), compression="zlib", photometric="minisblack", **kw)
+                    dst = None
+                    if in_memory:
+                        dst = src[::2, ::2]
+                    elif level < n_levels - 1:  # lazy source: keep each level for the next
+                        import zarr
+
+                        dst = zarr.create_array(str(Path(scratch) / f"level{level}.zarr"),
+                                                shape=shape, chunks=(tile, tile), dtype="uint8",
+                                                fill_value=UNLABELLED)
+                    tiles = _tiles(src, shape, tile, 2, None if in_memory else dst)
+                tw.write(tiles, shape=shape, dtype=np.uint8, tile=(tile, tile),
+                         compression="zlib", photometric="minisblack", **kw)
+                src = dst
     return _finish(out, record, _info(ExportFormat.OME_TIFF, mask, downsample, origin, mpp,
                                       class_names, levels=n_levels, tile=tile))
 
 
-def _level_tiles(mask: Any, f: int, shape: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
-    """Tiles of pyramid level ``f`` (every ``f``-th pixel of ``mask``), row-major, padded."""
+def _tiles(src: Any, shape: tuple[int, int], tile: int, f: int,
+           keep: Any = None) -> Iterator[np.ndarray]:
+    """Row-major, padded tiles of ``src[::f, ::f]`` (shape ``shape``).
+
+    Pyramid levels are made from the previous level (nearest neighbour: labels never blend),
+    so each source chunk is decoded once; ``keep`` stores the result for the next level.
+    The source is read in bands of up to ``_BAND_BYTES`` (a zarr call costs milliseconds of
+    overhead, a tile-sized read would be dominated by it).
+    """
+    group = max(1, _BAND_BYTES // (tile * f) ** 2)  # tiles per read
     for ty in range(0, shape[0], tile):
-        for tx in range(0, shape[1], tile):
-            ys = slice(ty * f, min((ty + tile) * f, mask.shape[0]), f)
-            xs = slice(tx * f, min((tx + tile) * f, mask.shape[1]), f)
-            block = np.asarray(mask[ys, xs], dtype=np.uint8)
-            if block.shape != (tile, tile):
-                padded = np.full((tile, tile), UNLABELLED, np.uint8)
-                padded[: block.shape[0], : block.shape[1]] = block
-                block = padded
-            yield block
+        for gx in range(0, shape[1], tile * group):
+            gw = min(tile * group, shape[1] - gx)
+            ys = slice(ty * f, min((ty + tile) * f, src.shape[0]))
+            xs = slice(gx * f, min((gx + gw) * f, src.shape[1]))
+            band = np.asarray(src[ys, xs], dtype=np.uint8)[::f, ::f]
+            if keep is not None:
+                keep[ty:ty + band.shape[0], gx:gx + band.shape[1]] = band
+            for tx in range(0, band.shape[1], tile):
+                block = band[:, tx:tx + tile]
+                if block.shape != (tile, tile):
+                    padded = np.full((tile, tile), UNLABELLED, np.uint8)
+                    padded[: block.shape[0], : block.shape[1]] = block
+                    block = padded
+                yield np.ascontiguousarray(block)
 
 
 def read_exported_mask(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
