@@ -156,8 +156,9 @@ def _resolve(path_or_default: str | Path) -> Path:
         p = default_model_path()
         if not p.is_file():
             raise WsssError(
-                f"the default CAM model is not installed (expected {p}). Re-create it with the "
-                "command in src/wsss_napari/models/default/README.md, or pass a model file"
+                f"the default CAM model is not installed (expected {p}). Re-create it with "
+                "`wsss-napari train-cls --synthetic 600 --backbone mobilenetv3_small_100 "
+                f"--epochs 8 --half --out {p}` (models/default/README.md), or pass a model file"
             )
         return p
     return Path(path_or_default).expanduser()
