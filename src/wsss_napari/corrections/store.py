@@ -160,7 +160,8 @@ class EditStore:
                 "class_names": list(class_names), "created": time.time(),
             })
         except OSError as err:
-            raise WsssError(f"cannot create the edit store '{root}': {err.strerror or err}") from err
+            raise WsssError(f"cannot create the edit store '{root}': "
+                            f"{err.strerror or err}") from err
         return cls(root, group)
 
     @classmethod

@@ -110,7 +110,8 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
 
     Levels halve the size (nearest neighbour: labels are never blended) until the largest
     side fits in one tile; for a lazy source each level is built from the previous one
-    (kept in a scratch zarr beside ``out``), so memory stays at a few tiles. The OME metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
+    (kept in a scratch zarr beside ``out``) and read in bands of <= 16 MiB. The OME
+    metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
     ``mpp * downsample`` micrometres), a ``MapAnnotation`` of label -> class name and colour,
     and a JSON ``Description`` (class names, colours, downsample, origin, slide mpp, run
     record) that :func:`read_exported_mask` reads back.
@@ -221,7 +222,8 @@ def _tiles(src: Any, shape: tuple[int, int], tile: int, f: int,
                 yield np.ascontiguousarray(block)
 
 
-def read_exported_mask(path: str | os.PathLike, level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+def read_exported_mask(path: str | os.PathLike,
+                       level: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Read an OME-TIFF written by :func:`export_ome_tiff` (or any label TIFF).
 
     Returns:
