@@ -183,7 +183,7 @@ class PostprocParams(ParamsBase):
 class TrainClsParams(ParamsBase):
     """Stage 1: the CAM classifier trained from patch-level multi-labels."""
 
-    backbone: str = _f("resnet18", "timm backbone name")
+    backbone: str = _f("mobilenetv3_small_100", "timm backbone name (small: trains on a CPU)")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(20, "patches per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
@@ -208,7 +208,7 @@ class TrainClsParams(ParamsBase):
 class TrainSegParams(ParamsBase):
     """Stage 2: a segmentation network trained on pseudo-masks."""
 
-    encoder: str = _f("resnet18", "timm encoder name")
+    encoder: str = _f("mobilenetv3_small_100", "timm encoder name (small: trains on a CPU)")
     decoder: str = _f("deeplabv3plus", "deeplabv3plus or unet")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))

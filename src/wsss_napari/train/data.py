@@ -265,7 +265,8 @@ def scan_patches(
                 mask_path = cand if cand.is_file() else mdir / (path.stem + ".png")
             if mask_path is not None and not Path(mask_path).is_file():
                 if require_masks:
-                    raise WsssError(f"no mask '{Path(mask_path).name}' in '{Path(mask_path).parent}'")
+                    mp = Path(mask_path)
+                    raise WsssError(f"no mask '{mp.name}' in '{mp.parent}'")
                 mask_path = None
             if mask_path is None and require_masks:
                 raise WsssError("no mask given")

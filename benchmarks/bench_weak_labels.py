@@ -1,0 +1,207 @@
+"""Honest numbers: weakly-supervised training on WSSS4LUAD validation images, 3-fold by image.
+
+From ``../shared/data/wsss4luad/validation/`` patches are cut with a stride and labelled ONLY
+with the set of classes they contain (the masks give the labels, never the pixels). For each
+fold, a CAM classifier is trained on the patches of 2/3 of the images; the other 1/3 images
+are then segmented and compared with their full masks. Reported, all from the same run:
+
+* trivial baseline -- every tissue pixel gets the class most often present in the training
+  patches' labels (the naive reference the ratios are taken against);
+* CAM argmax       -- multi-scale CAMs, argmax over tumor / stroma / normal;
+* CAM + post       -- the post-processing chain (``PostprocParams`` defaults, not tuned);
+* stage-2 seg      -- SegNet trained on the pseudo-masks of the training patches.
+
+Metric: the challenge's mIoU over tumor / stroma / normal with the background mask given
+(confusion matrices summed over all test images of all folds). CPU only; pick sizes with
+``--patch``, ``--epochs-cls`` ... (``--quick`` for a smoke run of about two minutes).
+
+    python benchmarks/bench_weak_labels.py            # ~12-15 min on 2 shared CPU cores
+    python benchmarks/bench_weak_labels.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "wsss4luad" / "validation"
+METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "stage-2 seg")
+
+
+def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, rgb, mask) of every validation image."""
+    from wsss_napari.train.data import load_mask, load_rgb
+
+    out = []
+    for p in sorted((root / "img").glob("*.png")):
+        out.append((p.stem, load_rgb(p), load_mask(root / "mask" / p.name)))
+    if not out:
+        sys.exit(f"no images in {root / 'img'}")
+    return out
+
+
+def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
+                min_fraction: float, max_background: float
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patches and their image-level labels (classes covering >= min_fraction of the patch)."""
+    h, w = gt.shape
+    ys = list(range(0, max(h - size, 0) + 1, stride)) or [0]
+    xs = list(range(0, max(w - size, 0) + 1, stride)) or [0]
+    out = []
+    for y in ys:
+        for x in xs:
+            m = gt[y:y + size, x:x + size]
+            if m.shape != (size, size):
+                continue
+            counts = np.bincount(m.ravel(), minlength=4)
+            if counts[3] > max_background * m.size:
+                continue
+            labels = (counts[:3] >= min_fraction * m.size).astype(np.uint8)
+            if labels.any():
+                out.append((rgb[y:y + size, x:x + size].copy(), labels))
+    return out
+
+
+def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    from wsss_napari.metrics import confusion_matrix, force_background
+
+    return confusion_matrix(force_background(pred, gt == 3), gt)
+
+
+def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
+    """Train on ``train`` images' patches, evaluate on ``test`` images; confusions per method."""
+    from wsss_napari.inference.multiscale import multiscale_cam
+    from wsss_napari.inference.predict import predict_mask
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import CamParams, PostprocParams, TrainClsParams, TrainSegParams
+    from wsss_napari.postproc import postprocess
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.train.cls import train_classifier
+    from wsss_napari.train.data import PatchItem, items_from_arrays
+    from wsss_napari.train.pseudo import make_pseudo_masks
+    from wsss_napari.train.seg import train_segmenter
+
+    t0 = time.perf_counter()
+    samples = [(p, None, lab) for _, rgb, gt in train
+               for p, lab in cut_patches(rgb, gt, args.patch, args.stride, args.min_fraction,
+                                         args.max_background)]
+    items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
+    labels = np.array([it.labels for it in items])
+    print(f"fold {fold}: {len(train)} train images -> {len(items)} patches "
+          f"(positives {labels.sum(0).tolist()}), {len(test)} test images", flush=True)
+
+    cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
+                                batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
+                                cutmix=args.cutmix, mosaic=args.mosaic, seed=fold,
+                                device="cpu", lr=args.lr)
+    cam_path = work / f"fold{fold}" / "cam.safetensors"
+    run_to_end(train_classifier(items, cam_path, cls_params))
+    t_cls = time.perf_counter()
+    cam_model = load_model(cam_path)
+    cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
+    post = PostprocParams()
+
+    confs = {m: np.zeros((4, 4), np.int64) for m in METHODS}
+    majority = int(np.argmax(labels.sum(0)))
+    for _, rgb, gt in test:
+        confs["trivial baseline"] += _conf(np.full(gt.shape, majority, np.uint8), gt)
+        res = multiscale_cam(cam_model, rgb, cam_params)
+        confs["CAM argmax"] += _conf(res.cams.argmax(0).astype(np.uint8), gt)
+        pm = postprocess(res.cams, post, image=rgb, scores=res.scores, background=gt == 3)
+        confs["CAM + post"] += _conf(pm, gt)
+    t_eval_cam = time.perf_counter()
+
+    mask_dir = work / f"fold{fold}" / "pseudo"
+    run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params, post))
+    seg_items = [PatchItem(it.path, it.labels, mask_dir / (it.path.stem + ".png"))
+                 for it in items]
+    t_pseudo = time.perf_counter()
+    seg_params = TrainSegParams(encoder=args.backbone, decoder=args.decoder,
+                                epochs=args.epochs_seg, batch_size=args.batch,
+                                crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
+                                lr=args.lr)
+    seg_path = work / f"fold{fold}" / "seg.safetensors"
+    run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
+    seg_model = load_model(seg_path)
+    for _, rgb, gt in test:
+        pred = predict_mask(seg_model, rgb, CamParams(device="cpu"), background=gt == 3)
+        confs["stage-2 seg"] += _conf(pred, gt)
+    t_end = time.perf_counter()
+    print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
+          f"pseudo {t_pseudo - t_eval_cam:.0f}s, train-seg + eval {t_end - t_pseudo:.0f}s",
+          flush=True)
+    return confs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--patch", type=int, default=128, help="patch / crop size (px)")
+    ap.add_argument("--stride", type=int, default=48)
+    ap.add_argument("--min-fraction", type=float, default=0.02,
+                    help="a class is in a patch's label if it covers this fraction")
+    ap.add_argument("--max-background", type=float, default=0.8)
+    ap.add_argument("--backbone", default="mobilenetv3_small_100")
+    ap.add_argument("--decoder", default="deeplabv3plus")
+    ap.add_argument("--epochs-cls", type=int, default=12)
+    ap.add_argument("--epochs-seg", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--cutmix", type=float, default=0.0)
+    ap.add_argument("--mosaic", type=float, default=0.0)
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: one fold, 96 px patches, 2 + 1 epochs, one scale")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.patch, args.stride, args.epochs_cls, args.epochs_seg = 96, 64, 2, 1
+        args.scales, args.folds = [1.0], [0]
+
+    import torch
+
+    from wsss_napari.metrics import iou_report
+
+    torch.set_num_threads(args.threads)
+    if not (args.data / "img").is_dir():
+        print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
+        return 0
+    images = load_images(args.data)
+    t0 = time.perf_counter()
+    total = {m: np.zeros((4, 4), np.int64) for m in METHODS}
+    with tempfile.TemporaryDirectory(prefix="wsss_bench_") as tmp:
+        for fold in args.folds:
+            test = [im for i, im in enumerate(images) if i % 3 == fold]
+            train = [im for i, im in enumerate(images) if i % 3 != fold]
+            for m, c in run_fold(fold, train, test, args, Path(tmp)).items():
+                total[m] += c
+    elapsed = time.perf_counter() - t0
+
+    print()
+    print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds} by image; "
+          f"patches {args.patch}px stride {args.stride}, backbone {args.backbone}, "
+          f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}), "
+          f"scales {args.scales}; {elapsed / 60:.1f} min")
+    print("mIoU = mean IoU over tumor / stroma / normal, background mask given")
+    head = (f"| {'method':<18} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "
+            "| vs trivial |")
+    print(head)
+    print("|" + "|".join("-" * (len(s)) for s in head.split("|")[1:-1]) + "|")
+    base = iou_report(total["trivial baseline"])["miou"]
+    for m in METHODS:
+        r = iou_report(total[m])
+        iou = r["iou"]
+        print(f"| {m:<18} | {iou['tumor']:>6.3f} | {iou['stroma']:>6.3f} | "
+              f"{iou['normal']:>6.3f} | {r['miou']:>6.3f} | {r['miou'] / base:>9.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
