@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -658,7 +659,7 @@ def _open_tiff(p: Path) -> Slide:
         tf = tifffile.TiffFile(p)
     except tifffile.TiffFileError as err:
         raise SlideError(f"'{p}' is not a TIFF/SVS file or its header is damaged ({err})") from err
-    except (OSError, ValueError, KeyError, IndexError, struct_error()) as err:
+    except (OSError, ValueError, KeyError, IndexError, struct.error) as err:
         raise SlideError(f"'{p}' cannot be opened: {err}. The file may be damaged") from err
     closers: list[Any] = [tf]
     try:
@@ -667,12 +668,6 @@ def _open_tiff(p: Path) -> Slide:
         for c in reversed(closers):
             c.close()
         raise
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
 
 
 def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> Slide:
