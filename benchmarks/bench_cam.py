@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--slide-rss", action="store_true")
+    ap.add_argument("--only-slide", action="store_true", help="skip the crops benchmark")
     ap.add_argument("--slide-size", type=int, default=40_000)
     ap.add_argument("--slide-path", default="/tmp/wsss_bench_40k.tif")
     ap.add_argument("--tiles", type=int, default=3, help="tiles to process for the RSS run")
@@ -189,8 +190,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    bench_crops(args)
-    if args.slide_rss:
+    if not args.only_slide:
+        bench_crops(args)
+    if args.slide_rss or args.only_slide:
         bench_slide_rss(args)
     return 0
 

@@ -2,9 +2,9 @@
 
 Glass is bright and unsaturated; H&E-stained tissue is saturated (pink / purple). The mask is
 ``saturation > t`` (Otsu's threshold, clipped to :data:`SAT_RANGE` so that pale tissue is
-kept and slightly tinted glass rejected) and not almost white, plus anything dark (pen, dense nuclei); small
-specks (dust) are removed and the mask is dilated by a pixel so tile borders at the tissue
-edge are not dropped.
+kept and slightly tinted glass rejected) and not almost white, plus anything dark (pen, dense
+nuclei); small specks (dust) are removed and the mask is dilated by a pixel so tile borders
+at the tissue edge are not dropped.
 """
 
 from __future__ import annotations

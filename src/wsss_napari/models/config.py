@@ -1,4 +1,4 @@
-"""ModelConfig: everything needed to rebuild a model and use it correctly, stored in each checkpoint.
+"""ModelConfig: what is needed to rebuild a model and feed it correctly (in every checkpoint).
 
 A checkpoint is only useful if the same input normalisation, crop size, class order and
 resolution (microns per pixel) are used at inference as in training; so these travel with the
