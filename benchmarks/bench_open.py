@@ -137,7 +137,8 @@ def child_imread(path: str, cap_gb: float) -> dict:
         shape, error = list(arr.shape), None
         del arr
     except MemoryError as err:
-        shape, error = None, f"MemoryError ({err or 'allocation refused'}) under a {cap_gb:g} GB cap"
+        shape = None
+        error = f"MemoryError ({err or 'allocation refused'}) under a {cap_gb:g} GB cap"
     return {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(), "shape": shape,
             "error": error}
 
@@ -194,7 +195,8 @@ def main() -> None:
     p(f"{'open -> first frame (s)':34}{ours['first_frame_s']:>14.2f}{base_t:>18.2f}"
       f"{base_t / ours['first_frame_s']:>8.0f}x")
     p(f"{'  of which viewer.open (s)':34}{ours['open_s']:>14.2f}")
-    p(f"{'  napari first-layer set-up (s)':34}{tiny['first_layer_s']:>14.2f}   (a 64x64 array, any plugin)")
+    p(f"{'  napari first-layer set-up (s)':34}{tiny['first_layer_s']:>14.2f}"
+      "   (a 64x64 array, any plugin)")
     p(f"{'open again -> first frame (s)':34}{ours['warm_first_frame_s']:>14.2f}{base_t:>18.2f}"
       f"{base_t / ours['warm_first_frame_s']:>8.0f}x")
     p(f"{'jump to full-res region (s)':34}{ours['jump_s']:>14.2f}{'(same array)':>18}")

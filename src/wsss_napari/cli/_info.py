@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     tile = info.get("tile_size")
     lines = [
         f"file         {info['path']}",
-        f"format       {info['format']}  ({info.get('dtype', 'uint8')}, axes {info.get('axes', 'YXS')})",
+        f"format       {info['format']}  "
+        f"({info.get('dtype', 'uint8')}, axes {info.get('axes', 'YXS')})",
         f"size         {info['shape'][1]} x {info['shape'][0]} px (W x H)",
         f"mpp          {mpp}",
         f"tiles        {f'{tile[1]} x {tile[0]}' if tile else 'none (stripped or in-memory)'}",
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     for i, lv in enumerate(info["levels"]):
         lazy = "  (computed on demand)" if lv["lazy"] else ""
-        lines.append(f"  {i}: {lv['shape'][1]:>7} x {lv['shape'][0]:<7} downsample {lv['downsample']:g}{lazy}")
+        h, w = lv["shape"]
+        lines.append(f"  {i}: {w:>7} x {h:<7} downsample {lv['downsample']:g}{lazy}")
     if info.get("pyramid_cache"):
         lines.append(f"pyramid cache {info['pyramid_cache']}")
     print("\n".join(lines))  # noqa: T201

@@ -1,4 +1,4 @@
-"""``wsss-napari sample OUT.tif``: write a synthetic H&E pyramidal TIFF (any size, bounded memory)."""
+"""``wsss-napari sample OUT.tif``: a synthetic H&E pyramidal TIFF (any size, bounded memory)."""
 
 from __future__ import annotations
 

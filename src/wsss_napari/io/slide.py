@@ -199,7 +199,8 @@ class LazyDownsampled(LevelView):
         y0, x0 = cy * c, cx * c
         h, w = min(c, self.shape[0] - y0), min(c, self.shape[1] - x0)
         ph, pw = self.parent.shape[:2]
-        src = np.asarray(self.parent[y0 * f : min((y0 + h) * f, ph), x0 * f : min((x0 + w) * f, pw)])
+        ys = slice(y0 * f, min((y0 + h) * f, ph))
+        src = np.asarray(self.parent[ys, x0 * f : min((x0 + w) * f, pw)])
         if src.shape[0] != h * f or src.shape[1] != w * f:  # ragged edge: pad by replication
             src = np.pad(src, ((0, h * f - src.shape[0]), (0, w * f - src.shape[1]), (0, 0)),
                          mode="edge")
@@ -623,7 +624,9 @@ def _open_image(p: Path) -> Slide:
     except UnidentifiedImageError as err:
         raise SlideError(f"'{p}' is not a readable PNG/JPEG image") from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise SlideError(f"'{p}' cannot be read: {err}. The file may be damaged or truncated") from err
+        raise SlideError(
+            f"'{p}' cannot be read: {err}. The file may be damaged or truncated"
+        ) from err
     channels = 1 if arr.ndim == 2 else arr.shape[-1]
     _check_layout(p.name, arr.dtype, channels)
     if arr.ndim == 2:
@@ -681,7 +684,9 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> Slide:
     except SlideError:
         raise
     except Exception as err:  # noqa: BLE001 - tifffile raises many kinds on damaged files
-        raise SlideError(f"'{p}' cannot be parsed as a slide: {err}. The file may be damaged") from err
+        raise SlideError(
+            f"'{p}' cannot be parsed as a slide: {err}. The file may be damaged"
+        ) from err
 
     axes = series.axes
     extra = [(a, n) for a, n in zip(axes, series.shape, strict=True) if a not in "YXSC" and n > 1]
@@ -728,7 +733,8 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> Slide:
         levels = _lazy_pyramid(levels[0])
 
     mpp, source = _mpp_from_tiff(tf, page)
-    fmt = "svs" if tf.is_svs else "ome-tiff" if tf.is_ome else "bigtiff" if tf.is_bigtiff else "tiff"
+    fmt = ("svs" if tf.is_svs else "ome-tiff" if tf.is_ome
+           else "bigtiff" if tf.is_bigtiff else "tiff")
     thumb = assoc.get("thumbnail")
     info = {
         "compression": getattr(page.compression, "name", str(page.compression)).lower(),
@@ -750,7 +756,8 @@ def _check_complete(p: Path, series: Any) -> None:
             if pg is None:
                 continue
             offs, counts = pg.dataoffsets, pg.databytecounts
-            if len(offs) and int(np.max(np.asarray(offs, np.int64) + np.asarray(counts, np.int64))) > size:
+            ends = np.asarray(offs, np.int64) + np.asarray(counts, np.int64)
+            if len(ends) and int(ends.max()) > size:
                 raise SlideError(
                     f"'{p}' is truncated: its image data need more than its {size:,} bytes. "
                     "Copy or download the file again"

@@ -359,7 +359,8 @@ def labels_of(mask: np.ndarray, min_fraction: float = LABEL_MIN_FRACTION) -> np.
     return (counts >= min_fraction * mask.size).astype(np.uint8)
 
 
-def make_patches(n: int, size: int = 224, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def make_patches(n: int, size: int = 224,
+                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``n`` training patches with their true masks and patch-level labels.
 
     Patches are cut at random places (random flips / 90-degree turns) from several synthetic
@@ -493,7 +494,8 @@ def write_pyramidal_tiff(path: str | os.PathLike, height: int, width: int, seed:
                 compressionargs={"level": quality},
                 resolution=(res_per_cm / ds, res_per_cm / ds),
                 resolutionunit="CENTIMETER",
-                description=f"wsss-napari synthetic slide seed={seed} mpp={mpp}" if i == 0 else None,
+                description=f"wsss-napari synthetic slide seed={seed} mpp={mpp}" if i == 0
+                else None,
                 metadata=None,
                 software="wsss-napari",
                 **kw,
