@@ -8,6 +8,10 @@ import pytest
 
 pytest.importorskip("napari")
 
+# timm imports triton (via torchvision and torch._dynamo); its bundled LLVM must load before
+# Mesa's (napari's OpenGL under Xvfb) or the process crashes; see _worker.preload_torch.
+import timm  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):

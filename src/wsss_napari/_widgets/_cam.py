@@ -102,6 +102,7 @@ class CamWidget(QWidget):
         self.viewer = viewer = napari_viewer
         install_lifecycle(viewer)
         self.models: dict = {}
+        self._base_params = CamParams()
         self.last_result: Any = None
 
         self.image_combo = LayerCombo(viewer, is_slide_layer)
@@ -161,10 +162,11 @@ class CamWidget(QWidget):
         except ValueError as err:
             raise WsssError(f"scales must be numbers separated by commas, not "
                             f"'{self.scales_edit.text()}'") from err
-        return CamParams(scales=scales)
+        return self._base_params.replace(scales=scales)
 
     @params.setter
     def params(self, value: CamParams) -> None:
+        self._base_params = value  # fields without a control here keep their value
         self.scales_edit.setText(", ".join(f"{s:g}" for s in value.scales))
 
     @property

@@ -131,6 +131,7 @@ class TuneWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.iou_label)
         layout.addStretch(1)
+        self._on_cams_changed()  # maps computed before this widget opened
 
     # -------------------------------------------------------------------- typed state
 

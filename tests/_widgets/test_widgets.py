@@ -1,0 +1,122 @@
+"""The napari widgets in a real viewer: manifest, CAM layers, cancel, live tuning, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsss_napari.classes import CLASS_NAMES
+from wsss_napari.params import CamParams
+
+pytestmark = pytest.mark.gui
+
+WIDGETS = ("CAM", "Pseudo-mask tuning", "Review & fine-tune", "Export")
+
+
+def _open_slide(viewer, path):
+    (layer,) = viewer.open(str(path), plugin="wsss-napari")
+    return layer
+
+
+def _compute_maps(qtbot, viewer, slide_layer, model_path, scales=(1.0,)):
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    cam.image_combo.layer = slide_layer
+    cam.model_source = str(model_path)
+    cam.region_mode = "Whole slide"
+    cam.params = CamParams(scales=scales)
+    worker = cam.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    return cam
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_widget_opens_through_the_manifest(viewer, name):
+    dock, widget = viewer.window.add_plugin_dock_widget("wsss-napari", name)
+    assert dock is not None and widget is not None
+
+
+def test_cam_widget_adds_one_aligned_layer_per_class(qtbot, viewer, small_slide,
+                                                     tiny_model_path):
+    slide_layer = _open_slide(viewer, small_slide)
+    cam = _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+
+    result = cam.last_result
+    layers = [viewer.layers[f"CAM {n}"] for n in CLASS_NAMES]
+    for layer in layers:
+        np.testing.assert_allclose(layer.scale, np.asarray(slide_layer.scale) * result.downsample)
+        expected = np.asarray(slide_layer.translate) + (
+            np.asarray(result.origin) + (result.downsample - 1) / 2) * np.asarray(slide_layer.scale)
+        np.testing.assert_allclose(layer.translate, expected)
+        assert layer.blending == "additive"
+    # the maps cover the slide: their world extent matches the slide's
+    slide_extent = np.asarray(slide_layer.extent.world)[1]
+    cam_extent = np.asarray(layers[0].extent.world)[1]
+    assert np.all(np.abs(cam_extent - slide_extent) <= result.downsample * slide_layer.scale[0])
+    assert "tumor" in cam.scores_label.text()
+
+
+def test_cancel_aborts_the_cam_job(qtbot, viewer, small_slide, tiny_model_path):
+    slide_layer = _open_slide(viewer, small_slide)
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    cam.image_combo.layer = slide_layer
+    cam.model_source = str(tiny_model_path)
+    cam.region_mode = "Whole slide"
+    cam.params = CamParams(scales=(0.5, 1.0, 1.5, 2.0), tile_size=64, halo=0, skip_glass=False)
+    worker = cam.run()
+    with qtbot.waitSignal(worker.yielded, timeout=60_000):
+        pass
+    with qtbot.waitSignals([worker.aborted, worker.finished], timeout=10_000):
+        cam.cancel()
+    assert cam.run_button.isEnabled()
+    assert "CAM tumor" not in viewer.layers
+
+
+def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
+                                                      tiny_model_path):
+    slide_layer = _open_slide(viewer, small_slide)
+    cam = _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+    layer = tune.mask_layer
+    array = layer.data
+    before = array.copy()
+
+    calls = []
+    model = next(iter(cam.models.values()))[0]
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        tune.suppress["stroma"].setChecked(True)  # commit: full-resolution recompute
+        qtbot.waitUntil(lambda: not tune.busy and tune.params is not None
+                        and tune.mask_layer.metadata["wsss"]["present"][1] is False,
+                        timeout=30_000)
+        tune.form.controls["bg_exponent"].setValue(0.5)
+        qtbot.waitUntil(lambda: not tune.busy
+                        and tune.mask_layer.metadata["wsss"]["postproc_params"].bg_exponent
+                        == 0.5, timeout=30_000)
+    finally:
+        hook.remove()
+    assert calls == []  # the network never ran
+    assert tune.mask_layer.data is array  # updated in place
+    assert not np.array_equal(before, layer.data)
+    assert not (layer.data == 1).any()  # stroma suppressed
+
+
+def test_bad_file_is_one_notification_and_napari_keeps_running(viewer, tmp_path,
+                                                               notifications, small_slide):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"this is not a TIFF file")
+    viewer.open(str(bad), plugin="wsss-napari")
+    assert len(viewer.layers) == 0
+    assert any("broken.tif" in m for m in notifications)
+    _open_slide(viewer, small_slide)  # still works
+    assert len(viewer.layers) == 1
+
+
+def test_removing_the_slide_layer_closes_its_file(viewer, small_slide):
+    layer = _open_slide(viewer, small_slide)
+    slide = layer.metadata["slide"]
+    assert not slide.closed
+    viewer.layers.remove(layer)
+    assert slide.closed
