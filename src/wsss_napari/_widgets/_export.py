@@ -48,6 +48,7 @@ class ExportWidget(QWidget):
         super().__init__()
         self.viewer = viewer = napari_viewer
         self.written: list[Path] = []
+        self._params = ExportParams()
         self.mask_combo = LayerCombo(viewer, is_labels_layer)
         self.mask_combo.setToolTip(tips.EXPORT["mask"])
         self.mask_combo.currentTextChanged.connect(self._on_mask_changed)
@@ -89,6 +90,15 @@ class ExportWidget(QWidget):
         self._on_mask_changed()
 
     @property
+    def params(self) -> ExportParams:
+        """Export settings (tile size, GeoJSON simplification ...); the format is per file."""
+        return self._params
+
+    @params.setter
+    def params(self, value: ExportParams) -> None:
+        self._params = value
+
+    @property
     def formats(self) -> tuple[ExportFormat, ...]:
         return tuple(f for f, box in self.checks.items() if box.isChecked())
 
@@ -123,7 +133,8 @@ class ExportWidget(QWidget):
             notify_error(err)
             return None
         self.written = []
-        return self.runner.start(lambda: _export_job(mask, jobs, kwargs),
+        params = self.params
+        return self.runner.start(lambda: _export_job(mask, jobs, params, kwargs),
                                  self._on_job_returned, "export")
 
     def _on_job_returned(self, paths: list[Path]) -> None:
@@ -150,12 +161,13 @@ class ExportWidget(QWidget):
         super().closeEvent(event)
 
 
-def _export_job(mask: Any, jobs: list[tuple[ExportFormat, Path]], kwargs: dict):
+def _export_job(mask: Any, jobs: list[tuple[ExportFormat, Path]], params: ExportParams,
+                kwargs: dict):
     from ..io.export import export_mask
 
     written = []
     for i, (fmt, path) in enumerate(jobs):
         yield Progress("exporting", i, len(jobs), {"file": path.name[:20]})
-        written.append(export_mask(mask, path, ExportParams(format=fmt), **kwargs))
+        written.append(export_mask(mask, path, params.replace(format=fmt), **kwargs))
     yield Progress("exporting", len(jobs), len(jobs))
     return [Path(p) for p in written]

@@ -9,6 +9,7 @@ the slide with one click, then compared with the previous maps.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,8 +119,9 @@ class FinetunePanel(QWidget):
         preload_torch()
         self.control = FinetuneControl()
         self.plot.clear()
+        models_dir = Path(self.review.store.root).parent / "models"
         worker = self.runner.start(lambda: _finetune_job(meta, image, labels, params,
-                                                         self.control),
+                                                         self.control, models_dir),
                                    self._on_job_returned, "fine-tuning")
         worker.started.connect(self._on_job_started)
         worker.finished.connect(self._on_job_finished)
@@ -207,13 +209,14 @@ class FinetunePanel(QWidget):
 
 
 def _finetune_job(meta: dict, image: np.ndarray, labels: np.ndarray, params: FinetuneParams,
-                  control: Any):
+                  control: Any, models_dir: Path):
     """Worker: fine-tune on one corrected region, then save the new version."""
     from ..models.versioning import save_version
     from ..train.finetune import finetune
 
-    result = yield from finetune(meta["model"], [(image, labels)], params, control=control)
-    path = save_version(result.model, parent=meta.get("model_path"),
-                        data=result.summary(slide=meta.get("source"),
-                                            origin=list(meta.get("origin", (0, 0)))))
+    model = meta["model"]
+    result = yield from finetune(model, [(image, labels)], params, control=control)
+    summary = result.summary(slides=[meta.get("source", "")],
+                             regions=[list(meta.get("origin", (0, 0)))])
+    path = save_version(result.model, models_dir, getattr(model, "file_hash", ""), summary)
     return result.model, str(path)

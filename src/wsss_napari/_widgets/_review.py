@@ -77,6 +77,7 @@ class ReviewWidget(QWidget):
         self.store: Any = None
         self.autosaver: Any = None
         self.painted: np.ndarray | None = None
+        self._dirty: list = []
         self.autosave_failed.connect(lambda err: notify_error(err, "autosave"))
 
         self.mask_combo = LayerCombo(viewer, _is_mask_layer)
@@ -146,6 +147,7 @@ class ReviewWidget(QWidget):
                     field_of_view(mask_layer)
             y, x, h, w = region
             self._close_store()
+            self._dirty = []
             self.store = open_edit_store(meta, full, self.project)
             self.autosaver = Autosaver(self.store, delay=2.0, on_error=self.autosave_failed.emit)
         except WsssError as err:
@@ -202,6 +204,10 @@ class ReviewWidget(QWidget):
 
     def flush(self) -> None:
         """Write pending edits now (before fine-tuning, export or closing)."""
+        self._mark_dirty()
+        if self.undo_timer.isActive():
+            self.undo_timer.stop()
+            self._on_undo_timer_timeout()
         if self.autosaver is not None:
             try:
                 self.autosaver.flush_now()
@@ -222,11 +228,19 @@ class ReviewWidget(QWidget):
         boxes = [b for b in boxes if b is not None]
         if not boxes or self.painted is None:
             return
-        y0, x0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        y1, x1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
         for b in boxes:
             self.painted[b[0]:b[2], b[1]:b[3]] |= b[4]
-        self._mark(y0, x0, y1 - y0, x1 - x0)
+        # napari emits the paint event before it writes the new labels: save them once the
+        # event loop is back (or at the next flush)
+        self._dirty.extend(boxes)
+        QTimer.singleShot(0, self._mark_dirty)
+
+    def _mark_dirty(self) -> None:
+        boxes, self._dirty = self._dirty, []
+        if boxes:
+            y0, x0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            y1, x1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+            self._mark(y0, x0, y1 - y0, x1 - x0)
 
     def _on_correction_set_data(self, event: Any = None) -> None:
         self.undo_timer.start()  # undo/redo: re-save the whole region once it settles
@@ -248,6 +262,7 @@ class ReviewWidget(QWidget):
 
     def _close_store(self) -> None:
         if self.autosaver is not None:
+            self.flush()
             try:
                 self.autosaver.close()
             except WsssError as err:

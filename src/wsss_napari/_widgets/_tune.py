@@ -225,23 +225,27 @@ class TuneWidget(QWidget):
 
             mask = cv2.resize(mask, full[::-1], interpolation=cv2.INTER_NEAREST)
         layer = self.mask_layer
-        if layer is not None and wsss_meta(layer).get("slide_cams_id") == id(cams) \
+        old = wsss_meta(layer) if layer is not None else {}
+        new_meta = {
+            **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
+            "slide_cams_id": id(cams), "origin": tuple(cams.origin),
+            "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
+        }
+        if old.get("slide_cams_id") == id(cams) and "edit_store" in old:
+            new_meta["edit_store"] = old["edit_store"]
+            mask = _with_edits(mask, old["edit_store"], cams)  # the pathologist's edits win
+        if layer is not None and old.get("slide_cams_id") == id(cams) \
                 and layer.data.shape == mask.shape:
             np.copyto(layer.data, mask)
+            layer.metadata[WSSS] = new_meta
             layer.refresh()
         else:
             if layer is not None:
                 self.viewer.layers.remove(layer)
             slide_layer = self._slide_layer(meta)
             where = placement(slide_layer, cams.downsample, cams.origin) if slide_layer else {}
-            layer = self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5,
-                                           colormap=labels_colormap(), **where)
-            layer.metadata[WSSS] = {}
-        layer.metadata[WSSS] = {
-            **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
-            "slide_cams_id": id(cams), "origin": tuple(cams.origin),
-            "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
-        }
+            self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5, colormap=labels_colormap(),
+                                   metadata={WSSS: new_meta}, **where)
         self.status.setText("preview (release the slider for full resolution)" if is_preview
                             else f"pseudo-mask {mask.shape[1]} x {mask.shape[0]} px")
 
@@ -332,6 +336,13 @@ class TuneWidget(QWidget):
         for w in list(self._recompute_workers):
             w.await_workers(msecs=5000) if hasattr(w, "await_workers") else None
         super().closeEvent(event)
+
+
+def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
+    """``mask`` with the stored corrections painted over it."""
+    oy, ox = (int(round(o / cams.downsample)) for o in cams.origin)
+    edits = store.read(oy, ox, *mask.shape)
+    return np.where(edits != 255, edits, mask).astype(np.uint8)
 
 
 def _make_tuner(meta: dict):
