@@ -51,7 +51,7 @@ class ExportWidget(QWidget):
         self._params = ExportParams()
         self.mask_combo = LayerCombo(viewer, is_labels_layer)
         self.mask_combo.setToolTip(tips.EXPORT["mask"])
-        self.mask_combo.currentTextChanged.connect(self._on_mask_changed)
+        self.mask_combo.currentIndexChanged.connect(self._on_mask_changed)
         self.folder_edit = QLineEdit(str(Path.home() / "wsss-exports"))
         self.folder_edit.setToolTip(tips.EXPORT["folder"])
         browse = QPushButton("…")

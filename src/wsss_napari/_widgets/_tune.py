@@ -255,7 +255,8 @@ class TuneWidget(QWidget):
         h, w = cams.cams.shape[-2:]
         slide_layer = self._slide_layer(meta)
         scale = np.asarray(slide_layer.scale[-2:]) * cams.downsample if slide_layer else 1.0
-        on_screen = float(np.max(np.array([h, w]) * scale) * self.viewer.camera.zoom)
+        camera = getattr(self.viewer, "scene", self.viewer).camera  # napari >= 0.9: scene
+        on_screen = float(np.max(np.array([h, w]) * scale) * camera.zoom)
         size = int(max(MIN_PREVIEW, on_screen))
         return size if size < max(h, w) else None
 

@@ -53,10 +53,11 @@ def demo_slide(size: int) -> Path:
 def open_demo(viewer: Any, slide: Path, model: str = "default") -> dict[str, Any]:
     """Open ``slide`` in ``viewer``, dock the widgets and start the maps; returns the widgets."""
     layers = viewer.open(str(slide), plugin="wsss-napari")
-    widgets = {}
+    widgets, docks = {}, {}
     for i, name in enumerate(WIDGETS):
-        _, w = viewer.window.add_plugin_dock_widget("wsss-napari", name, tabify=i >= 2)
-        widgets[name] = w
+        docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(
+            "wsss-napari", name, tabify=i >= 2)
+    docks["Pseudo-mask tuning"].raise_()
     cam = widgets["CAM"]
     cam.image_combo.layer = layers[0]
     cam.region_mode = "Whole slide"
@@ -75,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise WsssError("napari is not installed: pip install 'wsss-napari[napari]'") from err
 
+    from .._widgets._worker import preload_torch
+
+    preload_torch()  # before the viewer's OpenGL context exists (see preload_torch)
     viewer = napari.Viewer(title="wsss-napari demo")
+    viewer.window.resize(1600, 1000)
     widgets = open_demo(viewer, Path(slide), args.model)
     if args.screenshot is not None:
         _screenshot_when_ready(viewer, widgets, args.screenshot, args.timeout)
