@@ -42,14 +42,16 @@ class ParamSlider(QWidget):
     def __init__(self, lo: float, hi: float, integer: bool, parent=None) -> None:
         super().__init__(parent)
         self.lo, self.hi, self.integer = float(lo), float(hi), integer
-        self.log = (hi - lo) > 1000
+        self.geometric = lo > 0 and hi / lo >= 1000  # e.g. learning rates: 1e-7 .. 1
+        self.log = (hi - lo) > 1000 and not self.geometric
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, STEPS)
         self.spin = QSpinBox() if integer else QDoubleSpinBox()
         if integer:
             self.spin.setRange(int(lo), int(min(hi, 2**31 - 1)))
         else:
-            self.spin.setDecimals(3 if hi - lo <= 2 else 2)
+            small = math.ceil(-math.log10(lo)) if lo > 0 else 0
+            self.spin.setDecimals(max(small, 3 if hi - lo <= 2 else 2))
             self.spin.setRange(lo, hi)
         self.spin.setKeyboardTracking(False)
         row = QHBoxLayout(self)
@@ -68,12 +70,18 @@ class ParamSlider(QWidget):
 
     def _to_pos(self, v: float) -> int:
         span = self.hi - self.lo
-        t = math.log1p(v - self.lo) / math.log1p(span) if self.log else (v - self.lo) / span
+        if self.geometric:
+            t = math.log(max(v, self.lo) / self.lo) / math.log(self.hi / self.lo)
+        else:
+            t = math.log1p(v - self.lo) / math.log1p(span) if self.log else (v - self.lo) / span
         return int(round(t * STEPS))
 
     def _to_value(self, pos: int) -> float:
         t, span = pos / STEPS, self.hi - self.lo
-        v = self.lo + (math.expm1(t * math.log1p(span)) if self.log else t * span)
+        if self.geometric:
+            v = self.lo * (self.hi / self.lo) ** t
+        else:
+            v = self.lo + (math.expm1(t * math.log1p(span)) if self.log else t * span)
         return round(v) if self.integer else v
 
     def _on_slider_moved(self, pos: int) -> None:
