@@ -120,3 +120,19 @@ def test_removing_the_slide_layer_closes_its_file(viewer, small_slide):
     assert not slide.closed
     viewer.layers.remove(layer)
     assert slide.closed
+
+
+def test_fit_to_ground_truth_sets_the_sliders(qtbot, viewer, small_slide, tiny_model_path):
+    from wsss_napari.sample.synth import mask_region
+
+    slide_layer = _open_slide(viewer, small_slide)
+    _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+    truth = mask_region(3, 1024, 1024, 0, 0, 256, 256, ds=4)
+    viewer.add_labels(truth, name="truth", scale=(2.0, 2.0), translate=(0.75, 0.75))
+    tune.gt_combo.layer = viewer.layers["truth"]
+    with qtbot.waitSignal(tune.fit().finished, timeout=120_000):
+        pass
+    assert tune.iou_label.text().startswith("mIoU")
+    assert "tumor" in tune.iou_label.text()

@@ -249,7 +249,8 @@ class CamWidget(QWidget):
             self.viewer.add_image(data, **kwargs)
         scores = np.asarray(result.scores, dtype=float).ravel()
         self.scores_label.setText("Image-level scores: " + ", ".join(
-            f"{n} {s:.2f}" for n, s in zip(CLASS_NAMES, scores)))
+            f"{n} {s:.2f}" for n, s in zip(result.class_names or CLASS_NAMES, scores,
+                                           strict=False)))
 
     def _on_run_clicked(self) -> None:
         self.run()
