@@ -17,7 +17,6 @@ import timm  # noqa: E402, F401
 def _isolated_caches(tmp_path_factory, monkeypatch):
     """CAM stores and sample slides go to a per-session temporary folder, not ~/.cache."""
     root = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("WSSS_NAPARI_CACHE", str(root))
     monkeypatch.setenv("WSSS_CACHE_DIR", str(root))
 
 

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Generator
@@ -102,9 +101,10 @@ class SlideCams:
 
 
 def default_cache_dir() -> Path:
-    """``$WSSS_NAPARI_CACHE`` or ``~/.cache/wsss-napari``, plus ``/cams``."""
-    root = os.environ.get("WSSS_NAPARI_CACHE") or Path.home() / ".cache" / "wsss-napari"
-    return Path(root) / "cams"
+    """Where whole-slide CAM stores are cached (see :mod:`wsss_napari.cache`)."""
+    from ..cache import cache_dir
+
+    return cache_dir("cams")
 
 
 @dataclass(frozen=True)
@@ -372,7 +372,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         if glass.any():
             done[glass] = GLASS
             group["done"][...] = done
-    todo = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(done == PENDING))]
+    todo = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(done == PENDING), strict=True)]
     n_total = int(done.size)
     n_done = int(n_total - len(todo))
     info = {"computed": 0, "glass": int((done == GLASS).sum()), "level": plan.level}

@@ -7,7 +7,6 @@ same lazy reader as a scanner's file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,10 @@ SAMPLE_MPP = 0.5
 
 
 def cache_dir() -> Path:
-    """The plugin's cache folder (``$WSSS_CACHE_DIR`` or the platform's user cache)."""
-    env = os.environ.get("WSSS_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
+    """Where sample slides are written (see :mod:`wsss_napari.cache`)."""
+    from ..cache import cache_dir as _root
 
-    return Path(platformdirs.user_cache_dir("wsss-napari"))
+    return _root("samples")
 
 
 def sample_slide_path(size: tuple[int, int] = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> Path:
