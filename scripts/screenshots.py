@@ -68,7 +68,7 @@ def main() -> int:
     viewer.window.resize(1600, 1000)
     widgets = open_demo(viewer, demo_slide(args.size))
     cam, tune = widgets["CAM"], widgets["Pseudo-mask tuning"]
-    review, export = widgets["Review & fine-tune"], widgets["Export"]
+    review, export = widgets["Review and fine-tune"], widgets["Export"]
     docks = {n: w.parent() for n, w in widgets.items()}  # the dock wrapping each widget
 
     # 1. the maps
@@ -91,7 +91,7 @@ def main() -> int:
     shot(viewer, args.out, "tune.png")
 
     # 3. correction
-    docks["Review & fine-tune"].raise_()
+    docks["Review and fine-tune"].raise_()
     review.project = Path(tempfile.mkdtemp(prefix="wsss-guide-"))
     h, w = tune.mask_layer.data.shape
     layer = review.edit_region((0, 0, h, w))

@@ -28,7 +28,7 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
     _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
-    _, review = viewer.window.add_plugin_dock_widget("wsss-napari", "Review & fine-tune")
+    _, review = viewer.window.add_plugin_dock_widget("wsss-napari", "Review and fine-tune")
     _, export = viewer.window.add_plugin_dock_widget("wsss-napari", "Export")
     cam.model_source = str(tiny_model_path)
     cam.region_mode = "Whole slide"

@@ -10,7 +10,7 @@ from wsss_napari.params import CamParams
 
 pytestmark = pytest.mark.gui
 
-WIDGETS = ("CAM", "Pseudo-mask tuning", "Review & fine-tune", "Export")
+WIDGETS = ("CAM", "Pseudo-mask tuning", "Review and fine-tune", "Export")
 
 
 def _open_slide(viewer, path):

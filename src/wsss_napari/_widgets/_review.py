@@ -66,7 +66,7 @@ def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None
 
 
 class ReviewWidget(QWidget):
-    """Dock widget "Review & fine-tune"."""
+    """Dock widget "Review and fine-tune"."""
 
     autosave_failed = Signal(object)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import WsssError
 
-WIDGETS = ("CAM", "Pseudo-mask tuning", "Review & fine-tune", "Export")
+WIDGETS = ("CAM", "Pseudo-mask tuning", "Review and fine-tune", "Export")
 #: Scales of the demo's first run: one scale keeps the first maps quick on a laptop CPU.
 DEMO_SCALES = (1.0,)
 
