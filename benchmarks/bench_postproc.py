@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 
 import numpy as np
@@ -59,12 +60,17 @@ def main() -> None:
     from wsss_napari.postproc import LiveTuner, postprocess
     from wsss_napari.postproc.reference import reference_postprocess
 
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"cores: {os.cpu_count()}  cv2 threads: {cv2.getNumThreads()}  "  # noqa: T201
-          f"load: {os.getloadavg()[0]:.1f}")
+          f"load: {os.getloadavg()[0]:.1f}\nuptime: {uptime}")
     p = PostprocParams()
     for n in args.sizes:
         cams, img, scores = make_inputs(n)
-        cold, fast = timed(lambda: postprocess(cams, p, image=img, scores=scores), args.repeat)
+
+        def cold_chain(cams=cams, img=img, scores=scores):
+            return postprocess(cams, p, image=img, scores=scores)
+
+        cold, fast = timed(cold_chain, args.repeat)
         rows = [("cold full chain (postprocess)", cold)]
         tuner = LiveTuner(cams, image=img, scores=scores)
         tuner.run(p)
@@ -75,17 +81,20 @@ def main() -> None:
         for name, values in sliders:
             ts = []
             for v in values:
-                t, _ = timed(lambda v=v, name=name: tuner.run(p.replace(**{name: v})), 1)
+                t, _ = timed(lambda v=v, name=name, tuner=tuner: tuner.run(p.replace(**{name: v})),
+                             1)
                 ts.append(t)
             rows.append((f"LiveTuner: {name} slider", statistics.median(ts)))
         if n > 1024:
             ts = []
             for y in (4.0, 16.0, 8.0):
-                t, _ = timed(lambda y=y: tuner.preview(p.replace(bg_exponent=y), 1024), 1)
+                t, _ = timed(lambda y=y, tuner=tuner: tuner.preview(p.replace(bg_exponent=y), 1024),
+                             1)
                 ts.append(t)
             rows.append(("LiveTuner.preview(max_size=1024): bg_exponent", statistics.median(ts)))
         if n <= args.skip_reference_above:
-            ref_ms, ref = timed(lambda: reference_postprocess(cams, p, image=img, scores=scores), 1)
+            ref_ms, ref = timed(lambda cams=cams, img=img, scores=scores: reference_postprocess(
+                cams, p, image=img, scores=scores), 1)
             agree = float((ref == fast).mean())
         else:
             ref_ms, agree = float("nan"), float("nan")
@@ -94,6 +103,8 @@ def main() -> None:
         print(f"{'path':<48}{'ms':>9}{'x faster than reference':>26}")  # noqa: T201
         for name, ms in rows:
             print(f"{name:<48}{ms:>9.1f}{ref_ms / ms:>26.1f}")  # noqa: T201
+    end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"\nuptime at the end: {end}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import WsssError
 from ..params import WhiteMethod
+from ._fast import areas, components, lookup, scratch
 
 
 def whiteness(image: np.ndarray, method: WhiteMethod | str) -> np.ndarray:
@@ -43,19 +44,27 @@ def threshold_whiteness(white: np.ndarray, method: WhiteMethod | str,
 
 
 def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop 8-connected True regions smaller than ``min_size`` px and fill False holes as small."""
+    """Drop 8-connected True regions smaller than ``min_size`` px and fill False holes as small.
+
+    Both passes flip the pixels of small components, so each is one XOR with a per-component
+    lookup (skipped when no component is small).
+    """
     import cv2
 
     if min_size <= 1:
         return mask
-    out = mask.copy()
-    for value in (True, False):
-        sel = (out == value).view(np.uint8)
-        _, cc = cv2.connectedComponents(sel, connectivity=8, ltype=cv2.CV_32S)
-        small = np.bincount(cc.ravel()) < min_size  # 3x cheaper than OpenCV's statistics
+    out = np.ascontiguousarray(mask, dtype=bool).copy()
+    out8 = out.view(np.uint8)
+    sel = scratch("u8a", out.shape, np.uint8)
+    ids = scratch("i32", out.shape, np.int32)
+    flip = scratch("u8b", out.shape, np.uint8)
+    for value in (1, 0):
+        cv2.compare(out8, value, cv2.CMP_EQ, sel)
+        n, _ = components(sel, ids)
+        small = areas(ids, n) < min_size
         small[0] = False
         if small.any():
-            out[np.take(small, cc)] = not value
+            cv2.bitwise_xor(out8, lookup(small.view(np.uint8), ids, flip), out8)
     return out
 
 

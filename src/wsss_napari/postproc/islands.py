@@ -11,43 +11,57 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..classes import NORMAL, STROMA, TUMOR
+from ..classes import NORMAL
+from ._fast import areas, components, lookup, scratch
 
-
-def _components(mask: np.ndarray):
-    import cv2
-
-    return cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)[1]
+# the uint8 arithmetic below relies on TUMOR = 0, STROMA = 1, NORMAL = 2 (classes.py)
 
 
 def islands_in_normal(labels: np.ndarray, max_size: int) -> np.ndarray:
-    """Tumor / stroma pixels of small non-normal regions enclosed by normal become normal."""
-    if max_size <= 0 or not (labels == NORMAL).any():
+    """Tumor / stroma pixels of small non-normal regions enclosed by normal become normal.
+
+    Changing T / S (0, 1) to NORMAL (2) is ``max(labels, 2 * picked & T/S)``: uint8 passes,
+    no boolean indexing.
+    """
+    import cv2
+
+    if max_size <= 0:
         return labels
-    cc = _components(labels != NORMAL)
-    area = np.bincount(cc.ravel())
+    non_normal = scratch("u8a", labels.shape, np.uint8)
+    cv2.compare(labels, NORMAL, cv2.CMP_NE, non_normal)
+    if cv2.countNonZero(non_normal) == non_normal.size:
+        return labels
+    ids = scratch("i32", labels.shape, np.int32)
+    n, _ = components(non_normal, ids)
+    area = areas(ids, n)
     pick = (area <= max_size) & (area > 0)
     pick[0] = False
     # regions touching the image border may continue outside it: not known to be enclosed
-    for edge in (cc[0], cc[-1], cc[:, 0], cc[:, -1]):
+    for edge in (ids[0], ids[-1], ids[:, 0], ids[:, -1]):
         pick[edge] = False
     if not pick.any():
         return labels
-    sel = np.take(pick, cc) & ((labels == TUMOR) | (labels == STROMA))
-    out = labels.copy()
-    out[sel] = NORMAL
-    return out
+    to_normal = lookup(pick.astype(np.uint8) * np.uint8(NORMAL), ids, non_normal)  # 0 / 2
+    tumor_or_stroma = cv2.compare(labels, NORMAL, cv2.CMP_LT)  # TUMOR=0, STROMA=1
+    cv2.bitwise_and(to_normal, tumor_or_stroma, to_normal)
+    return cv2.max(labels, to_normal)
 
 
 def small_normal_to_stroma(labels: np.ndarray, max_size: int) -> np.ndarray:
     """Normal regions smaller than ``max_size`` px become stroma (a public-solution trick)."""
-    if max_size <= 0 or not (labels == NORMAL).any():
+    import cv2
+
+    if max_size <= 0:
         return labels
-    cc = _components(labels == NORMAL)
-    small = np.bincount(cc.ravel()) < max_size
+    normal = scratch("u8a", labels.shape, np.uint8)
+    cv2.compare(labels, NORMAL, cv2.CMP_EQ, normal)
+    if not cv2.countNonZero(normal):
+        return labels
+    ids = scratch("i32", labels.shape, np.int32)
+    n, _ = components(normal, ids)
+    small = areas(ids, n) < max_size
     small[0] = False
     if not small.any():
         return labels
-    out = labels.copy()
-    out[np.take(small, cc)] = STROMA
-    return out
+    # NORMAL (2) - 1 = STROMA (1) on the picked pixels
+    return cv2.subtract(labels, lookup(small.view(np.uint8), ids, normal))

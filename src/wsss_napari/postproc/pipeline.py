@@ -29,8 +29,9 @@ import numpy as np
 from .. import WsssError
 from ..classes import BACKGROUND
 from ..params import PostprocParams, WhiteMethod
+from ._fast import release_scratch
 from .area import min_area_rule
-from .background import allowed_classes, base_labels, foreground_argmax
+from .background import allowed_classes, base_labels, force_background, foreground_argmax
 from .glass import remove_small, threshold_whiteness, whiteness
 from .islands import islands_in_normal, small_normal_to_stroma
 from .knn import knn_relabel, label_regions
@@ -161,6 +162,7 @@ class LiveTuner:
             self._white_cache.clear()
             self._children.clear()
             self._region_child = None
+        release_scratch()
 
     # ------------------------------------------------------------------ internals
 
@@ -273,10 +275,7 @@ class LiveTuner:
             checkpoint()
             lab = self._cached("knn", (k_isl, min_region, p.knn_k),
                                lambda: knn_relabel(lab, regions, min_region, p.knn_k))
-        out = lab.copy()
-        if forced is not None:
-            out[forced] = BACKGROUND
-        return out
+        return force_background(lab, forced)
 
 
 def _area_px(pixels: int, scale: int) -> int:
