@@ -9,7 +9,10 @@ are then segmented and compared with their full masks. Reported, all from the sa
   patches' labels (the naive reference the ratios are taken against);
 * CAM argmax       -- multi-scale CAMs, argmax over tumor / stroma / normal;
 * CAM + post       -- the post-processing chain (``PostprocParams`` defaults, not tuned);
-* stage-2 seg      -- SegNet trained on the pseudo-masks of the training patches.
+* stage-2 seg      -- SegNet trained on the pseudo-masks of the training patches (encoder
+  initialised from the stage-1 classifier), predicted with ``predict_mask`` (whole image);
+* stage-2 seg tiled -- the same network applied in overlapping windows of its training size,
+  best of tumor / stroma / normal per tissue pixel (the background mask is given).
 
 Metric: the challenge's mIoU over tumor / stroma / normal with the background mask given
 (confusion matrices summed over all test images of all folds). CPU only; pick sizes with
@@ -31,7 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "wsss4luad" / "validation"
-METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "stage-2 seg")
+METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "stage-2 seg", "stage-2 seg tiled")
 
 
 def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -66,6 +69,27 @@ def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
             if labels.any():
                 out.append((rgb[y:y + size, x:x + size].copy(), labels))
     return out
+
+
+def seg_tiled(model, rgb: np.ndarray, size: int) -> np.ndarray:
+    """Foreground argmax of a SegNet averaged over windows of ``size`` px, stride size / 2."""
+    import torch
+
+    h, w = rgb.shape[:2]
+    hp, wp = max(h, size), max(w, size)
+    img = np.full((hp, wp, 3), 255, np.uint8)
+    img[:h, :w] = rgb
+    ys = sorted({*range(0, hp - size + 1, size // 2), hp - size})
+    xs = sorted({*range(0, wp - size + 1, size // 2), wp - size})
+    prob = np.zeros((4, hp, wp), np.float32)
+    with torch.inference_mode():
+        for y in ys:
+            x_batch = [img[y:y + size, x:x + size] for x in xs]
+            t = torch.from_numpy(np.stack(x_batch)).permute(0, 3, 1, 2)
+            p = torch.softmax(model(model.normalize(t)).float(), dim=1).numpy()
+            for x, pi in zip(xs, p, strict=True):
+                prob[:, y:y + size, x:x + size] += pi
+    return prob[:3, :h, :w].argmax(0).astype(np.uint8)
 
 
 def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -123,15 +147,16 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
                  for it in items]
     t_pseudo = time.perf_counter()
     seg_params = TrainSegParams(encoder=args.backbone, decoder=args.decoder,
-                                epochs=args.epochs_seg, batch_size=args.batch,
+                                epochs=args.epochs_seg, batch_size=args.batch_seg,
                                 crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
-                                lr=args.lr)
+                                lr=args.lr, weights=str(cam_path))
     seg_path = work / f"fold{fold}" / "seg.safetensors"
     run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     seg_model = load_model(seg_path)
     for _, rgb, gt in test:
         pred = predict_mask(seg_model, rgb, CamParams(device="cpu"), background=gt == 3)
         confs["stage-2 seg"] += _conf(pred, gt)
+        confs["stage-2 seg tiled"] += _conf(seg_tiled(seg_model, rgb, args.patch), gt)
     t_end = time.perf_counter()
     print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
           f"pseudo {t_pseudo - t_eval_cam:.0f}s, train-seg + eval {t_end - t_pseudo:.0f}s",
@@ -143,21 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--patch", type=int, default=128, help="patch / crop size (px)")
-    ap.add_argument("--stride", type=int, default=48)
+    ap.add_argument("--stride", type=int, default=64)
     ap.add_argument("--min-fraction", type=float, default=0.02,
                     help="a class is in a patch's label if it covers this fraction")
     ap.add_argument("--max-background", type=float, default=0.8)
     ap.add_argument("--backbone", default="mobilenetv3_small_100")
     ap.add_argument("--decoder", default="deeplabv3plus")
-    ap.add_argument("--epochs-cls", type=int, default=12)
-    ap.add_argument("--epochs-seg", type=int, default=8)
+    ap.add_argument("--epochs-cls", type=int, default=10)
+    ap.add_argument("--epochs-seg", type=int, default=12)
     ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--batch-seg", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--mosaic", type=float, default=0.0)
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, help="keep patches, models and pseudo-masks here")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: one fold, 96 px patches, 2 + 1 epochs, one scale")
     args = ap.parse_args(argv)
@@ -177,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     total = {m: np.zeros((4, 4), np.int64) for m in METHODS}
     with tempfile.TemporaryDirectory(prefix="wsss_bench_") as tmp:
+        work = args.work or Path(tmp)
         for fold in args.folds:
             test = [im for i, im in enumerate(images) if i % 3 == fold]
             train = [im for i, im in enumerate(images) if i % 3 != fold]
-            for m, c in run_fold(fold, train, test, args, Path(tmp)).items():
+            for m, c in run_fold(fold, train, test, args, work).items():
                 total[m] += c
     elapsed = time.perf_counter() - t0
 

@@ -26,7 +26,7 @@ def test_batch_of_one_trains(tmp_path):
     model = build_seg(ModelConfig(kind="seg", arch="deeplabv3plus", backbone="test_resnet"))
     model.train()
     loss = model(torch.randn(1, 3, 64, 64)).mean()
-    loss.backward()  # the image-pooling branch has no BatchNorm: batch 1 is fine
+    loss.backward()
 
 
 @pytest.mark.parametrize("arch", ["deeplabv3plus", "unet"])
@@ -48,3 +48,16 @@ def test_checkpoint_round_trip_and_dispatch(arch, tmp_path):
 def test_wrong_kind_is_refused():
     with pytest.raises(WsssError, match="kind='seg'"):
         SegNet(ModelConfig(kind="cam", backbone="test_resnet"))
+
+
+def test_prediction_does_not_depend_on_the_window_size():
+    """Fully convolutional: a pixel far from the borders gets the same logits in a small crop
+    and in a large image (no global pooling that changes meaning with the input size)."""
+    torch.manual_seed(0)
+    model = build_seg(ModelConfig(kind="seg", arch="deeplabv3plus", backbone="test_resnet"))
+    model.eval()
+    big = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        whole = model(big)[..., 96:160, 96:160]
+        part = model(big[..., 64:192, 64:192])[..., 32:96, 32:96]
+    torch.testing.assert_close(whole, part, rtol=0, atol=1e-2)  # padding reaches in a little

@@ -5,7 +5,11 @@ A timm ``features_only`` encoder with one of two light decoders:
 * ``deeplabv3plus`` -- ASPP on the deepest feature map, fused with a stride-4 low-level
   feature (DeepLabV3+). Atrous rates are smaller than the paper's (3, 6, 9 instead of
   6, 12, 18) because training crops are small (a 224 px crop is 7x7 at stride 32, where a
-  rate of 18 only reads padding).
+  rate of 18 only reads padding). No image-pooling branch: a global average over a 224 px
+  training crop means something else than over a 2000 px inference window; without it the
+  head is fully convolutional. (Encoders with squeeze-excitation, and any encoder whose
+  receptive field is much larger than the training crop, still see more context at
+  inference than in training: predict in windows of about the training size.)
 * ``unet`` -- upsampling blocks with skip connections from every encoder stage.
 
 Output: logits ``(B, C + 1, H, W)`` at input resolution, the ``C`` foreground classes then
@@ -44,14 +48,10 @@ class _ASPP(nn.Module):
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...]) -> None:
         super().__init__()
         self.branches = nn.ModuleList([_cbr(cin, cout, 1)] + [_cbr(cin, cout, 3, r) for r in rates])
-        # image-pooling branch without BatchNorm: a 1x1 map with batch 1 has no statistics
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(True))
-        self.project = _cbr(cout * (len(rates) + 2), cout, 1)
+        self.project = _cbr(cout * (len(rates) + 1), cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [b(x) for b in self.branches]
-        outs.append(self.pool(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
-        return self.project(torch.cat(outs, dim=1))
+        return self.project(torch.cat([b(x) for b in self.branches], dim=1))
 
 
 class _DeepLabV3PlusHead(nn.Module):
