@@ -26,5 +26,5 @@ def test_default_cams_separate_tumor_stroma_normal_on_fresh_synthetic_tissue():
     res = multiscale_cam(load_model("default"), rgb, CamParams(scales=(1.0,), device="cpu"))
     pred = force_background(res.cams.argmax(0).astype(np.uint8), gt == 3)
     report = iou_report(confusion_matrix(pred, gt))
-    assert report["miou"] > 0.7, report["iou"]
+    assert report["miou"] > 0.6, report["iou"]  # 0.72 when made; every-pixel-one-class ~0.2
     assert (res.scores[np.unique(gt[gt < 3])] > 0.5).all()
