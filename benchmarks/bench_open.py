@@ -41,11 +41,10 @@ def child_generate(path: str, size: int, seed: int) -> dict:
 
 
 def child_napari(path: str, seed: int) -> dict:
+    import napari
     import numpy as np
     from napari.plugins import _initialize_plugins
     from qtpy.QtWidgets import QApplication
-
-    import napari
 
     _initialize_plugins()
     viewer = napari.Viewer(show=True)
@@ -109,10 +108,9 @@ def child_napari(path: str, seed: int) -> dict:
 
 def child_napari_tiny() -> dict:
     """napari's own one-time cost of a first image layer (pint units, scipy), any data."""
+    import napari
     import numpy as np
     from qtpy.QtWidgets import QApplication
-
-    import napari
 
     viewer = napari.Viewer(show=True)
     QApplication.processEvents()

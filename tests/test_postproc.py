@@ -12,8 +12,12 @@ from wsss_napari.classes import BACKGROUND, NORMAL, STROMA, TUMOR
 from wsss_napari.params import PostprocParams
 from wsss_napari.postproc import Cancelled, LiveTuner, postprocess
 from wsss_napari.postproc.area import min_area_rule
-from wsss_napari.postproc.background import allowed_classes, background_cutoff, base_labels, \
-    foreground_argmax
+from wsss_napari.postproc.background import (
+    allowed_classes,
+    background_cutoff,
+    base_labels,
+    foreground_argmax,
+)
 from wsss_napari.postproc.glass import glass_mask
 from wsss_napari.postproc.islands import islands_in_normal, small_normal_to_stroma
 from wsss_napari.postproc.knn import knn_relabel, label_regions

@@ -54,7 +54,7 @@ def test_whole_slide_skips_glass(slide, model, tmp_path):
     # glass tiles hold no CAM; the tissue mask of those tiles is (nearly) empty
     mask = tissue_mask(slide.thumbnail(1536))
     fy = mask.shape[0] / 1024
-    for ty, tx in zip(*np.nonzero(res.done == GLASS)):
+    for ty, tx in zip(*np.nonzero(res.done == GLASS), strict=True):
         assert not cams[:, ty * 32:(ty + 1) * 32, tx * 32:(tx + 1) * 32].any()
         box = mask[int(ty * 256 * fy):int((ty + 1) * 256 * fy),
                    int(tx * 256 * fy):int((tx + 1) * 256 * fy)]

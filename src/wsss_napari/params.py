@@ -123,7 +123,9 @@ class WhiteMethod(StrEnum):
 class CamParams(ParamsBase):
     """How class activation maps are computed (multi-scale, tiled)."""
 
-    scales: tuple[float, ...] = _f((0.5, 0.75, 1.0, 1.5, 2.0), "image scales of the multi-scale test")
+    scales: tuple[float, ...] = _f(
+        (0.5, 0.75, 1.0, 1.5, 2.0), "image scales of the multi-scale test"
+    )
     crop_size: int = _f(0, "crop size in px at each scale; 0 = the model's input size", (0, 4096))
     stride: int = _f(0, "stride between crops; 0 = half the crop size", (0, 4096))
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
@@ -158,10 +160,16 @@ class PostprocParams(ParamsBase):
         210.0, "grey level above which (grey) or saturation below which (saturation) is glass",
         (0.0, 255.0),
     )
-    white_min_size: int = _f(64, "glass regions smaller than this (px) are not glass", (0, 1_000_000))
+    white_min_size: int = _f(
+        64, "glass regions smaller than this (px) are not glass", (0, 1_000_000)
+    )
     area_patch: int = _f(256, "sub-patch size for the minimum-area rule (px)", (8, 8192))
-    min_area_pct: float = _f(5.0, "drop a class under this % of a sub-patch; 0 disables", (0.0, 50.0))
-    min_region: int = _f(200, "regions smaller than this (px) are relabelled by kNN", (0, 1_000_000))
+    min_area_pct: float = _f(
+        5.0, "drop a class under this % of a sub-patch; 0 disables", (0.0, 50.0)
+    )
+    min_region: int = _f(
+        200, "regions smaller than this (px) are relabelled by kNN", (0, 1_000_000)
+    )
     knn_k: int = _f(8, "neighbours that vote when relabelling a small region", (1, 64))
     island_rule: bool = _f(True, "small tumor/stroma islands inside normal become normal")
     island_max_size: int = _f(
@@ -176,7 +184,8 @@ class PostprocParams(ParamsBase):
             try:
                 object.__setattr__(self, "white_method", WhiteMethod(self.white_method))
             except ValueError as err:
-                raise WsssError(f"white_method must be one of {[m.value for m in WhiteMethod]}") from err
+                choices = [m.value for m in WhiteMethod]
+                raise WsssError(f"white_method must be one of {choices}") from err
 
 
 @dataclass(frozen=True)

@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"CAMs: {result.path}  shape {tuple(result.raw.shape)}  "  # noqa: T201
           f"downsample {result.downsample:g}  origin {tuple(result.origin)}")
     print("image-level scores: " + ", ".join(  # noqa: T201
-        f"{n} {s:.3f}" for n, s in zip(result.class_names, result.scores)))
+        f"{n} {s:.3f}" for n, s in zip(result.class_names, result.scores, strict=True)))
     return 0

@@ -139,7 +139,8 @@ def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any 
     cell = math.gcd(int(getattr(model, "stride", 1)) or 1, math.gcd(crop, stride))
     k = crop // cell
 
-    src = torch.from_numpy(img)
+    # torch wants a writable array; a read-only view (zarr, dask) is copied once here
+    src = torch.from_numpy(img if img.flags.writeable else img.copy())
     if cuda:
         src = src.pin_memory()
     src = src.to(device, non_blocking=True).permute(2, 0, 1)[None].float()  # (1,3,H,W) 0-255
@@ -161,7 +162,7 @@ def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any 
     ])
 
     views, sums, counts = [], [], []
-    for s, hs, ws, hp, wp, ny, nx in scales:
+    for s, hs, ws, hp, wp, _ny, _nx in scales:
         x = src
         if (hs, ws) != (h, w):
             x = F.interpolate(src, size=(hs, ws), mode="bilinear", align_corners=False,
@@ -220,7 +221,7 @@ def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any 
 
     with torch.inference_mode():
         fused = torch.zeros(n_cls, oh, ow, device=device)
-        for (s, hs, ws, hp, wp, _, _), acc, cnt in zip(scales, sums, counts):
+        for (_s, hs, ws, hp, wp, _, _), acc, cnt in zip(scales, sums, counts, strict=True):
             avg = acc / cnt.clamp_min(1)
             # the canvas covers the padded scaled image: resize so that the image part
             # becomes exactly (oh, ow), then drop the padding

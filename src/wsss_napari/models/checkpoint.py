@@ -175,10 +175,9 @@ def load_model(path_or_default: str | Path, device: Any = "cpu") -> nn.Module:
         The model (CamNet / GradCamNet / SegNet) with ``.config``, ``.file_hash`` (sha256)
         and ``.source`` (path) set.
     """
+    import timm
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    import timm
 
     from .registry import build_model
 
