@@ -161,3 +161,26 @@ def test_reused_buffers_do_not_leak_between_sizes_or_tuners():
     np.testing.assert_array_equal(kept, first_a)
     tuner.clear()
     np.testing.assert_array_equal(tuner.run(p), first_a)
+
+
+def test_more_than_65535_components_fall_back_to_int32_ids():
+    """uint16 ids (half the bytes, areas by calcHist) must not wrap on very speckled maps."""
+    from skimage import morphology
+
+    from wsss_napari.postproc._fast import areas, components
+
+    lab = np.zeros((520, 520), np.uint8)
+    lab[::2, ::2] = STROMA  # 67 600 one-pixel stroma regions, not even diagonal neighbours
+    n, ids = components(lab == STROMA)
+    assert n == 260 * 260 + 1 and ids.dtype == np.int32
+    assert (areas(ids, n)[1:] == 1).all()
+    n, ids = components(lab[:300, :300] == STROMA)  # 22 500: uint16
+    assert ids.dtype == np.uint16 and (areas(ids, n)[1:] == 1).all()
+    regions = label_regions(lab)
+    assert regions.ids.dtype == np.int32 and regions.area.size == 260 * 260 + 2
+    assert regions.area[regions.ids].min() == 1 and regions.area.sum() == lab.size
+    assert (knn_relabel(lab, regions, min_region=2, k=1) == TUMOR).all()
+    mask = lab == STROMA
+    np.testing.assert_array_equal(remove_small(mask, 2),
+                                  morphology.remove_small_objects(mask, max_size=1,
+                                                                  connectivity=2))

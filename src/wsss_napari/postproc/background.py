@@ -60,13 +60,17 @@ def foreground_argmax(cams: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray
     h, w = cams.shape[1:]
     if idx.size == 0:
         return np.full((h, w), BACKGROUND, np.uint8), np.zeros((h, w), np.float32)
-    best = np.array(cams[idx[0]], dtype=np.float32, copy=True)
+    first = np.asarray(cams[idx[0]], dtype=np.float32)
     labels = np.full((h, w), idx[0], np.uint8)
+    if idx.size == 1:
+        return labels, first.copy()
+    best = None  # the first max() writes a fresh array: no separate copy of channel idx[0]
     wins = np.empty((h, w), np.uint8)
     for c in idx[1:]:
         ch = np.asarray(cams[c], dtype=np.float32)
-        cv2.compare(ch, best, cv2.CMP_GT, wins)
-        cv2.max(best, ch, best)
+        prev = first if best is None else best
+        cv2.compare(ch, prev, cv2.CMP_GT, wins)
+        best = cv2.max(prev, ch) if best is None else cv2.max(best, ch, best)
         cv2.bitwise_and(wins, int(c), wins)
         cv2.max(labels, wins, labels)
     return labels, best

@@ -56,11 +56,10 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     out = np.ascontiguousarray(mask, dtype=bool).copy()
     out8 = out.view(np.uint8)
     sel = scratch("u8a", out.shape, np.uint8)
-    ids = scratch("i32", out.shape, np.int32)
     flip = scratch("u8b", out.shape, np.uint8)
     for value in (1, 0):
         cv2.compare(out8, value, cv2.CMP_EQ, sel)
-        n, _ = components(sel, ids)
+        n, ids = components(sel, "cc")
         small = areas(ids, n) < min_size
         small[0] = False
         if small.any():

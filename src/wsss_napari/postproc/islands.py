@@ -31,8 +31,7 @@ def islands_in_normal(labels: np.ndarray, max_size: int) -> np.ndarray:
     cv2.compare(labels, NORMAL, cv2.CMP_NE, non_normal)
     if cv2.countNonZero(non_normal) == non_normal.size:
         return labels
-    ids = scratch("i32", labels.shape, np.int32)
-    n, _ = components(non_normal, ids)
+    n, ids = components(non_normal, "cc")
     area = areas(ids, n)
     pick = (area <= max_size) & (area > 0)
     pick[0] = False
@@ -57,8 +56,7 @@ def small_normal_to_stroma(labels: np.ndarray, max_size: int) -> np.ndarray:
     cv2.compare(labels, NORMAL, cv2.CMP_EQ, normal)
     if not cv2.countNonZero(normal):
         return labels
-    ids = scratch("i32", labels.shape, np.int32)
-    n, _ = components(normal, ids)
+    n, ids = components(normal, "cc")
     small = areas(ids, n) < max_size
     small[0] = False
     if not small.any():
