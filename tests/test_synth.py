@@ -37,13 +37,35 @@ def test_all_classes_present_with_h_and_e_colours(tissue):
     # tumor is the darkest (dense hematoxylin), glass the brightest and nearly neutral
     assert grey[TUMOR] < grey[STROMA] < grey[BACKGROUND]
     assert grey[TUMOR] < grey[NORMAL] < grey[BACKGROUND]
-    glass = rgb[mask == BACKGROUND].astype(int)
-    assert 235 <= glass.min() and glass.max() <= 250 and np.ptp(mean[BACKGROUND]) < 3
+    tissue_classes = synth.mask_region(3, 1536, 1536, 0, 0, 1536, 1536, white_as_background=False)
+    glass = rgb[tissue_classes == BACKGROUND].astype(int)
+    assert 235 <= glass.min() and glass.max() <= 250 and np.ptp(glass.mean(0)) < 3
     # stroma is eosin pink: red well above green
     assert mean[STROMA][0] - mean[STROMA][1] > 40
     # normal lung: mostly pale air spaces with thin septa
-    normal_grey = rgb[mask == NORMAL].mean(-1)
+    normal_grey = rgb[tissue_classes == NORMAL].mean(-1)
     assert (normal_grey > 225).mean() > 0.5 and (normal_grey < 210).mean() > 0.05
+
+
+@pytest.mark.parametrize("ds", [1, 4])
+def test_white_space_in_tissue_is_background_as_in_wsss4luad(ds):
+    """Challenge masks label air spaces and lumens background: only a few % of tumor /
+    stroma / normal pixels are white (grey > 210) while most background pixels are."""
+    n = 1536 // ds
+    rgb, mask = synth.render_region(3, 1536, 1536, 0, 0, n, n, ds=ds)
+    tissue_classes = synth.mask_region(3, 1536, 1536, 0, 0, n, n, ds=ds,
+                                       white_as_background=False)
+    assert np.array_equal(mask, synth.mask_region(3, 1536, 1536, 0, 0, n, n, ds=ds))
+    grey = rgb @ np.array([0.299, 0.587, 0.114])
+    assert (grey[mask < BACKGROUND] > 210).mean() < 0.04
+    assert (grey[mask == BACKGROUND] > 210).mean() > 0.8
+    # only white space changes: air inside normal, lumens inside tumor; stroma keeps all
+    changed = mask != tissue_classes
+    assert set(np.unique(mask[changed])) == {BACKGROUND}
+    assert set(np.unique(tissue_classes[changed])) == {TUMOR, NORMAL}
+    assert (mask[tissue_classes == NORMAL] == BACKGROUND).mean() > 0.5
+    assert 0.02 < (mask[tissue_classes == TUMOR] == BACKGROUND).mean() < 0.3
+    assert (mask[tissue_classes == NORMAL] == NORMAL).mean() > 0.05  # the septa stay normal
 
 
 def test_regions_render_the_same_whatever_the_tiling(tissue):
@@ -55,17 +77,23 @@ def test_regions_render_the_same_whatever_the_tiling(tissue):
     assert np.array_equal(synth.mask_region(3, 1536, 1536, 10, 20, 64, 64), mask[10:74, 20:84])
 
 
-def test_patch_labels_are_the_classes_covering_two_percent():
+def test_patch_labels_are_the_tissue_classes_covering_two_percent():
     patches = synth.make_patches(40, size=160, seed=1)
     assert len(patches) == 40
     multi = 0
+    sparse_normal = 0
     for rgb, mask, labels in patches:
         assert rgb.shape == (160, 160, 3) and mask.shape == (160, 160)
         frac = np.bincount(mask.ravel(), minlength=4)[:3] / mask.size
-        assert np.array_equal(labels, (frac >= 0.02).astype(np.uint8))
+        # labels come from the tissue (air spaces count for normal), so they include every
+        # class covering 2 % of the mask, and tumor / stroma only when the mask shows them
+        assert np.all(labels >= (frac >= 0.02))
+        assert np.all(labels[:2] <= (frac[:2] > 0))
         assert labels.any()
         multi += labels.sum() > 1
+        sparse_normal += labels[NORMAL] and frac[NORMAL] < 0.02 * 5
     assert 0 < multi < 40  # a mix of single- and multi-label patches, as in WSSS4LUAD
+    assert sparse_normal  # alveoli labelled normal though most of their pixels are air
 
 
 def test_patch_dataset_uses_the_challenge_layout(tmp_path):
@@ -78,8 +106,8 @@ def test_patch_dataset_uses_the_challenge_layout(tmp_path):
         mask_img = Image.open(out / "masks" / name)
         assert mask_img.mode == "P" and mask_img.getpalette()[:12] == palette_flat()[:12]
         mask = np.asarray(mask_img)
-        labels = [int(g) for g in m.groups()[1:]]
-        assert labels == synth.labels_of(mask).tolist()
+        labels = np.array([int(g) for g in m.groups()[1:]])
+        assert np.all(labels >= synth.labels_of(mask))  # labels from the tissue classes
         assert np.asarray(Image.open(out / name)).shape == (96, 96, 3)
 
 

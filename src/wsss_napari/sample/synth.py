@@ -121,7 +121,7 @@ def _tumor_texture(rng: np.random.Generator, n: int) -> np.ndarray:
     img = _mix(img, _shade((78, 38, 122), chroma, 0.18), nuc)
     lumen = _smoothstep((glands - 1.15) / 0.25)
     img = _mix(img, _shade((242, 226, 240), mid, 0.02), lumen)
-    return img
+    return img, lumen
 
 
 def _stroma_texture(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -157,7 +157,7 @@ def _normal_texture(rng: np.random.Generator, n: int) -> np.ndarray:
     small = _spectral_noise(rng, n, 1.6, band=3.0)
     nuc = _smoothstep((small - 2.3) / 0.4) * (septa > 0.3)
     img = _mix(img, (96, 54, 140), nuc)
-    return img
+    return img, 1 - septa
 
 
 def _glass_texture(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -169,19 +169,65 @@ def _glass_texture(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _textures(seed: int, n: int = TEXTURE) -> tuple[np.ndarray, ...]:
-    """The four periodic class textures (uint8 (n, n, 3), index = class) of ``seed``."""
+def _texture_set(seed: int, n: int = TEXTURE) -> tuple[tuple[np.ndarray, ...], dict]:
+    """The four periodic class textures of ``seed`` and the opacity of their white parts.
+
+    Returns:
+        ``(textures, whites)``: uint8 (n, n, 3) per class (index = class), and
+        ``{class: float32 (n, n)}`` -- how much of each pixel is white space (alveolar air
+        in normal lung, gland lumens in tumor), the ``alpha`` its colour was mixed with.
+    """
     rng = np.random.default_rng([seed, 0x5EED])
     stain = rng.uniform(0.96, 1.04, size=3).astype(np.float32)  # per-slide stain variation
     makers = {TUMOR: _tumor_texture, STROMA: _stroma_texture, NORMAL: _normal_texture}
-    out = []
+    out, whites = [], {}
     for cls in (TUMOR, STROMA, NORMAL, BACKGROUND):
         if cls == BACKGROUND:
             tex = _glass_texture(rng, n)
         else:
-            tex = makers[cls](rng, n) * stain
+            tex = makers[cls](rng, n)
+            if isinstance(tex, tuple):
+                tex, whites[cls] = tex
+            tex = tex * stain
         out.append(np.clip(tex + 0.5, 0, 255).astype(np.uint8))
-    return tuple(out)
+    return tuple(out), whites
+
+
+def _textures(seed: int, n: int = TEXTURE) -> tuple[np.ndarray, ...]:
+    """The four periodic class textures (uint8 (n, n, 3), index = class) of ``seed``."""
+    return _texture_set(seed, n)[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _white_bits(seed: int, ds: int) -> np.ndarray:
+    """Per level pixel, bit ``c`` set where class ``c``'s texture is mostly white space.
+
+    WSSS4LUAD labels white pixels inside tissue (air spaces, lumens) as background, so the
+    true mask does too. Taken from the same area-averaged opacity as the level's colours
+    (:func:`_level_textures`), so every pyramid level agrees with what it shows.
+    """
+    import cv2
+
+    whites = _texture_set(seed)[1]
+    size = max(TEXTURE // ds, 1)
+    bits = np.zeros((size, size), np.uint8)
+    for cls, alpha in whites.items():
+        if ds > 1:
+            alpha = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_AREA)
+        bits |= (alpha > 0.5).astype(np.uint8) << cls
+    return bits
+
+
+def _white_to_background(seed: int, ds: int, labels: np.ndarray, y0: int, x0: int) -> None:
+    """Relabel, in place, the white space of tissue classes in ``labels`` as background."""
+    bits = _white_bits(seed, ds)
+    n = bits.shape[0]
+    h, w = labels.shape
+    for oy, ty, sh in _segments(y0, h, n):
+        for ox, tx, sw in _segments(x0, w, n):
+            lab = labels[oy : oy + sh, ox : ox + sw]
+            white = (bits[ty : ty + sh, tx : tx + sw] >> lab) & 1
+            np.putmask(lab, white.view(bool), BACKGROUND)
 
 
 @functools.lru_cache(maxsize=32)
@@ -297,7 +343,17 @@ def render_region(seed: int, height: int, width: int, y0: int, x0: int, h: int, 
 
     Returns:
         ``(rgb uint8 (h, w, 3), mask uint8 (h, w))``; the same pixels whichever tiling asks.
+        The mask follows the WSSS4LUAD convention: white space inside tissue (alveolar air,
+        gland lumens) is background (3), like the glass.
     """
+    rgb, tissue = _render(seed, height, width, y0, x0, h, w, ds)
+    _white_to_background(seed, ds, tissue, y0, x0)
+    return rgb, tissue
+
+
+def _render(seed: int, height: int, width: int, y0: int, x0: int, h: int, w: int,
+            ds: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB of a region and its *tissue* classes (white space still counted as tissue)."""
     import cv2
 
     if ds < 1 or ds & (ds - 1):
@@ -330,11 +386,18 @@ def _packed_textures(seed: int, ds: int) -> tuple[np.ndarray, ...]:
 
 
 def mask_region(seed: int, height: int, width: int, y0: int, x0: int, h: int, w: int,
-                ds: int = 1) -> np.ndarray:
-    """Only the true mask of a region (as :func:`render_region`, much cheaper)."""
+                ds: int = 1, white_as_background: bool = True) -> np.ndarray:
+    """Only the true mask of a region (as :func:`render_region`, much cheaper).
+
+    ``white_as_background=False`` gives the tissue classes instead (air spaces count as
+    normal, lumens as tumor): what the patch-level labels are made from.
+    """
     if ds < 1 or ds & (ds - 1):
         raise WsssError(f"downsample must be a power of two, not {ds}")
-    return _class_map(seed, height, width, ds, y0, x0, h, w)[0]
+    labels = _class_map(seed, height, width, ds, y0, x0, h, w)[0]
+    if white_as_background:
+        _white_to_background(seed, ds, labels, y0, x0)
+    return labels
 
 
 def make_tissue(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +409,7 @@ def make_tissue(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.
 
     Returns:
         ``(rgb uint8 (H, W, 3), mask uint8 (H, W))`` with mask values 0 tumor, 1 stroma,
-        2 normal, 3 background.
+        2 normal, 3 background (glass and, as in WSSS4LUAD, white space inside tissue).
     """
     if height < 1 or width < 1:
         raise WsssError(f"image size must be positive, got {height} x {width}")
@@ -365,7 +428,9 @@ def make_patches(n: int, size: int = 224,
 
     Patches are cut at random places (random flips / 90-degree turns) from several synthetic
     tissues with different stain and texture seeds; patches that are almost all glass are
-    skipped, like the challenge's training set, which only holds tissue patches.
+    skipped, like the challenge's training set, which only holds tissue patches. Labels come
+    from the tissue classes (a patch of alveoli is "normal" though most of its pixels are
+    air, hence background in its mask), as a pathologist labels a patch.
 
     Returns:
         list of ``(rgb uint8 (size, size, 3), mask uint8 (size, size), labels uint8 (3,))``.
@@ -379,14 +444,16 @@ def make_patches(n: int, size: int = 224,
     tissue_seed = int(rng.integers(0, 2**31 - 1))
     while len(out) < n:
         tissue_seed += 1
-        rgb, mask = make_tissue(side, side, seed=tissue_seed)
+        rgb, tissue = _render(tissue_seed, side, side, 0, 0, side, side, 1)
+        mask = tissue.copy()
+        _white_to_background(tissue_seed, 1, mask, 0, 0)
         taken = 0
         for _ in range(per_tissue * 3):
             if len(out) >= n or taken >= per_tissue:
                 break
             y, x = (int(v) for v in rng.integers(0, side - size + 1, size=2))
             m = mask[y : y + size, x : x + size]
-            labels = labels_of(m)
+            labels = labels_of(tissue[y : y + size, x : x + size])
             if not labels.any():
                 continue
             img = rgb[y : y + size, x : x + size]
