@@ -136,3 +136,31 @@ def test_backbone_weights_from_plain_timm_file(tmp_path):
     save_file({"decoder.x": torch.zeros(3)}, str(other))
     with pytest.raises(WsssError, match="matches none"):
         build_model(ModelConfig(backbone="test_resnet"), weights=str(other))
+
+
+def test_recommended_postproc_stored_in_the_checkpoint(tmp_path, model):
+    from wsss_napari.models.checkpoint import recommended_postproc, with_recommended_postproc
+    from wsss_napari.params import PostprocParams
+
+    path = tmp_path / "m.safetensors"
+    old = save_model(model, path, half=True, extra_meta={"data": "synth"})
+    assert recommended_postproc(load_model(path)) == PostprocParams()  # none stored yet
+    tuned = PostprocParams(bg_exponent=3.0, white_threshold=225.0, min_region=50)
+    new = with_recommended_postproc(path, tuned, info={"miou": 0.9})
+    assert new != old and new == file_hash(path)
+    loaded = load_model(path)
+    assert recommended_postproc(loaded) == tuned == recommended_postproc(path)
+    assert recommended_postproc(loaded.config) == tuned
+    assert loaded.config.extra["postproc_tune"] == {"miou": 0.9}
+    # weights (still float16 on disk) and the rest of the header are untouched
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        assert fh.metadata()["data"] == "synth"
+        name = next(iter(fh.keys()))
+        assert fh.get_tensor(name).dtype == torch.float16
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-2, atol=1e-2)
+    with pytest.raises(WsssError):
+        with_recommended_postproc(tmp_path / "missing.safetensors", tuned)

@@ -121,3 +121,39 @@ def test_predict_mask_with_a_segmentation_model(monkeypatch):
     monkeypatch.setattr(predict, "SEG_WHOLE_MAX", 40)  # force the sliding window
     tiled = predict.predict_mask(model, img)
     assert tiled.shape == (70, 90) and tiled.max() <= 3
+
+
+@pytest.mark.slow
+def test_tune_synthetic_into_model_then_predict_uses_it(tiny_model, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from wsss_napari.models.checkpoint import read_config, recommended_postproc
+    from wsss_napari.sample.synth import write_patch_dataset
+
+    torch.set_num_threads(1)
+    model = tmp_path / "m.safetensors"
+    shutil.copy(tiny_model, model)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("bg_exponent: [1, 64]\nwhite_threshold: [200, 230]\n")
+    cam = ["--scales", "1", "--crop-size", "64"]
+    assert main(["tune", str(model), "--synthetic", "2", "--synthetic-size", "96",
+                 "--grid", str(grid), "--out", str(tmp_path / "best.json"),
+                 "--into-model", str(model), *cam]) == 0
+    assert "recommended post-processing stored" in capsys.readouterr().out
+    best = PostprocParams.from_file(tmp_path / "best.json")
+    assert recommended_postproc(model) == best
+    assert read_config(model).extra["postproc_tune"]["data"].startswith("sample.synth")
+    images = write_patch_dataset(tmp_path / "data", n=1, size=64, seed=0)
+    out = tmp_path / "pred"
+    assert main(["predict", str(model), str(images), "--out", str(out), *cam]) == 0
+    assert "post-processing: recommended by the model" in capsys.readouterr().out
+    record = json.loads((out / "predict.run.json").read_text())["params"]["postproc"]
+    assert record["bg_exponent"] == best.bg_exponent
+    assert main(["predict", str(model), str(images), "--out", str(out), "--bg-exponent", "5",
+                 *cam]) == 0  # flags still override the recommendation
+    assert "(+ command-line flags)" in capsys.readouterr().out
+    assert json.loads((out / "predict.run.json").read_text())["params"]["postproc"][
+        "bg_exponent"] == 5.0
+    assert main(["tune", str(model), "--into-model", str(model)]) == 2  # no data given

@@ -136,3 +136,29 @@ def test_fit_to_ground_truth_sets_the_sliders(qtbot, viewer, small_slide, tiny_m
         pass
     assert tune.iou_label.text().startswith("mIoU")
     assert "tumor" in tune.iou_label.text()
+
+
+def test_tuning_starts_from_the_models_recommended_postprocessing(qtbot, viewer, small_slide,
+                                                                   tiny_model_path, tmp_path):
+    import shutil
+
+    from wsss_napari.models.checkpoint import with_recommended_postproc
+    from wsss_napari.params import PostprocParams
+
+    model_path = tmp_path / "tuned.safetensors"
+    shutil.copy(tiny_model_path, model_path)
+    recommended = PostprocParams(bg_exponent=3.0, white_threshold=225.0, min_region=50)
+    with_recommended_postproc(model_path, recommended)
+    slide_layer = _open_slide(viewer, small_slide)
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    cam = _compute_maps(qtbot, viewer, slide_layer, model_path)
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+    assert tune.params == recommended
+    assert tune.mask_layer.metadata["wsss"]["postproc_params"] == recommended
+    # the user's own setting survives new maps of the same model
+    tune.form.controls["bg_exponent"].setValue(0.5)
+    worker = cam.run()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: not tune.busy, timeout=30_000)
+    assert tune.params.bg_exponent == 0.5

@@ -1,7 +1,9 @@
 """Pseudo-mask tuning widget: sliders over the post-processing, recomputed from cached CAMs.
 
 Moving a slider never runs the network: a :class:`~wsss_napari.postproc.LiveTuner` built once
-from the CAM widget's cached maps recomputes the tissue map. While the slider moves, a preview
+from the CAM widget's cached maps recomputes the tissue map. When maps of another model
+arrive, the sliders start from that model's recommended post-processing (tuned when the model
+was made, ``models.checkpoint.recommended_postproc``). While the slider moves, a preview
 at the displayed size is computed (debounced); on release, the full resolution. Recomputes run
 in a worker; a generation counter drops results that a newer request has made stale.
 """
@@ -70,6 +72,7 @@ class TuneWidget(QWidget):
         self.generation = 0
         self._tuner_lock = threading.Lock()
         self._recompute_workers: set = set()
+        self.params_source: Any = None  # the model whose recommended params the sliders hold
 
         self.cams_combo = LayerCombo(viewer, is_cam_layer,
                                      unique_by=lambda lyr: id(wsss_meta(lyr)["slide_cams"]))
@@ -265,8 +268,27 @@ class TuneWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _on_cams_changed(self, *_: Any) -> None:
-        if self.cams_combo.layer is not None:
+        layer = self.cams_combo.layer
+        if layer is not None:
+            self._adopt_recommended(wsss_meta(layer))
             self.recompute(preview=False)
+
+    def _adopt_recommended(self, meta: dict) -> None:
+        """Set the sliders to the recommended post-processing of the maps' model, once per
+        model (so the user's own settings survive recomputing maps with the same model)."""
+        from ..models.checkpoint import POSTPROC_KEY, recommended_postproc
+
+        model = meta.get("model")
+        key = meta.get("model_hash") or meta.get("model_path") or id(model)
+        if model is None or key == self.params_source:
+            return
+        self.params_source = key
+        if POSTPROC_KEY not in (getattr(model.config, "extra", None) or {}):
+            return  # no recommendation: keep what the sliders hold
+        try:
+            self.form.params = recommended_postproc(model)
+        except WsssError as err:
+            notify_error(err)
 
     def _on_form_changed(self) -> None:
         self.timer.start()

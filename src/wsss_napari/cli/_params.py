@@ -46,10 +46,10 @@ def add_params_arguments(parser: argparse.ArgumentParser, cls: type[ParamsBase],
 
 
 def params_from_args(args: argparse.Namespace, cls: type[ParamsBase],
-                     config_attr: str = "config") -> ParamsBase:
-    """Resolve defaults <- ``--config`` file <- explicit flags into a ``cls`` instance."""
+                     config_attr: str = "config", base: ParamsBase | None = None) -> ParamsBase:
+    """Resolve defaults (or ``base``) <- ``--config`` file <- explicit flags into a ``cls``."""
     cfg = getattr(args, config_attr, None)
-    base = cls.from_file(cfg) if cfg else cls()
+    base = cls.from_file(cfg) if cfg else (base if base is not None else cls())
     prefix = f"{cls.key()}__"
     changes = {
         k[len(prefix):]: (tuple(v) if isinstance(v, list) else v)

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--background-masks", metavar="DIR",
                    help="folder of 0/1 masks of the same names; 1 forces background (class 3)")
     p.add_argument("--params", metavar="FILE",
-                   help="post-processing parameters (JSON/YAML, e.g. from 'wsss-napari tune')")
+                   help="post-processing parameters (JSON/YAML, e.g. from 'wsss-napari tune'); "
+                   "default: the model's recommended ones ('tune --into-model'), if it has any")
     p.add_argument("--cam-params", metavar="FILE", help="CAM parameters (JSON/YAML)")
     add_params_arguments(p, PostprocParams)
     add_params_arguments(p, CamParams)
@@ -99,6 +100,11 @@ def write_palette_png(mask: np.ndarray, path: Path) -> None:
         img.save(tmp, format="PNG")
 
 
+def _has_flags(args: argparse.Namespace, cls: type) -> bool:
+    prefix = f"{cls.key()}__"
+    return any(k.startswith(prefix) and v is not None for k, v in vars(args).items())
+
+
 def load_background(folder: str | None, image: Path) -> np.ndarray | None:
     if not folder:
         return None
@@ -108,15 +114,23 @@ def load_background(folder: str | None, image: Path) -> np.ndarray | None:
 def run(args: argparse.Namespace) -> int:
     from ..inference.predict import predict_mask
     from ..io.atomic import atomic_write_text, check_writable_dir
-    from ..models.checkpoint import load_model
+    from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
     from ..params import RunRecord
     from ..progress import Progress, run_to_end
 
-    post = params_from_args(args, PostprocParams, config_attr="params")
     cam = params_from_args(args, CamParams, config_attr="cam_params")
     images = list_images(args.images)
     out = check_writable_dir(args.out)
     model = load_model(args.model)
+    recommended = None
+    if not args.params and model.config.kind == "cam" and POSTPROC_KEY in model.config.extra:
+        recommended = recommended_postproc(model)
+    post = params_from_args(args, PostprocParams, config_attr="params", base=recommended)
+    if model.config.kind == "cam":
+        source = (f"from {args.params}" if args.params else
+                  "recommended by the model" if recommended is not None else "defaults")
+        print(f"post-processing: {source}"  # noqa: T201
+              + (" (+ command-line flags)" if _has_flags(args, PostprocParams) else ""))
 
     def job():
         for i, f in enumerate(images):

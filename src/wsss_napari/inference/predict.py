@@ -33,7 +33,8 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
         image: uint8 RGB (H, W, 3).
         cam_params: multi-scale CAM parameters (CAM models; also ``device`` and ``crop_size``
             for segmentation models).
-        post_params: post-processing parameters (CAM models).
+        post_params: post-processing parameters (CAM models); default: the model's
+            recommended ones (``models.checkpoint.recommended_postproc``).
         background: (H, W) mask, nonzero = background (forced to class 3).
         device: torch device; default from ``cam_params.device``.
 
@@ -41,7 +42,10 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
         uint8 (H, W) mask with values 0..3.
     """
     cam_params = cam_params or CamParams()
-    post_params = post_params or PostprocParams()
+    if post_params is None:
+        from ..models.checkpoint import recommended_postproc
+
+        post_params = recommended_postproc(model)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise WsssError(f"expected an RGB image (H, W, 3), got shape {image.shape}")

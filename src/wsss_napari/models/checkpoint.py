@@ -22,6 +22,8 @@ from .config import ModelConfig
 if TYPE_CHECKING:
     from torch import nn
 
+    from ..params import PostprocParams
+
 FORMAT_VERSION = "1"
 META_KEY = "wsss_napari"
 _MAX_HEADER = 100 * 1024 * 1024
@@ -211,6 +213,76 @@ def load_model(path_or_default: str | Path, device: Any = "cpu") -> nn.Module:
     model.file_hash = file_hash(p)
     model.source = str(p)
     return model
+
+
+# ------------------------------------------------------- recommended post-processing
+
+#: ``config.extra`` key of the post-processing tuned for a model (``PostprocParams`` dict).
+POSTPROC_KEY = "postproc"
+
+
+def recommended_postproc(model: Any) -> PostprocParams:
+    """The post-processing tuned for ``model`` (``PostprocParams()`` when it has none).
+
+    Why: CAM value ranges differ from model to model, so the best background exponent, glass
+    threshold etc. do too; ``wsss-napari tune --into-model`` stores them in the checkpoint
+    and ``predict`` and the tuning widget start from them.
+
+    Args:
+        model: a loaded model (anything with ``.config``), a :class:`ModelConfig`, or a
+            checkpoint path / ``'default'`` (only the header is read).
+    """
+    from ..params import PostprocParams
+
+    if isinstance(model, (str, Path)):
+        model = read_config(_resolve(model))
+    config = model if isinstance(model, ModelConfig) else getattr(model, "config", None)
+    stored = (getattr(config, "extra", None) or {}).get(POSTPROC_KEY)
+    if not isinstance(stored, dict):
+        return PostprocParams()
+    try:  # fields added in later versions are ignored, missing ones keep their defaults
+        return PostprocParams.from_dict(stored, strict=False)
+    except WsssError as err:
+        raise WsssError(f"the model's recommended post-processing is invalid: {err}") from err
+
+
+def with_recommended_postproc(path: str | Path, params: PostprocParams,
+                              info: dict[str, Any] | None = None) -> str:
+    """Store ``params`` as the checkpoint's recommended post-processing, rewriting it atomically.
+
+    The weights (and their dtypes) are copied unchanged; only ``config.extra['postproc']``
+    (and ``config.extra['postproc_tune']`` = ``info``, e.g. the tuning data and its mIoU)
+    change, so the file's hash changes too.
+
+    Args:
+        path: a checkpoint file, or ``'default'`` for the shipped model.
+        params: the post-processing to recommend.
+        info: provenance of ``params`` (JSON-serialisable), or None.
+
+    Returns:
+        The sha256 of the rewritten file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file, save_file
+
+    from ..io.atomic import atomic_path
+
+    p = _resolve(path)
+    config = read_config(p)
+    meta = dict(read_header(p).get("__metadata__") or {})
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt ({err})") from err
+    extra = {**config.extra, POSTPROC_KEY: params.to_dict()}
+    if info is not None:
+        extra[POSTPROC_KEY + "_tune"] = info
+    data = config.to_dict()
+    data["extra"] = extra
+    meta[META_KEY] = json.dumps(ModelConfig.from_dict(data).to_dict())
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return file_hash(p)
 
 
 # ---------------------------------------------------------------- backbone initialisation
