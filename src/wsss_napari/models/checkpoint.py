@@ -160,7 +160,8 @@ def _resolve(path_or_default: str | Path) -> Path:
             raise WsssError(
                 f"the default CAM model is not installed (expected {p}). Re-create it with "
                 "`wsss-napari train-cls --synthetic 600 --backbone mobilenetv3_small_100 "
-                f"--epochs 8 --half --out {p}` (models/default/README.md), or pass a model file"
+                f"--epochs 8 --half --out {p}`, then `wsss-napari tune {p} --synthetic 6 "
+                f"--into-model {p}` (models/default/README.md), or pass a model file"
             )
         return p
     return Path(path_or_default).expanduser()
