@@ -164,3 +164,15 @@ def test_recommended_postproc_stored_in_the_checkpoint(tmp_path, model):
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-2, atol=1e-2)
     with pytest.raises(WsssError):
         with_recommended_postproc(tmp_path / "missing.safetensors", tuned)
+
+
+def test_a_safetensors_header_length_starting_with_0x80_is_not_a_pickle(tmp_path):
+    from wsss_napari.models.checkpoint import read_header
+
+    for pad in range(300):  # some metadata length gives a header length of 0x..80
+        path = tmp_path / f"m{pad}.safetensors"
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"x": "a" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            assert read_header(path)["__metadata__"]["x"] == "a" * pad
+            return
+    pytest.fail("no header length with a 0x80 low byte was produced")

@@ -1,9 +1,10 @@
 """Model + image -> label mask (0 tumor, 1 stroma, 2 normal, 3 background).
 
 CAM models: multi-scale CAMs (``inference.multiscale``) then the post-processing chain.
-Segmentation models: softmax over ``classes + background`` logits, averaged over
-overlapping windows for large images, argmax. Either way, an explicit background mask (the
-challenge provides one) forces class 3.
+Segmentation models: softmax over ``classes + background`` logits, blended over overlapping
+windows of the model's training size (any image size), argmax. Either way, an explicit
+background mask (the challenge provides one) forces class 3; for a segmentation model the
+other pixels then get their best tissue class.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from .. import WsssError
 from ..classes import BACKGROUND
 from ..params import CamParams, PostprocParams
 
-#: Images up to this edge go through a segmentation model in one piece.
-SEG_WHOLE_MAX = 1024
-#: Segmentation inputs are padded to a multiple of this (encoder stride).
+#: Segmentation windows are a multiple of this (the encoder's stride).
 SEG_MULTIPLE = 32
 
 
@@ -31,8 +30,9 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
         model: a loaded model (``models.checkpoint.load_model``): CAM (``config.kind ==
             'cam'``) or segmentation (``'seg'``).
         image: uint8 RGB (H, W, 3).
-        cam_params: multi-scale CAM parameters (CAM models; also ``device`` and ``crop_size``
-            for segmentation models).
+        cam_params: multi-scale CAM parameters (CAM models); segmentation models use its
+            ``crop_size`` / ``stride`` (windows; 0 = the model's input size / half of it),
+            ``batch_size`` and ``device``.
         post_params: post-processing parameters (CAM models); default: the model's
             recommended ones (``models.checkpoint.recommended_postproc``).
         background: (H, W) mask, nonzero = background (forced to class 3).
@@ -57,10 +57,7 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
                             f"{image.shape[:2]}")
     kind = getattr(getattr(model, "config", None), "kind", None)
     if kind == "seg":
-        mask = seg_predict(model, image, cam_params, device)
-        if background is not None:
-            mask[background != 0] = BACKGROUND
-        return mask
+        return seg_predict(model, image, cam_params, device, background=background)
     if kind != "cam":
         raise WsssError(f"cannot predict with a model of kind {kind!r} (expected 'cam' or 'seg')")
     from ..postproc import postprocess
@@ -72,8 +69,43 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
 
 
 def seg_predict(model: Any, image: np.ndarray, params: CamParams | None = None,
-                device: Any = None) -> np.ndarray:
-    """Argmax of a segmentation model's softmax (channel C = background -> label 3)."""
+                device: Any = None, background: np.ndarray | None = None) -> np.ndarray:
+    """Label mask of a segmentation model, from overlapping windows of its training size.
+
+    A network trained on small crops and run on a whole image sees much more context than it
+    ever saw in training (its deep features saw padding there) and its decisions shift, so
+    every image, whatever its size, goes through windows of ``params.crop_size`` (default the
+    model's ``input_size``) at ``params.stride`` (default half a window). Softmax
+    probabilities are blended with a Gaussian window weight (centres count more than borders,
+    which saw less context); images smaller than a window are padded with white (glass).
+
+    Args:
+        model: a ``SegNet`` (``config.kind == 'seg'``).
+        image: uint8 RGB (H, W, 3).
+        params: ``crop_size``, ``stride``, ``batch_size``, ``device`` and ``flip`` (also
+            average the horizontally mirrored windows) are used.
+        device: torch device; default from ``params.device``.
+        background: optional (H, W) mask, nonzero = background. When given it is taken as
+            the whole truth about background: those pixels are class 3 and every other pixel
+            gets its most probable *tissue* class.
+
+    Returns:
+        uint8 (H, W) mask with values 0..3 (the model's last channel = background = 3).
+    """
+    prob = seg_probabilities(model, image, params, device)
+    n_fg = prob.shape[0] - 1
+    if background is None:
+        label = np.argmax(prob, axis=0).astype(np.uint8)
+        label[label == n_fg] = BACKGROUND
+        return label
+    label = np.argmax(prob[:n_fg], axis=0).astype(np.uint8)
+    label[np.asarray(background) != 0] = BACKGROUND
+    return label
+
+
+def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = None,
+                      device: Any = None) -> np.ndarray:
+    """Window-blended softmax ``float32 (C + 1, H, W)`` of a segmentation model (see above)."""
     import torch
 
     from ..device import DEVICE_LOCK, choose_device
@@ -82,32 +114,45 @@ def seg_predict(model: Any, image: np.ndarray, params: CamParams | None = None,
     device = device or choose_device(params.device)
     cfg = model.config
     h, w = image.shape[:2]
+    size = _round_up(int(params.crop_size or cfg.input_size))
+    stride = max(1, min(int(params.stride or size // 2), size))
+    hp, wp = max(h, size), max(w, size)
+    if (hp, wp) != (h, w):  # smaller than one window: pad with glass
+        padded = np.full((hp, wp, 3), 255, np.uint8)
+        padded[:h, :w] = image
+        image = padded
+    corners = [(y, x) for y in _starts(hp, size, stride) for x in _starts(wp, size, stride)]
+    weight = window_weight(size)
     n_out = len(cfg.class_names) + 1
-    if max(h, w) <= SEG_WHOLE_MAX:
-        windows = [(0, 0, h, w)]
-        win = (_round_up(h), _round_up(w))
-    else:
-        size = _round_up(max(int(params.crop_size or cfg.input_size), 512))
-        stride = int(params.stride or size // 2)
-        windows = [(y, x, min(y + size, h), min(x + size, w))
-                   for y in _starts(h, size, stride) for x in _starts(w, size, stride)]
-        win = (size, size)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    prob = np.zeros((n_out, h, w), np.float32)
+    acc = np.zeros((n_out, hp, wp), np.float32)
+    norm = np.zeros((hp, wp), np.float32)
+    batch = max(1, int(params.batch_size))
     with DEVICE_LOCK, torch.inference_mode():
         model.eval()
         if next(model.parameters()).device != device:
             model.to(device)
-        for y0, x0, y1, x1 in windows:
-            crop = np.full((*win, 3), 255, np.uint8)  # white = glass outside the image
-            crop[: y1 - y0, : x1 - x0] = image[y0:y1, x0:x1]
-            x = torch.from_numpy(crop).to(device).permute(2, 0, 1)[None].float() / 255.0
-            logits = model((x - mean) / std)
-            p = torch.softmax(logits.float(), dim=1)[0, :, : y1 - y0, : x1 - x0]
-            prob[:, y0:y1, x0:x1] += p.cpu().numpy()
-    label = np.argmax(prob, axis=0).astype(np.uint8)
-    return np.where(label == n_out - 1, BACKGROUND, label).astype(np.uint8)
+        for i in range(0, len(corners), batch):
+            chunk = corners[i:i + batch]
+            crops = np.stack([image[y:y + size, x:x + size] for y, x in chunk])
+            x_in = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2)
+            x_in = model.normalize(x_in)
+            p = torch.softmax(model(x_in).float(), dim=1)
+            if params.flip:  # test-time augmentation: the mirrored windows, mirrored back
+                flipped = model(torch.flip(x_in, dims=[3])).float()
+                p = 0.5 * (p + torch.flip(torch.softmax(flipped, dim=1), dims=[3]))
+            p = p.cpu().numpy()
+            for (y, x), pi in zip(chunk, p, strict=True):
+                acc[:, y:y + size, x:x + size] += pi * weight
+                norm[y:y + size, x:x + size] += weight
+    acc /= norm
+    return acc[:, :h, :w]
+
+
+def window_weight(size: int, sigma_frac: float = 0.25, floor: float = 1e-3) -> np.ndarray:
+    """Gaussian blending weight ``(size, size)`` of one window, 1 at its centre."""
+    r = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) / (sigma_frac * size)
+    g = np.exp(-0.5 * r * r)
+    return np.maximum(np.outer(g, g), floor).astype(np.float32)
 
 
 def _round_up(n: int, m: int = SEG_MULTIPLE) -> int:
@@ -115,6 +160,7 @@ def _round_up(n: int, m: int = SEG_MULTIPLE) -> int:
 
 
 def _starts(n: int, size: int, stride: int) -> list[int]:
+    """Window origins covering ``0..n`` (the last window ends at ``n``)."""
     if n <= size:
         return [0]
     starts = list(range(0, n - size, stride))

@@ -99,18 +99,20 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if size == 0:
         raise WsssError(f"model file '{p}' is empty")
     with open(p, "rb") as fh:
-        head = fh.read(8)
-        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        head = fh.read(9)
+        # a safetensors header length may start with 0x80 too; its JSON then starts with '{'
+        if (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04") and head[8:9] != b"{":
             raise WsssError(
                 f"'{p}' is a PyTorch pickle/zip checkpoint, not a wsss-napari checkpoint; "
                 "only .safetensors files are loaded (pickles can run code and are never opened)"
             )
         if len(head) < 8:
             raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt (too short)")
-        (n,) = struct.unpack("<Q", head)
+        (n,) = struct.unpack("<Q", head[:8])
         if n <= 0 or n > _MAX_HEADER or n > size - 8:
             raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt "
                             "(no valid safetensors header)")
+        fh.seek(8)
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))

@@ -41,6 +41,17 @@ def random_flip(rgb: Array, mask: Array | None, rng: np.random.Generator
     return np.ascontiguousarray(rgb), (np.ascontiguousarray(mask) if mask is not None else None)
 
 
+def random_rot90(rgb: Array, mask: Array | None, rng: np.random.Generator
+                 ) -> tuple[Array, Array | None]:
+    """Rotate by a random multiple of 90 degrees: tissue has no preferred orientation, and
+    with the flips this covers all eight symmetries of the square."""
+    k = int(rng.integers(0, 4))
+    if k == 0:
+        return rgb, mask
+    rgb = np.ascontiguousarray(np.rot90(rgb, k))
+    return rgb, (np.ascontiguousarray(np.rot90(mask, k)) if mask is not None else None)
+
+
 def random_resized_crop(
     rgb: Array, mask: Array | None, size: int, rng: np.random.Generator,
     scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),

@@ -55,6 +55,19 @@ class ClsTrainSet:
         labels = np.array([it.labels for it in items])
         #: indices of single-label patches: safe CutMix donors and mosaic tiles
         self.single = np.flatnonzero(labels.sum(axis=1) == 1)
+        #: sampling weight per patch (``params.balance``): its rarest class's ``1/sqrt(pos)``
+        self.weights = balance_weights(labels) if params.balance else None
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def sample_index(self, index: int) -> int:
+        """The patch drawn at position ``index`` this epoch (re-drawn per epoch if balanced)."""
+        if self.weights is None:
+            return index
+        if self._order is None or self._order[0] != self.epoch:
+            drawn = epoch_rng(self.params.seed, self.epoch).choice(
+                len(self.weights), size=len(self.weights), p=self.weights)
+            self._order = (self.epoch, drawn)
+        return int(self._order[1][index])
 
     def __len__(self) -> int:
         return len(self.base)
@@ -65,11 +78,14 @@ class ClsTrainSet:
         rgb, _ = aug.random_resized_crop(rgb, None, p.crop_size, rng,
                                          scale=(p.crop_scale_min, 1.0))
         rgb, _ = aug.random_flip(rgb, None, rng)
+        if p.rot90:
+            rgb, _ = aug.random_rot90(rgb, None, rng)
         return rgb, labels
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         rng = epoch_rng(p.seed, self.epoch, index)
+        index = self.sample_index(index)
         if p.mosaic > 0 and len(self.single) >= 2 and rng.random() < p.mosaic:
             picks = rng.choice(self.single, size=4, replace=len(self.single) < 4)
             tiles = [(*self._crop(int(i), rng), None) for i in picks]
@@ -102,6 +118,19 @@ class ClsEvalSet:
         if rgb.shape[:2] != (self.size, self.size):
             rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)), labels.astype(np.float32)
+
+
+def balance_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-patch sampling probabilities: patches of rare classes drawn more often.
+
+    A patch's weight is ``1 / sqrt(pos_c)`` of its rarest positive class ``c`` (patches
+    without a label get the weight of the most common class), normalised to sum to 1.
+    """
+    pos = np.maximum(labels.sum(axis=0), 1.0)
+    per_class = 1.0 / np.sqrt(pos)
+    w = np.where(labels > 0, per_class[None, :], 0.0).max(axis=1)
+    w = np.where(w > 0, w, per_class.min())
+    return (w / w.sum()).astype(np.float64)
 
 
 def pos_weight(labels: np.ndarray) -> np.ndarray:

@@ -36,14 +36,37 @@ def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
 
 
 def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParams,
-                post_params: PostprocParams, device=None) -> np.ndarray:
-    """The pseudo-mask of one labelled patch (uint8 (H, W), values 0..3)."""
+                post_params: PostprocParams, device=None, ignore_margin: float = 0.0
+                ) -> np.ndarray:
+    """The pseudo-mask of one labelled patch (uint8 (H, W), values 0..3, 255 = uncertain).
+
+    ``ignore_margin``: a tissue pixel whose CAM for its class beats the best other class
+    of the patch by less than this is marked 255 (ignored by stage 2), so the segmentation
+    network learns from confident pixels only. Single-label patches have no other class:
+    their tissue pixels are certain whatever the CAMs say.
+    """
     from ..inference.multiscale import multiscale_cam
     from ..postproc import postprocess
 
     res = multiscale_cam(model, rgb, cam_params, device=device)
     present = np.asarray(labels, dtype=bool)
-    return postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
+    mask = postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
+    if ignore_margin > 0:
+        mask = mark_uncertain(mask, res.cams, present, ignore_margin)
+    return mask
+
+
+def mark_uncertain(mask: np.ndarray, cams: np.ndarray, present: np.ndarray, margin: float
+                   ) -> np.ndarray:
+    """Set 255 where a pixel's class CAM leads the best other present class by < ``margin``."""
+    classes = np.flatnonzero(present)
+    if len(classes) < 2:
+        return mask
+    out = mask.copy()
+    for c in classes:
+        others = np.max(cams[[k for k in classes if k != c]], axis=0)
+        out[(mask == c) & (cams[c] - others < margin)] = 255
+    return out
 
 
 def make_pseudo_masks(
@@ -54,6 +77,7 @@ def make_pseudo_masks(
     post_params: PostprocParams | None = None,
     csv_path: str | Path | None = None,
     on_bad: str = "skip",
+    ignore_margin: float = 0.0,
 ) -> Generator[Progress, None, Path]:
     """Write one pseudo-mask PNG per training patch into ``out_dir``.
 
@@ -65,6 +89,8 @@ def make_pseudo_masks(
         post_params: post-processing parameters (default :class:`PostprocParams`).
         csv_path: labels from a CSV instead of the file names.
         on_bad: ``'skip'`` or ``'stop'`` on bad input files.
+        ignore_margin: CAM margin under which tissue pixels are left unlabelled (255);
+            see :func:`pseudo_mask`.
 
     Yields:
         ``Progress('pseudo', done, total)`` per patch.
@@ -89,7 +115,8 @@ def make_pseudo_masks(
     model.eval()
     for i, it in enumerate(items):
         rgb = load_rgb(it.path)
-        mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device)
+        mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device,
+                           ignore_margin=ignore_margin)
         save_mask_png(mask, out / (it.path.stem + ".png"))
         yield Progress("pseudo", i + 1, len(items))
     record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),

@@ -61,6 +61,8 @@ class SegTrainSet:
         rgb, mask = aug.random_crop(rgb, mask, p.crop_size, rng)
         if self.train:
             rgb, mask = aug.random_flip(rgb, mask, rng)
+            if p.rot90:
+                rgb, mask = aug.random_rot90(rgb, mask, rng)
             if p.blur > 0 and rng.random() < p.blur:
                 rgb = aug.gaussian_blur(rgb, rng)
         mask = mask.astype(np.int64)
