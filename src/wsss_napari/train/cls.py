@@ -13,7 +13,6 @@ beside it (see :mod:`wsss_napari.train.loop`), so an interrupted run loses at mo
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,10 @@ from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_item
 from .loop import (
     autocast,
     epoch_rng,
+    fit_epochs,
     load_train_state,
     make_loader,
     multilabel_metrics,
-    poly_lr,
-    save_train_state,
     seed_everything,
     setup_device,
     state_path,
@@ -215,7 +213,6 @@ def train_classifier(
     """
     import torch
 
-    from ..models.checkpoint import save_model
 
     params = params or TrainClsParams()
     out = Path(out_path)
@@ -241,7 +238,6 @@ def train_classifier(
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum,
                                 weight_decay=params.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     train_set = ClsTrainSet(train_items, params)
     val_loader = (make_loader(ClsEvalSet(val_items, params.crop_size), params.batch_size, False,
@@ -262,45 +258,11 @@ def train_classifier(
             yield Progress("train-cls", total, total, {"epoch": start_epoch})
             return out
 
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, params.epochs):
-        train_set.epoch = epoch
-        loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
-                             params.workers, drop_last=True)
-        running, n_seen = 0.0, 0
-        for x, y in loader:
-            lr = poly_lr(params.lr, step, total)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with autocast(device, use_amp):
-                logits = model(model.normalize(x))
-                loss = criterion(logits.float(), y)
-            if not math.isfinite(loss.item()):
-                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
-                                "lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            running += loss.item() * len(x)
-            n_seen += len(x)
-            yield Progress("train-cls", step, total,
-                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
-        if val_loader is not None:
-            record.update({f"val_{k}": v for k, v in
-                           evaluate_classifier(model, val_loader, device, use_amp).items()})
-        history.append(record)
-        model.config = model.config.replace(extra={**model.config.extra, "history": history})
-        save_model(model, out)
-        save_train_state(spath, model, optimizer, epoch + 1,
-                         {"params": params.to_dict(), "history": history, "seed": params.seed})
-        info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-        yield Progress("train-cls", step, total, info)
-    return out
+    return (yield from fit_epochs(
+        "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
+        use_amp=use_amp, start_epoch=start_epoch, history=history,
+        steps_per_epoch=steps_per_epoch,
+        evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))
+        if val_loader is not None else None,
+    ))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -185,4 +186,65 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, names: tuple[str,
     out["mean_f1"] = float(np.nanmean(f1s)) if not np.all(np.isnan(f1s)) else float("nan")
     out["mean_ap"] = float(np.nanmean(aps)) if not np.all(np.isnan(aps)) else float("nan")
     out["exact_match"] = float(np.mean(np.all(pred == (targets > 0.5), axis=1)))
+    return out
+
+
+def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out, device,
+               use_amp: bool, start_epoch: int, history: list[dict[str, Any]],
+               steps_per_epoch: int, evaluate=None):
+    """The epoch loop shared by the classification and segmentation trainers.
+
+    Poly learning-rate decay per step, AMP on CUDA, a divergence check, one
+    :class:`~wsss_napari.progress.Progress` per step (loss, lr) and per epoch (the history
+    record, validation included), and after every epoch the model and the resumable training
+    state written atomically. ``loss_fn(logits, y)`` gives the loss; ``evaluate(model)``
+    returns validation metrics or is ``None``.
+    """
+    import torch
+
+    from ..models.checkpoint import save_model
+    from ..progress import Progress
+
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    total = steps_per_epoch * params.epochs
+    spath = state_path(out)
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, params.epochs):
+        train_set.epoch = epoch
+        loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
+                             params.workers, drop_last=True)
+        running, n_seen = 0.0, 0
+        for x, y in loader:
+            lr = poly_lr(params.lr, step, total)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, use_amp):
+                logits = model(model.normalize(x))
+            loss = loss_fn(logits.float(), y)
+            if not math.isfinite(loss.item()):
+                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
+                                "lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            running += loss.item() * len(x)
+            n_seen += len(x)
+            yield Progress(stage, step, total,
+                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
+        if evaluate is not None:
+            record.update({f"val_{k}": v for k, v in evaluate(model).items()})
+        history.append(record)
+        model.config = model.config.replace(extra={**model.config.extra, "history": history})
+        save_model(model, out)
+        save_train_state(spath, model, optimizer, epoch + 1,
+                         {"params": params.to_dict(), "history": history, "seed": params.seed})
+        info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+        yield Progress(stage, step, total, info)
     return out

@@ -11,7 +11,6 @@ stage 1 (:mod:`wsss_napari.train.loop`).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_item
 from .loop import (
     autocast,
     epoch_rng,
+    fit_epochs,
     load_train_state,
     make_loader,
-    poly_lr,
-    save_train_state,
     seed_everything,
     setup_device,
     state_path,
@@ -161,7 +159,6 @@ def train_segmenter(
     import torch
     from torch.nn import functional as F
 
-    from ..models.checkpoint import save_model
 
     params = params or TrainSegParams()
     out = Path(out_path)
@@ -192,7 +189,6 @@ def train_segmenter(
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9,
                                 weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     train_set = SegTrainSet(train_items, params)
     val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
                               False, params.seed, 0, params.workers) if val_items else None)
@@ -208,49 +204,18 @@ def train_segmenter(
             yield Progress("train-seg", total, total, {"epoch": start_epoch})
             return out
 
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, params.epochs):
-        train_set.epoch = epoch
-        loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
-                             params.workers, drop_last=True)
-        running, n_seen = 0.0, 0
-        for x, y in loader:
-            lr = poly_lr(params.lr, step, total)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with autocast(device, use_amp):
-                logits = model(model.normalize(x))
-            logits = logits.float()
-            loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
-            if bool((y == IGNORE).all()):
-                loss = logits.sum() * 0.0
-            if params.dice_weight > 0:
-                loss = loss + params.dice_weight * dice_loss(logits, y)
-            if not math.isfinite(loss.item()):
-                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
-                                "lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            running += loss.item() * len(x)
-            n_seen += len(x)
-            yield Progress("train-seg", step, total,
-                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
-        if val_loader is not None:
-            record.update({f"val_{k}": v for k, v in
-                           evaluate_segmenter(model, val_loader, device, use_amp).items()})
-        history.append(record)
-        model.config = model.config.replace(extra={**model.config.extra, "history": history})
-        save_model(model, out)
-        save_train_state(spath, model, optimizer, epoch + 1,
-                         {"params": params.to_dict(), "history": history, "seed": params.seed})
-        info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-        yield Progress("train-seg", step, total, info)
-    return out
+    def seg_loss(logits, y):
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+        if bool((y == IGNORE).all()):
+            loss = logits.sum() * 0.0
+        if params.dice_weight > 0:
+            loss = loss + params.dice_weight * dice_loss(logits, y)
+        return loss
+
+    return (yield from fit_epochs(
+        "train-seg", model, train_set, params, optimizer, seg_loss, out=out, device=device,
+        use_amp=use_amp, start_epoch=start_epoch, history=history,
+        steps_per_epoch=steps_per_epoch,
+        evaluate=(lambda m: evaluate_segmenter(m, val_loader, device, use_amp))
+        if val_loader is not None else None,
+    ))
