@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..params import TrainClsParams
 from ._params import add_params_arguments, params_from_args
+from ._training import add_training_arguments, finish_training
 
 #: Microns per pixel of ``sample.synth`` tissue (its patches are cut at level 0).
 SYNTH_MPP = 0.5
@@ -24,28 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", nargs="?",
                    help="patch folder (with --synthetic: where generated patches are cached)")
-    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--csv", help="CSV of file,labels (paths relative to DATA_DIR)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from <out>.state.safetensors (left by an interrupted run)")
-    p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
-                   help="bad input files: skip them (report printed) or stop (default: skip)")
+    add_training_arguments(p)
     p.add_argument("--synthetic", type=int, metavar="N",
                    help="train on N generated patches (sample.synth, seeded by --seed)")
-    p.add_argument("--half", action="store_true", help="store the final weights as float16")
-    p.add_argument("--keep-state", action="store_true",
-                   help="keep <out>.state.safetensors after a finished run (default: removed)")
-    p.add_argument("--config", help="JSON/YAML file of training parameters")
     add_params_arguments(p, TrainClsParams)
     p.set_defaults(func=run)
 
 
 def synthetic_dir(n: int, seed: int, size: int = 224) -> Path:
     """Cache folder of generated patches (reused when the same N/seed are asked again)."""
-    import os
+    from ..cache import cache_dir
 
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsss-napari"
-    return base / f"synthetic-n{n}-s{seed}-{size}px"
+    return cache_dir(f"synthetic-n{n}-s{seed}-{size}px")
 
 
 def ensure_synthetic(folder: Path, n: int, seed: int, size: int = 224) -> Path:
@@ -68,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import run_to_end
     from ..train.cls import train_classifier
     from ..train.data import resolve_bad, scan_patches
-    from ..train.loop import state_path
 
     params = params_from_args(args, TrainClsParams)
     extra = {}
@@ -90,11 +80,4 @@ def run(args: argparse.Namespace) -> int:
         train_classifier(items, args.out, params, resume=args.resume, extra_meta=extra),
         show=True,
     )
-    if args.half:
-        from ..models.checkpoint import load_model, save_model
-
-        save_model(load_model(out), out, half=True)
-    if not args.keep_state:
-        state_path(out).unlink(missing_ok=True)
-    print(f"wrote {out}")  # noqa: T201
-    return 0
+    return finish_training(out, args)

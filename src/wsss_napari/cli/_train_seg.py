@@ -6,6 +6,7 @@ import argparse
 
 from ..params import TrainSegParams
 from ._params import add_params_arguments, params_from_args
+from ._training import add_training_arguments, finish_training
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,16 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder")
     p.add_argument("mask_dir", metavar="MASK_DIR", help="mask folder (palette/grey PNG, 0..3)")
-    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--csv", help="CSV of file,labels (paths relative to DATA_DIR)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from <out>.state.safetensors (left by an interrupted run)")
-    p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
-                   help="bad input files: skip them (report printed) or stop (default: skip)")
-    p.add_argument("--half", action="store_true", help="store the final weights as float16")
-    p.add_argument("--keep-state", action="store_true",
-                   help="keep <out>.state.safetensors after a finished run (default: removed)")
-    p.add_argument("--config", help="JSON/YAML file of training parameters")
+    add_training_arguments(p)
     add_params_arguments(p, TrainSegParams)
     p.set_defaults(func=run)
 
@@ -36,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..progress import run_to_end
     from ..train.data import resolve_bad, scan_patches
-    from ..train.loop import state_path
     from ..train.seg import train_segmenter
 
     params = params_from_args(args, TrainSegParams)
@@ -49,11 +40,4 @@ def run(args: argparse.Namespace) -> int:
                                      extra_meta={"data": str(args.data_dir),
                                                  "masks": str(args.mask_dir)}),
                      show=True)
-    if args.half:
-        from ..models.checkpoint import load_model, save_model
-
-        save_model(load_model(out), out, half=True)
-    if not args.keep_state:
-        state_path(out).unlink(missing_ok=True)
-    print(f"wrote {out}")  # noqa: T201
-    return 0
+    return finish_training(out, args)
