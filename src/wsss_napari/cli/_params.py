@@ -40,9 +40,10 @@ def add_params_arguments(parser: argparse.ArgumentParser, cls: type[ParamsBase],
             group.add_argument(flag, choices=[m.value for m in tp], **kw)
         elif typing.get_origin(tp) is tuple:
             inner = typing.get_args(tp)[0]
-            group.add_argument(flag, nargs="+", type=inner, **kw)
+            group.add_argument(flag, nargs="+", type=inner, metavar=f.name.upper(), **kw)
         else:
-            group.add_argument(flag, type=tp if tp in (int, float, str) else str, **kw)
+            group.add_argument(flag, type=tp if tp in (int, float, str) else str,
+                               metavar=f.name.upper(), **kw)
 
 
 def params_from_args(args: argparse.Namespace, cls: type[ParamsBase],
