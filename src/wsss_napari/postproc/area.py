@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..classes import BACKGROUND
+from ._fast import scratch
 from .background import background_score
 
 
@@ -33,9 +34,18 @@ def block_counts(labels: np.ndarray, n_labels: int, patch: int,
     else:  # pad to whole blocks with a value that is no label, so one reshape-sum counts all
         src = np.full((hp, wp), 255, np.uint8)
         src[pad_top:pad_top + h, pad_left:pad_left + w] = labels
+    import cv2
+
+    # per label: a 0/1 mask, its row sums within each block (one OpenCV reduce over the
+    # (rows x blocks, patch) view), then the block sums of those (4x less time than numpy)
+    src = np.ascontiguousarray(src)
+    mask = scratch("u8b", src.shape, np.uint8)
     counts = np.empty((n_labels, by, bx), np.int64)
     for c in range(n_labels):
-        counts[c] = (src == c).reshape(by, patch, bx, patch).sum(axis=(1, 3))
+        cv2.compare(src, c, cv2.CMP_EQ, mask)
+        cv2.bitwise_and(mask, 1, mask)
+        rows = cv2.reduce(mask.reshape(hp * bx, patch), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)
+        counts[c] = rows.reshape(by, patch, bx).sum(axis=1, dtype=np.int64)
     return counts, ry, rx
 
 

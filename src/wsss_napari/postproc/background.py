@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..classes import BACKGROUND
+from ._fast import scratch
 
 
 def allowed_classes(n_classes: int, scores=None, score_threshold: float = 0.0,
@@ -65,7 +66,7 @@ def foreground_argmax(cams: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray
     if idx.size == 1:
         return labels, first.copy()
     best = None  # the first max() writes a fresh array: no separate copy of channel idx[0]
-    wins = np.empty((h, w), np.uint8)
+    wins = scratch("u8b", (h, w), np.uint8)  # reused: a fresh 16 MB costs page faults
     for c in idx[1:]:
         ch = np.asarray(cams[c], dtype=np.float32)
         prev = first if best is None else best

@@ -7,6 +7,8 @@ glass, and small tissue specks on glass (dust) are.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import WsssError
@@ -37,10 +39,22 @@ def whiteness(image: np.ndarray, method: WhiteMethod | str) -> np.ndarray:
 def threshold_whiteness(white: np.ndarray, method: WhiteMethod | str,
                         threshold: float) -> np.ndarray:
     """Raw glass mask from a :func:`whiteness` channel (before small-region cleanup)."""
+    import cv2
+
     method = WhiteMethod(method)
-    if method is WhiteMethod.GREY:
-        return white > threshold  # grey level above the threshold
-    return white > 255.0 - threshold  # saturation below the threshold
+    # grey level above the threshold, or saturation below it
+    cut = float(threshold) if method is WhiteMethod.GREY else 255.0 - float(threshold)
+    white = np.asarray(white)
+    if white.dtype != np.uint8 or not math.isfinite(cut):
+        return white > cut
+    # integer levels: ``white > cut`` is ``white > floor(cut)``, one OpenCV pass writing 0 / 1
+    floor = math.floor(cut)
+    if floor < 0:
+        return np.ones(white.shape, bool)
+    if floor >= 255:
+        return np.zeros(white.shape, bool)
+    _, out = cv2.threshold(np.ascontiguousarray(white), floor, 1, cv2.THRESH_BINARY)
+    return out.view(bool)
 
 
 def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:

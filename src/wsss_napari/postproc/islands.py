@@ -41,7 +41,8 @@ def islands_in_normal(labels: np.ndarray, max_size: int) -> np.ndarray:
     if not pick.any():
         return labels
     to_normal = lookup(pick.astype(np.uint8) * np.uint8(NORMAL), ids, non_normal)  # 0 / 2
-    tumor_or_stroma = cv2.compare(labels, NORMAL, cv2.CMP_LT)  # TUMOR=0, STROMA=1
+    tumor_or_stroma = scratch("u8b", labels.shape, np.uint8)
+    cv2.compare(labels, NORMAL, cv2.CMP_LT, tumor_or_stroma)  # TUMOR=0, STROMA=1
     cv2.bitwise_and(to_normal, tumor_or_stroma, to_normal)
     return cv2.max(labels, to_normal)
 

@@ -57,12 +57,16 @@ def label_regions(labels: np.ndarray, n_labels: int = 4) -> Regions:
     """
     import cv2
 
-    ids = np.zeros(labels.shape, np.uint16)
+    ids = None
     mask = scratch("u8a", labels.shape, np.uint8)
     offset = 0
     for c in range(n_labels):
         cv2.compare(labels, c, cv2.CMP_EQ, mask)
         if not cv2.countNonZero(mask):
+            continue
+        if ids is None:  # the first label's components are the ids as they are (0 elsewhere)
+            n, ids = components(mask)
+            offset = n - 1
             continue
         n, comp = components(mask, "cc")
         if ids.dtype == np.uint16 and offset + n - 1 > MAX_U16:
@@ -70,6 +74,8 @@ def label_regions(labels: np.ndarray, n_labels: int = 4) -> Regions:
         depth = cv2.CV_16U if ids.dtype == np.uint16 else cv2.CV_32S
         cv2.add(comp, offset, ids, mask=mask, dtype=depth)
         offset += n - 1
+    if ids is None:  # an empty label map
+        ids = np.zeros(labels.shape, np.uint16)
     return Regions(ids, areas(ids, offset + 1), n_labels)
 
 
@@ -155,6 +161,32 @@ def _first_large(neighbours: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _nearest_neighbour(padded: np.ndarray, ppos: np.ndarray, wp: int,
+                       max_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest large neighbour's label (255: none) and its rank (0: a 4-neighbour,
+    1: only a diagonal one, 2: none) of each small pixel at ``ppos`` in the padded map
+    (``max_label``: the largest label in it other than 255)."""
+    sides = (-wp, -1, 1, wp)
+    diags = (-wp - 1, -wp + 1, wp - 1, wp + 1)
+    if max_label > 3:
+        side = _first_large([padded[ppos + o] for o in sides])
+        diag = _first_large([padded[ppos + o] for o in diags])
+        near = np.where(side < 255, side, diag)
+        return near, (side == 255).astype(np.uint8) + (near == 255)
+    # labels 0..3 fit in 2 bits: neighbour i (scan order, sides first) becomes 4 i + label,
+    # 255 (a small pixel) stays 255 under "| 4 i", so the minimum is the first large one
+    best = None
+    for i, o in enumerate(sides + diags):
+        v = padded[ppos + o]
+        v |= np.uint8(4 * i)
+        best = v if best is None else np.minimum(best, v, out=best)
+    none = best == 255
+    rank = (best >= 16).astype(np.uint8) + none
+    best &= np.uint8(3)
+    best[none] = 255
+    return best, rank
+
+
 def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int) -> np.ndarray:
     """Relabel regions smaller than ``min_region`` px by a vote of their nearest large regions.
 
@@ -189,10 +221,7 @@ def knn_relabel(labels: np.ndarray, regions: Regions, min_region: int, k: int) -
     padded = pad.reshape(-1)
     wp = w + 2
     ppos = pos + (pos // w) * 2 + wp + 1
-    side = _first_large([padded[ppos + o] for o in (-wp, -1, 1, wp)])
-    diag = _first_large([padded[ppos + o] for o in (-wp - 1, -wp + 1, wp - 1, wp + 1)])
-    near = np.where(side < 255, side, diag)
-    rank = (side == 255).astype(np.uint8) + (near == 255)  # 0: distance 1, 1: sqrt 2, 2: farther
+    near, rank = _nearest_neighbour(padded, ppos, wp, int(labels.max()))
     # regions with fewer than min(k, area) pixels next to a large region need farther votes
     adjacent = np.bincount(gid[rank < 2], minlength=n_ids)
     enclosed_lut = small_lut & (adjacent < np.minimum(k, area))
