@@ -23,7 +23,7 @@ from .. import WsssError
 from ..params import TrainClsParams
 from ..progress import Progress
 from . import augment as aug
-from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_items
+from .data import PatchDataset, PatchItem, resolve_bad, scan_patches
 from .loop import (
     autocast,
     epoch_rng,
@@ -31,8 +31,7 @@ from .loop import (
     load_train_state,
     make_loader,
     multilabel_metrics,
-    seed_everything,
-    setup_device,
+    prepare_training,
     state_path,
 )
 
@@ -213,25 +212,12 @@ def train_classifier(
     """
     import torch
 
-
     params = params or TrainClsParams()
     out = Path(out_path)
     items = _items_of(data, csv_path, on_bad)
-    if val_items is None:
-        train_items, val_items = split_items(items, params.val_fraction, params.seed)
-    else:
-        train_items, val_items = items, list(val_items)
-    seed_everything(params.seed)
-    device, use_amp = setup_device(params.device, params.amp)
-    mpp = params.mpp if params.mpp > 0 else None
-    model = build_cam_model(params, mpp=mpp)
-    extra = {"train": params.to_dict(), "n_train": len(train_items), "n_val": len(val_items),
-             **(extra_meta or {})}
-    model.config = model.config.replace(extra={**model.config.extra, **extra})
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    model.train()
+    train_items, val_items, model, device, use_amp = prepare_training(
+        params, items, val_items,
+        lambda p: build_cam_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
 
     labels = np.array([it.labels for it in train_items], dtype=np.float32)
     pw = torch.from_numpy(pos_weight(labels)).to(device)

@@ -248,3 +248,31 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
         info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
         yield Progress(stage, step, total, info)
     return out
+
+
+def prepare_training(params, items, val_items, build, extra_meta=None):
+    """Split, seed, choose the device and build the model, the same way for every trainer.
+
+    ``build(params)`` makes the model; its config records the parameters, the split sizes and
+    ``extra_meta``. Returns ``(train_items, val_items, model, device, use_amp)`` with the model
+    on the device in training mode.
+    """
+    import torch
+
+    from .data import split_items
+
+    if val_items is None:
+        train_items, val_items = split_items(items, params.val_fraction, params.seed)
+    else:
+        train_items, val_items = items, list(val_items)
+    seed_everything(params.seed)
+    device, use_amp = setup_device(params.device, params.amp)
+    model = build(params)
+    extra = {"train": params.to_dict(), "n_train": len(train_items), "n_val": len(val_items),
+             **(extra_meta or {})}
+    model.config = model.config.replace(extra={**model.config.extra, **extra})
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    return train_items, val_items, model, device, use_amp

@@ -21,15 +21,14 @@ from .. import WsssError
 from ..params import TrainSegParams
 from ..progress import Progress
 from . import augment as aug
-from .data import PatchDataset, PatchItem, resolve_bad, scan_patches, split_items
+from .data import PatchDataset, PatchItem, resolve_bad, scan_patches
 from .loop import (
     autocast,
     epoch_rng,
     fit_epochs,
     load_train_state,
     make_loader,
-    seed_everything,
-    setup_device,
+    prepare_training,
     state_path,
 )
 
@@ -159,7 +158,6 @@ def train_segmenter(
     import torch
     from torch.nn import functional as F
 
-
     params = params or TrainSegParams()
     out = Path(out_path)
     if isinstance(data, (str, Path)) or mask_dir is not None:
@@ -173,20 +171,9 @@ def train_segmenter(
         items = list(data)
         if not items or any(it.mask_path is None for it in items):
             raise WsssError("segmentation training needs a mask for every patch")
-    if val_items is None:
-        train_items, val_items = split_items(items, params.val_fraction, params.seed)
-    else:
-        train_items, val_items = items, list(val_items)
-    seed_everything(params.seed)
-    device, use_amp = setup_device(params.device, params.amp)
-    model = build_seg_model(params, mpp=params.mpp if params.mpp > 0 else None)
-    extra = {"train": params.to_dict(), "n_train": len(train_items), "n_val": len(val_items),
-             **(extra_meta or {})}
-    model.config = model.config.replace(extra={**model.config.extra, **extra})
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    model.train()
+    train_items, val_items, model, device, use_amp = prepare_training(
+        params, items, val_items,
+        lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9,
                                 weight_decay=1e-4)
     train_set = SegTrainSet(train_items, params)
