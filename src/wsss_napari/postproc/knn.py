@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._fast import MAX_U16, areas, components, lookup, scratch
+from ._fast import MAX_U16, areas, lookup, scratch
 
 #: Largest margin (px) around an enclosed small region searched for large-region pixels.
 MARGIN = 64
@@ -49,34 +49,22 @@ class Regions:
 
 
 def label_regions(labels: np.ndarray, n_labels: int = 4) -> Regions:
-    """Connected regions of every label value (one ``cv2.connectedComponents`` each).
+    """Connected regions of every label value at once (one multi-label labelling).
 
-    Label ``c``'s components land in ``ids`` shifted past the previous labels' (a masked
-    OpenCV add). ``ids`` stay uint16 (half the bytes of every pass, areas by ``calcHist``)
-    until the running total passes 65535 regions.
+    ``cc3d`` labels all values in one pass (62 ms at 4096^2 against 4 x 30 ms of binary
+    ``cv2.connectedComponents`` plus 3 x 14 ms of masked adds to merge their ids, measured).
+    It skips value 0, so the labels are shifted by one first. ``ids`` become uint16 (half the
+    bytes of every later pass, areas by ``calcHist``) unless there are more than 65535 regions.
     """
+    import cc3d
     import cv2
 
-    ids = None
-    mask = scratch("u8a", labels.shape, np.uint8)
-    offset = 0
-    for c in range(n_labels):
-        cv2.compare(labels, c, cv2.CMP_EQ, mask)
-        if not cv2.countNonZero(mask):
-            continue
-        if ids is None:  # the first label's components are the ids as they are (0 elsewhere)
-            n, ids = components(mask)
-            offset = n - 1
-            continue
-        n, comp = components(mask, "cc")
-        if ids.dtype == np.uint16 and offset + n - 1 > MAX_U16:
-            ids = ids.astype(np.int32)
-        depth = cv2.CV_16U if ids.dtype == np.uint16 else cv2.CV_32S
-        cv2.add(comp, offset, ids, mask=mask, dtype=depth)
-        offset += n - 1
-    if ids is None:  # an empty label map
-        ids = np.zeros(labels.shape, np.uint16)
-    return Regions(ids, areas(ids, offset + 1), n_labels)
+    shifted = cv2.add(np.ascontiguousarray(labels), 1)  # 255 saturates: not a label value
+    ids, n = cc3d.connected_components(shifted, connectivity=8, return_N=True)
+    ids = ids.astype(np.uint16 if n <= MAX_U16 else np.int32)
+    if int(labels.max(initial=0)) >= n_labels:  # other values are no region (id 0)
+        ids[labels >= n_labels] = 0
+    return Regions(ids, areas(ids, int(n) + 1), n_labels)
 
 
 def _vote(gid: np.ndarray, rank_key: np.ndarray, vote: np.ndarray, k: int, n_labels: int,
