@@ -111,7 +111,7 @@ def base_labels(fg_labels: np.ndarray, maxcam: np.ndarray, exponent: float,
     """argmax over [classes..., background]: BACKGROUND where ``maxcam < m*(y)`` or forced.
 
     ``forced_background``: bool, or uint8 with nonzero = forced. As BACKGROUND is the largest
-    label, "set to background" is ``max(labels, 3 * mask)``: two uint8 passes, no boolean
+    label, "set to background" is ``max(labels, 3 * mask)``: uint8 passes, no boolean
     indexing.
     """
     import cv2
@@ -120,19 +120,49 @@ def base_labels(fg_labels: np.ndarray, maxcam: np.ndarray, exponent: float,
     c32 = np.float32(cutoff)
     op = cv2.CMP_LE if float(c32) < cutoff else cv2.CMP_LT
     bg = cv2.compare(np.asarray(maxcam, np.float32), float(c32), op)
-    if forced_background is not None:
-        cv2.bitwise_or(bg, _nonzero255(forced_background), bg)
     cv2.min(bg, BACKGROUND, bg)
-    return cv2.max(fg_labels, bg)
+    out = cv2.max(fg_labels, bg)
+    return out if forced_background is None else \
+        with_background(out, background_code(forced_background), out)
+
+
+def background_code(*masks: np.ndarray | None) -> np.ndarray | None:
+    """uint8: BACKGROUND where any mask (bool, or nonzero uint8) is set, else 0; None if no mask.
+
+    The form :func:`with_background` takes: computed once per glass setting, it makes
+    forcing background one ``max`` pass.
+    """
+    import cv2
+
+    code = None
+    for mask in masks:
+        if mask is None:
+            continue
+        m = _nonzero255(mask)
+        code = m if code is None else cv2.bitwise_or(code, m, code)
+    return None if code is None else cv2.min(code, BACKGROUND, code)
+
+
+def with_background(labels: np.ndarray, code: np.ndarray | None,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` with BACKGROUND where the :func:`background_code` ``code`` says so.
+
+    ``out``: where to write (may be ``labels``); None: a fresh array.
+    """
+    import cv2
+
+    if code is None:
+        if out is None:
+            return labels.copy()
+        if out is not labels:
+            np.copyto(out, labels)
+        return out
+    return cv2.max(labels, code) if out is None else cv2.max(labels, code, out)
 
 
 def force_background(labels: np.ndarray, forced: np.ndarray | None) -> np.ndarray:
     """A copy of ``labels`` with BACKGROUND where ``forced`` (bool or nonzero uint8) is set."""
-    import cv2
-
-    if forced is None:
-        return labels.copy()
-    return cv2.max(labels, cv2.min(_nonzero255(forced), BACKGROUND))
+    return with_background(labels, None if forced is None else background_code(forced))
 
 
 def _nonzero255(mask: np.ndarray) -> np.ndarray:

@@ -31,7 +31,13 @@ from ..classes import BACKGROUND
 from ..params import PostprocParams, WhiteMethod
 from ._fast import release_scratch
 from .area import min_area_rule
-from .background import allowed_classes, base_labels, force_background, foreground_argmax
+from .background import (
+    allowed_classes,
+    background_code,
+    base_labels,
+    foreground_argmax,
+    with_background,
+)
 from .glass import remove_small, threshold_whiteness, whiteness
 from .islands import islands_in_normal, small_normal_to_stroma
 from .knn import knn_relabel, label_regions
@@ -249,14 +255,17 @@ class LiveTuner:
         k_allowed = tuple(allowed.tolist())
         fg, maxcam = self._cached("fg", k_allowed, lambda: foreground_argmax(self.cams, allowed))
         checkpoint()
-        glass = self._glass(p, scale)
-        forced = glass
-        if self.background is not None:
-            forced = self.background if glass is None else (glass | self.background)
         k_glass = (p.white_method, p.white_threshold, _area_px(p.white_min_size, scale))
+        forced = self._cached("forced", k_glass, lambda: background_code(
+            self._glass(p, scale), self.background))
         checkpoint()
         k_base = (k_allowed, k_glass, p.bg_exponent)
-        lab = self._cached("base", k_base, lambda: base_labels(fg, maxcam, p.bg_exponent, forced))
+
+        def base() -> np.ndarray:
+            out = base_labels(fg, maxcam, p.bg_exponent)
+            return with_background(out, forced, out)
+
+        lab = self._cached("base", k_base, base)
         checkpoint()
         patch = max(2, round(p.area_patch / scale))
         k_area = (k_base, patch, p.min_area_pct)
@@ -275,7 +284,7 @@ class LiveTuner:
             checkpoint()
             lab = self._cached("knn", (k_isl, min_region, p.knn_k),
                                lambda: knn_relabel(lab, regions, min_region, p.knn_k))
-        return force_background(lab, forced)
+        return with_background(lab, forced)
 
 
 def _area_px(pixels: int, scale: int) -> int:
