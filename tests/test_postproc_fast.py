@@ -163,6 +163,23 @@ def test_reused_buffers_do_not_leak_between_sizes_or_tuners():
     np.testing.assert_array_equal(tuner.run(p), first_a)
 
 
+def test_clear_frees_the_glass_helper_threads_buffers_too():
+    """Glass detection runs on a helper thread; its reused buffers must go with clear()."""
+    from wsss_napari.postproc import _fast
+
+    rng = np.random.default_rng(3)
+    cams = rng.random((3, 96, 96)).astype(np.float32)
+    img = np.full((96, 96, 3), 150, np.uint8)
+    img[rng.random((96, 96)) < 0.2] = 240  # glass specks: remove_small labels them
+    scores = [0.9, 0.8, 0.7]
+    tuner = LiveTuner(cams, image=img, scores=scores)
+    first = tuner.run(PostprocParams(white_min_size=16))
+    assert any(pool for pool in _fast._pools.values())  # some thread kept buffers
+    tuner.clear()
+    assert not any(pool for pool in _fast._pools.values())
+    np.testing.assert_array_equal(tuner.run(PostprocParams(white_min_size=16)), first)
+
+
 def test_more_than_65535_components_fall_back_to_int32_ids():
     """uint16 ids (half the bytes, areas by calcHist) must not wrap on very speckled maps."""
     from skimage import morphology

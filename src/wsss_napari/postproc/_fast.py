@@ -12,11 +12,17 @@ each pass as narrow and cache-friendly as it can be:
   temporaries stay in cache (2x less time, measured).
 - a fresh 64 MB output costs ~15 ms of page faults per call; :func:`scratch` keeps one
   per-thread buffer per purpose, reused by the next call of the same shape.
+- labellings run on one core: :func:`in_background` runs the glass detection on a helper
+  thread beside the (all-core) class argmax, ~30 ms less of a cold 4096^2 chain (measured).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +37,35 @@ HIST_BAND_PX = 1 << 23
 MAX_U16 = 65535
 
 _local = threading.local()
+#: every live thread's scratch pool, so :func:`release_scratch` frees the helper's too
+_pools: dict[int, dict[str, np.ndarray]] = {}
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+class _Done:
+    """A result computed on the spot, with the ``Future.result`` interface."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+def in_background(fn: Callable[[], Any]) -> Future | _Done:
+    """Start ``fn()`` on one helper thread; ``.result()`` waits for its value.
+
+    For work that releases the GIL (OpenCV) and runs on one core, beside work that would
+    leave a core idle. Inside the helper thread itself (or on one core) ``fn`` runs now.
+    """
+    global _executor
+    if (os.cpu_count() or 1) < 2 or threading.current_thread().name.startswith("wsss-pp"):
+        return _Done(fn())
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(1, thread_name_prefix="wsss-pp")
+    return _executor.submit(fn)
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -41,6 +76,11 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
+        with _executor_lock:
+            alive = {t.ident for t in threading.enumerate()}
+            for ident in [i for i in _pools if i not in alive]:
+                del _pools[ident]  # a finished thread's buffers
+            _pools[threading.get_ident()] = pool
     buf = pool.get(name)
     if buf is None or buf.shape != tuple(shape) or buf.dtype != np.dtype(dtype):
         buf = pool[name] = np.empty(shape, dtype)
@@ -105,5 +145,11 @@ def lookup(lut: np.ndarray, ids: np.ndarray, out: np.ndarray | None = None) -> n
 
 
 def release_scratch() -> None:
-    """Free this thread's scratch buffers (:meth:`LiveTuner.clear` calls it)."""
-    _local.pool = {}
+    """Free every thread's scratch buffers (:meth:`LiveTuner.clear` calls it).
+
+    A buffer in use by a running call stays alive until that call returns; the next call
+    allocates afresh.
+    """
+    with _executor_lock:
+        for pool in _pools.values():
+            pool.clear()

@@ -29,7 +29,7 @@ import numpy as np
 from .. import WsssError
 from ..classes import BACKGROUND
 from ..params import PostprocParams, WhiteMethod
-from ._fast import release_scratch
+from ._fast import in_background, release_scratch
 from .area import min_area_rule
 from .background import (
     allowed_classes,
@@ -253,11 +253,15 @@ class LiveTuner:
         c = self.cams.shape[0]
         allowed = allowed_classes(c, self.scores, p.score_threshold, present)
         k_allowed = tuple(allowed.tolist())
-        fg, maxcam = self._cached("fg", k_allowed, lambda: foreground_argmax(self.cams, allowed))
-        checkpoint()
         k_glass = (p.white_method, p.white_threshold, _area_px(p.white_min_size, scale))
-        forced = self._cached("forced", k_glass, lambda: background_code(
-            self._glass(p, scale), self.background))
+        # glass detection (labellings: one core) runs beside the argmax
+        glass = in_background(lambda: self._cached("forced", k_glass, lambda: background_code(
+            self._glass(p, scale), self.background)))
+        try:
+            fg, maxcam = self._cached("fg", k_allowed,
+                                      lambda: foreground_argmax(self.cams, allowed))
+        finally:
+            forced = glass.result()  # also on error: nothing left writing the caches
         checkpoint()
         k_base = (k_allowed, k_glass, p.bg_exponent)
 
