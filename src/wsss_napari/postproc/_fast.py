@@ -8,8 +8,8 @@ each pass as narrow and cache-friendly as it can be:
   writes half the bytes (46 vs 64 ms at 4096^2) and areas come from ``cv2.calcHist`` on the
   uint16 image (~35 ms) instead of ``np.bincount`` (~80 ms: it first converts every id to a
   128 MB ``intp`` copy).
-- ``np.bincount`` (int32 ids) and ``np.take`` are done in bands of rows so their ``intp``
-  temporaries stay in cache (2x less time, measured).
+- ``np.bincount`` (int32 ids) is done in bands of rows so its ``intp`` temporaries stay in
+  cache (2x less time, measured); lookups ``lut[ids]`` are a compiled loop (``_kernels``).
 - a fresh 64 MB output costs ~15 ms of page faults per call; :func:`scratch` keeps one
   per-thread buffer per purpose, reused by the next call of the same shape.
 - labellings run on one core: :func:`in_background` runs the glass detection on a helper
@@ -28,9 +28,6 @@ import numpy as np
 
 #: Rows per band for the banded bincount of int32 ids.
 ROWS = 256
-#: Pixels per ``np.take`` band: its 1 MB ``intp`` index copy stays in L2 (24 vs 31 ms for
-#: 256-row bands at 4096^2, 63 ms for 1024-row ones).
-TAKE_BAND_PX = 1 << 17
 #: Pixels per ``calcHist`` band: float32 bin counts are exact up to 2^24.
 HIST_BAND_PX = 1 << 23
 #: Largest component count ``cv2.connectedComponents`` can give as CV_16U.
@@ -134,13 +131,14 @@ def areas(ids: np.ndarray, n: int) -> np.ndarray:
 
 
 def lookup(lut: np.ndarray, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``lut[ids]`` for int ids in ``0 .. lut.size - 1``, in bands of rows (uint8 lut)."""
+    """``lut[ids]`` for int ids in ``0 .. lut.size - 1`` (a compiled loop: no ``intp`` copy)."""
+    from ._kernels import take
+
     lut = np.ascontiguousarray(lut)
     if out is None:
         out = np.empty(ids.shape, lut.dtype)
-    rows = max(1, TAKE_BAND_PX // max(1, ids.shape[1]))
-    for y in range(0, ids.shape[0], rows):
-        np.take(lut, ids[y:y + rows], out=out[y:y + rows], mode="clip")
+    if ids.size and lut.size:
+        take(lut, ids, out)
     return out
 
 
