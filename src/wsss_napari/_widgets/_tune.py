@@ -73,6 +73,9 @@ class TuneWidget(QWidget):
         self._tuner_lock = threading.Lock()
         self._recompute_workers: set = set()
         self.params_source: Any = None  # the model whose recommended params the sliders hold
+        from ..postproc import warm_up
+
+        warm_up()  # compiles the post-processing loops before the first slider move
 
         self.cams_combo = LayerCombo(viewer, is_cam_layer,
                                      unique_by=lambda lyr: id(wsss_meta(lyr)["slide_cams"]))

@@ -3,6 +3,6 @@
 See ``docs/postprocessing.md`` for every rule, its parameters and measured speed.
 """
 
-from .pipeline import Cancelled, LiveTuner, postprocess
+from .pipeline import Cancelled, LiveTuner, postprocess, warm_up
 
-__all__ = ["Cancelled", "LiveTuner", "postprocess"]
+__all__ = ["Cancelled", "LiveTuner", "postprocess", "warm_up"]
