@@ -58,19 +58,23 @@ CPU_MS: list[float] = []
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-reference-above", type=int, default=8192)
     args = ap.parse_args()
 
     import cv2
 
     from wsss_napari.params import PostprocParams
-    from wsss_napari.postproc import LiveTuner, postprocess
+    from wsss_napari.postproc import LiveTuner, postprocess, warm_up
     from wsss_napari.postproc.reference import reference_postprocess
 
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"cores: {os.cpu_count()}  cv2 threads: {cv2.getNumThreads()}  "  # noqa: T201
           f"load: {os.getloadavg()[0]:.1f}\nuptime: {uptime}")
+    t0 = time.perf_counter()
+    warm_up(background=False)  # numba's compiled loops: compiled once, then loaded from disk
+    print(f"compiled loops ready in {time.perf_counter() - t0:.2f} s "  # noqa: T201
+          "(once per process; the tuning widget does it when it opens)")
     p = PostprocParams()
     for n in args.sizes:
         cams, img, scores = make_inputs(n)
