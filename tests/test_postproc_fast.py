@@ -194,7 +194,7 @@ def test_clear_frees_the_glass_helper_threads_buffers_too():
 
 
 def test_more_than_65535_components_fall_back_to_int32_ids():
-    """uint16 ids (half the bytes, areas by calcHist) must not wrap on very speckled maps."""
+    """uint16 ids (half the bytes of every pass) must not wrap on very speckled maps."""
     from skimage import morphology
 
     from wsss_napari.postproc._fast import areas, components
