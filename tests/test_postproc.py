@@ -237,6 +237,26 @@ def test_tuner_is_safe_from_threads():
     assert not errors
 
 
+def test_pixel_counts_are_model_pixels_whatever_the_map_resolution():
+    """A whole-slide map at 1/4 of the model's resolution (``out_stride`` 4): a 30-px speck
+    there is 480 model px, so ``min_region=200`` (model px) keeps it, and ``min_region=800``
+    removes it; at ``pixel_scale=1`` 200 would already remove it."""
+    cams = np.zeros((3, 60, 60), np.float32)
+    cams[STROMA] = 0.9
+    cams[NORMAL, 20:25, 20:26] = 1.0  # 30 px of normal inside stroma
+    p = PostprocParams(score_threshold=0, white_method="none", min_area_pct=0,
+                       island_rule=False, min_region=200)
+    speck = (slice(20, 25), slice(20, 26))
+    assert (postprocess(cams, p, pixel_scale=4)[speck] == NORMAL).all()
+    assert (postprocess(cams, p.replace(min_region=800), pixel_scale=4)[speck] == STROMA).all()
+    assert (postprocess(cams, p)[speck] == STROMA).all()
+    # a preview of a pixel_scale-4 tuner scales on top of it (2 x 4 model px per pixel)
+    tuner = LiveTuner(cams, pixel_scale=4)
+    assert (tuner.run(p.replace(min_region=100), downsample=2)[10:12, 10:13] == NORMAL).all()
+    with pytest.raises(WsssError, match="pixel_scale"):
+        LiveTuner(cams, pixel_scale=0)
+
+
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(WsssError, match="CAMs"):
         LiveTuner(np.zeros((5, 4, 4), np.float32))

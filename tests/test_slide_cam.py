@@ -99,6 +99,8 @@ def test_region_and_explicit_out(slide, model, tmp_path):
     res = run_to_end(slide_cams(slide, model, PARAMS, region=region, out=out))
     assert res.path == out and res.origin == (256.0, 512.0)
     assert res.raw.shape == (3, -(-300 // 8), -(-500 // 8))
+    # the maps' pixel size in model pixels, kept for the post-processing's pixel_scale
+    assert res.out_stride == PARAMS.out_stride == SlideCams.open(out).out_stride
     with pytest.raises(WsssError, match="another slide, model, region"):
         run_to_end(slide_cams(slide, model, PARAMS, region=(0, 0, 300, 500), out=out))
     with pytest.raises(WsssError, match="outside the slide"):

@@ -149,7 +149,11 @@ class CamParams(ParamsBase):
 
 @dataclass(frozen=True)
 class PostprocParams(ParamsBase):
-    """CAM -> pseudo-mask post-processing (see ``wsss_napari.postproc``)."""
+    """CAM -> pseudo-mask post-processing (see ``wsss_napari.postproc``).
+
+    Sizes in px are pixels at the model's resolution (its training patches'), whatever the
+    resolution of the maps they are applied to (``LiveTuner(pixel_scale=...)``).
+    """
 
     bg_exponent: float = _f(8.0, "y in the background channel (1 - max_c CAM)^y", (0.0, 128.0))
     score_threshold: float = _f(
@@ -161,22 +165,22 @@ class PostprocParams(ParamsBase):
         (0.0, 255.0),
     )
     white_min_size: int = _f(
-        64, "glass regions smaller than this (px) are not glass", (0, 1_000_000)
+        64, "glass regions smaller than this (model px) are not glass", (0, 1_000_000)
     )
-    area_patch: int = _f(256, "sub-patch size for the minimum-area rule (px)", (8, 8192))
+    area_patch: int = _f(256, "sub-patch size for the minimum-area rule (model px)", (8, 8192))
     min_area_pct: float = _f(
         5.0, "drop a class under this % of a sub-patch; 0 disables", (0.0, 50.0)
     )
     min_region: int = _f(
-        200, "regions smaller than this (px) are relabelled by kNN", (0, 1_000_000)
+        200, "regions smaller than this (model px) are relabelled by kNN", (0, 1_000_000)
     )
     knn_k: int = _f(8, "neighbours that vote when relabelling a small region", (1, 64))
     island_rule: bool = _f(True, "small tumor/stroma islands inside normal become normal")
     island_max_size: int = _f(
-        2000, "largest island (px) that the island rule turns into normal", (0, 1_000_000)
+        2000, "largest island (model px) that the island rule turns into normal", (0, 1_000_000)
     )
     normal_min_size: int = _f(
-        0, "normal regions smaller than this (px) become stroma; 0 disables", (0, 1_000_000)
+        0, "normal regions smaller than this (model px) become stroma; 0 disables", (0, 1_000_000)
     )
 
     def validate(self) -> None:

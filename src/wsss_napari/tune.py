@@ -38,6 +38,8 @@ class TuneSample:
         background: (H, W) background mask (nonzero = background) forced in the prediction.
         present: bool (C,) classes allowed, or None.
         name: for messages.
+        pixel_scale: model-resolution pixels per CAM pixel (whole-slide maps: their
+            ``out_stride``), so the found pixel-count parameters hold at any map resolution.
     """
 
     cams: np.ndarray
@@ -47,6 +49,7 @@ class TuneSample:
     background: np.ndarray | None = None
     present: np.ndarray | None = None
     name: str = ""
+    pixel_scale: float = 1.0
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _tuners(samples: list[TuneSample]) -> list[Any]:
             raise WsssError(f"ground truth {gt.shape} of sample {s.name or '?'} does not match "
                             f"its CAMs {tuple(np.shape(s.cams)[1:])}")
         out.append(LiveTuner(s.cams, image=s.image, scores=s.scores, background=s.background,
-                             present=s.present))
+                             present=s.present, pixel_scale=s.pixel_scale))
     return out
 
 

@@ -73,6 +73,12 @@ def test_cancel_aborts_the_cam_job(qtbot, viewer, small_slide, tiny_model_path):
     assert "CAM tumor" not in viewer.layers
 
 
+def cam_meta_out_stride(layer) -> int:
+    from wsss_napari._widgets._layers import wsss_meta
+
+    return wsss_meta(layer)["slide_cams"].out_stride
+
+
 def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
                                                       tiny_model_path):
     slide_layer = _open_slide(viewer, small_slide)
@@ -82,6 +88,8 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     layer = tune.mask_layer
     array = layer.data
     before = array.copy()
+    # the maps are at 1/out_stride of the model's resolution: pixel-count parameters scale
+    assert tune.tuner.pixel_scale == cam_meta_out_stride(tune.cams_combo.layer) > 1
 
     calls = []
     model = next(iter(cam.models.values()))[0]

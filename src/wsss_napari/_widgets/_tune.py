@@ -378,7 +378,7 @@ def _make_tuner(meta: dict):
     cams = meta["slide_cams"]
     origin = tuple(int(round(o / cams.downsample)) for o in cams.origin)
     return LiveTuner(np.asarray(cams.cams), image=_region_rgb(meta), scores=cams.scores,
-                     origin=origin)
+                     origin=origin, pixel_scale=cams.out_stride)
 
 
 def _region_rgb(meta: dict) -> np.ndarray | None:
@@ -415,5 +415,5 @@ def _fit_job(meta: dict, gt: np.ndarray, base: PostprocParams):
 
     cams = meta["slide_cams"]
     sample = tune.TuneSample(cams=np.asarray(cams.cams), gt=gt, image=_region_rgb(meta),
-                             scores=cams.scores)
+                             scores=cams.scores, pixel_scale=cams.out_stride)
     return (yield from tune.grid_search([sample], tune.default_grid(), base=base))

@@ -70,6 +70,8 @@ class SlideCams:
             2 glass, 0 not done).
         class_names: class of each channel.
         warnings: things the user should know (e.g. unknown mpp).
+        out_stride: model-resolution pixels per CAM pixel (``CamParams.out_stride``): the
+            ``pixel_scale`` of the post-processing on these maps.
     """
 
     cams: Any
@@ -84,6 +86,7 @@ class SlideCams:
     done: np.ndarray
     class_names: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
+    out_stride: int = 1
 
     @classmethod
     def open(cls, path: str | Path) -> SlideCams:
@@ -264,6 +267,7 @@ def _result(group: Any, path: Path) -> SlideCams:
         downsample=float(attrs["downsample"]), origin=tuple(float(v) for v in attrs["origin"]),
         path=path, level=int(attrs["level"]), tile_scores=tile_scores, done=done,
         class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
+        out_stride=int(attrs.get("params", {}).get("out_stride", 1)),
     )
 
 

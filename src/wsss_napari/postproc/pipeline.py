@@ -51,7 +51,7 @@ class Cancelled(Exception):  # noqa: N818 - reads as what happened
 
 def postprocess(cams: np.ndarray, params: PostprocParams, image: np.ndarray | None = None,
                 scores: np.ndarray | None = None, present: np.ndarray | None = None,
-                background: np.ndarray | None = None) -> np.ndarray:
+                background: np.ndarray | None = None, pixel_scale: float = 1.0) -> np.ndarray:
     """CAMs -> label mask (uint8 (H, W): 0 tumor, 1 stroma, 2 normal, 3 background).
 
     Args:
@@ -61,9 +61,10 @@ def postprocess(cams: np.ndarray, params: PostprocParams, image: np.ndarray | No
         scores: image-level class scores (C,) for ``score_threshold`` (skipped when None).
         present: bool (C,) classes known to be present (e.g. a training patch's labels).
         background: bool / 0-1 (H, W): forced background (the challenge's background mask).
+        pixel_scale: model-resolution pixels per CAM pixel (see :class:`LiveTuner`).
     """
     return LiveTuner(cams, image=image, scores=scores, background=background,
-                     present=present).run(params)
+                     present=present, pixel_scale=pixel_scale).run(params)
 
 
 _warm_lock = threading.Lock()
@@ -117,10 +118,16 @@ class LiveTuner:
         background: (H, W) forced-background mask (nonzero = background), or None.
         present: default ``present`` vector for :meth:`run` (bool (C,)), or None.
         origin: global (y, x) of pixel (0, 0), which anchors the area rule's sub-patch grid.
+        pixel_scale: model-resolution pixels per CAM pixel. The pixel-count parameters
+            (``area_patch``, ``min_region``, ``island_max_size``, ``normal_min_size``,
+            ``white_min_size``) are in pixels at the model's resolution (that of its training
+            patches), so they mean the same tissue area on any map: whole-slide maps are
+            stored at ``1 / CamParams.out_stride`` of it and pass ``out_stride`` here.
     """
 
     def __init__(self, cams: Any, image: Any = None, scores: Any = None, background: Any = None,
-                 present: Any = None, origin: tuple[int, int] = (0, 0)) -> None:
+                 present: Any = None, origin: tuple[int, int] = (0, 0),
+                 pixel_scale: float = 1.0) -> None:
         cams = np.asarray(cams)
         if cams.ndim != 3 or not 1 <= cams.shape[0] <= BACKGROUND:
             raise WsssError(f"CAMs must be (C, H, W) with 1 <= C <= 3, got shape {cams.shape}")
@@ -136,6 +143,9 @@ class LiveTuner:
             raise WsssError(f"{self.scores.size} scores given for {cams.shape[0]} CAM channels")
         self.present = present
         self.origin = (int(origin[0]), int(origin[1]))
+        self.pixel_scale = float(pixel_scale)
+        if not (math.isfinite(self.pixel_scale) and self.pixel_scale > 0):
+            raise WsssError(f"pixel_scale must be a positive number, not {pixel_scale!r}")
         self._lock = threading.RLock()
         self._cache: dict[str, tuple[Any, Any]] = {}
         self._glass_cache: dict[tuple, np.ndarray | None] = {}
@@ -222,7 +232,8 @@ class LiveTuner:
                 shrink(self.background.view(np.uint8) * np.uint8(255), cv2.INTER_AREA) > 127
             child = LiveTuner(cams, image=image, scores=self.scores, background=bg,
                               present=self.present,
-                              origin=(self.origin[0] // factor, self.origin[1] // factor))
+                              origin=(self.origin[0] // factor, self.origin[1] // factor),
+                              pixel_scale=self.pixel_scale)
             self._children[factor] = child
         return child
 
@@ -240,7 +251,8 @@ class LiveTuner:
                 image=None if self.image is None else self.image[ys, xs],
                 scores=self.scores,
                 background=None if self.background is None else self.background[ys, xs],
-                present=self.present, origin=(self.origin[0] + y0, self.origin[1] + x0))
+                present=self.present, origin=(self.origin[0] + y0, self.origin[1] + x0),
+                pixel_scale=self.pixel_scale)
             self._region_child = (key, child)
         return self._region_child[1]
 
@@ -252,7 +264,7 @@ class LiveTuner:
         self._cache[name] = (key, value)
         return value
 
-    def _glass(self, params: PostprocParams, scale: int) -> np.ndarray | None:
+    def _glass(self, params: PostprocParams, scale: float) -> np.ndarray | None:
         method = WhiteMethod(params.white_method)
         if self.image is None or method is WhiteMethod.NONE:
             return None
@@ -268,17 +280,17 @@ class LiveTuner:
                 threshold_whiteness(white, method, params.white_threshold), min_size)
         return self._glass_cache[key]
 
-    def _run_scaled(self, params: PostprocParams, present: Any, region: Any, scale: int,
+    def _run_scaled(self, params: PostprocParams, present: Any, region: Any, scale: float,
                     should_stop: Callable[[], bool] | None) -> np.ndarray:
         if region is not None:
             with self._lock:
                 child = self._cropped(region)
             return child._run_scaled(params, present, None, scale, should_stop)
-        with self._lock:
-            return self._chain(params, self.present if present is None else present, scale,
-                               should_stop or (lambda: False))
+        with self._lock:  # scale: model-resolution pixels per pixel of this run
+            return self._chain(params, self.present if present is None else present,
+                               scale * self.pixel_scale, should_stop or (lambda: False))
 
-    def _chain(self, p: PostprocParams, present: Any, scale: int,
+    def _chain(self, p: PostprocParams, present: Any, scale: float,
                should_stop: Callable[[], bool]) -> np.ndarray:
         def checkpoint() -> None:
             if should_stop():
@@ -323,6 +335,6 @@ class LiveTuner:
         return with_background(lab, forced)
 
 
-def _area_px(pixels: int, scale: int) -> int:
+def _area_px(pixels: int, scale: float) -> int:
     """A pixel-count parameter at a ``scale``-times coarser view."""
     return 0 if pixels <= 0 else max(1, round(pixels / (scale * scale)))
