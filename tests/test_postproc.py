@@ -257,6 +257,22 @@ def test_pixel_counts_are_model_pixels_whatever_the_map_resolution():
         LiveTuner(cams, pixel_scale=0)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (4, 1), (1, 4), (2, 2), (9, 1), (3, 5)])
+def test_tiny_maps_equal_the_reference(shape):
+    """A tiny region crop or preview: OpenCV reads a 1 x 1 or 4 x 1 image as a scalar."""
+    rng = np.random.default_rng(sum(shape))
+    cams = rng.random((3, *shape)).astype(np.float32)
+    img = rng.integers(150, 256, (*shape, 3)).astype(np.uint8)
+    for p in (PostprocParams(min_region=0, white_min_size=2, normal_min_size=3, area_patch=8,
+                             min_area_pct=30.0, score_threshold=0.0),
+              PostprocParams(min_region=0, bg_exponent=0.5, island_max_size=3)):
+        np.testing.assert_array_equal(postprocess(cams, p, image=img),
+                                      reference_postprocess(cams, p, image=img))
+    tuner = LiveTuner(cams, image=img, pixel_scale=4)
+    assert tuner.run(PostprocParams()).shape == shape
+    assert tuner.run(PostprocParams(), region=(0, 0, 1, 1)).shape == (1, 1)
+
+
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(WsssError, match="CAMs"):
         LiveTuner(np.zeros((5, 4, 4), np.float32))

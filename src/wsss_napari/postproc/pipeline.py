@@ -237,6 +237,21 @@ class LiveTuner:
             self._children[factor] = child
         return child
 
+    def _upsampled(self) -> LiveTuner:
+        """This tuner's inputs repeated 2 x 2 (for maps too small for OpenCV's scalar ops)."""
+        child = self._children.get(-2)
+        if child is None:
+            def up(a: Any) -> Any:
+                return None if a is None else np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
+
+            child = LiveTuner(np.repeat(np.repeat(self.cams, 2, axis=1), 2, axis=2),
+                              image=up(self.image), scores=self.scores,
+                              background=up(self.background), present=self.present,
+                              origin=(2 * self.origin[0], 2 * self.origin[1]),
+                              pixel_scale=self.pixel_scale)
+            self._children[-2] = child
+        return child
+
     def _cropped(self, region: tuple[int, int, int, int]) -> LiveTuner:
         y0, x0, y1, x1 = (int(v) for v in region)
         h, w = self.shape
@@ -286,6 +301,12 @@ class LiveTuner:
             with self._lock:
                 child = self._cropped(region)
             return child._run_scaled(params, present, None, scale, should_stop)
+        if self.shape[0] * self.shape[1] <= 4:
+            # OpenCV takes a 1 x 1 or 4 x 1 image for a scalar: run on a 2x nearest upsample
+            # (sizes scaled to match) and keep every other pixel
+            with self._lock:
+                child = self._upsampled()
+            return child._run_scaled(params, present, None, scale / 2, should_stop)[::2, ::2]
         with self._lock:  # scale: model-resolution pixels per pixel of this run
             return self._chain(params, self.present if present is None else present,
                                scale * self.pixel_scale, should_stop or (lambda: False))
