@@ -214,3 +214,11 @@ def test_more_than_65535_components_fall_back_to_int32_ids():
     np.testing.assert_array_equal(remove_small(mask, 2),
                                   morphology.remove_small_objects(mask, max_size=1,
                                                                   connectivity=2))
+
+
+def test_warm_up_runs_once_per_process():
+    from wsss_napari.postproc import warm_up
+
+    assert warm_up(background=False) is None  # waits for the compiled loops
+    thread = warm_up()
+    assert thread is warm_up() and not thread.is_alive()

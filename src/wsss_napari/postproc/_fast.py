@@ -11,7 +11,8 @@ each pass as narrow and cache-friendly as it can be:
 - a fresh 64 MB output costs ~15 ms of page faults per call; :func:`scratch` keeps one
   per-thread buffer per purpose, reused by the next call of the same shape.
 - labellings run on one core: :func:`in_background` runs the glass detection on a helper
-  thread beside the (all-core) class argmax, ~30 ms less of a cold 4096^2 chain (measured).
+  thread beside the class argmax and the background, ~45 ms less of a cold 4096^2 chain
+  (measured).
 """
 
 from __future__ import annotations

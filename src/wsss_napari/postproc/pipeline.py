@@ -75,30 +75,31 @@ def warm_up(background: bool = True) -> threading.Thread | None:
     """Compile (or load from numba's disk cache) the chain's compiled loops on a tiny input.
 
     The first run of the chain in a process otherwise waits for them: ~2 s the first time
-    ever, ~0.3 s when cached. The tuning widget calls this when it opens. Idempotent.
+    ever, ~0.3 s when cached. The tuning widget calls this when it opens. Idempotent: one
+    warm-up per process, on a daemon thread.
 
     Args:
-        background: run on a daemon thread (returned) instead of now.
+        background: return that thread at once; False: wait for it (returns None).
     """
     global _warm_thread
-
-    def work() -> None:
-        rng = np.random.default_rng(0)
-        cams = rng.random((3, 48, 48)).astype(np.float32)
-        image = np.full((48, 48, 3), 120, np.uint8)
-        image[:8] = 250  # some glass, so its rules run too
-        postprocess(cams, PostprocParams(area_patch=16, min_region=20, white_min_size=4),
-                    image=image, scores=np.ones(3))
-
     with _warm_lock:
-        if _warm_thread is not None:
-            return _warm_thread
-        _warm_thread = threading.Thread(target=work, name="wsss-warm-up", daemon=True)
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_work, name="wsss-warm-up", daemon=True)
+            _warm_thread.start()
+        thread = _warm_thread
     if background:
-        _warm_thread.start()
-        return _warm_thread
-    work()
+        return thread
+    thread.join()
     return None
+
+
+def _warm_work() -> None:
+    rng = np.random.default_rng(0)
+    cams = rng.random((3, 48, 48)).astype(np.float32)
+    image = np.full((48, 48, 3), 120, np.uint8)
+    image[:8] = 250  # some glass, so its rules run too
+    postprocess(cams, PostprocParams(area_patch=16, min_region=20, white_min_size=4),
+                image=image, scores=np.ones(3))
 
 
 class LiveTuner:
