@@ -154,7 +154,8 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
         return confs
 
     mask_dir = work / f"fold{fold}" / "pseudo"
-    run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params, post,
+    run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
+                                 tuned.best if args.pseudo_tuned else post,
                                  ignore_margin=args.ignore_margin))
     seg_items = [PatchItem(it.path, it.labels, mask_dir / (it.path.stem + ".png"))
                  for it in items]
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ignore-margin", type=float, default=0.0,
                     help="pseudo-mask pixels with a smaller CAM margin are ignored in stage 2")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
+    ap.add_argument("--pseudo-tuned", action="store_true",
+                    help="pseudo-masks with the tuned post-processing (default: the defaults)")
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cam-only", action="store_true",
