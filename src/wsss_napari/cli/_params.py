@@ -33,6 +33,7 @@ def add_params_arguments(parser: argparse.ArgumentParser, cls: type[ParamsBase],
             help_ += f" [{rng[0]:g}..{rng[1]:g}]"
         dflt = default.value if isinstance(default, StrEnum) else default
         help_ += f" (default: {dflt})"
+        help_ = help_.replace("%", "%%")  # argparse %-formats help texts ("5 %" is not a field)
         kw: dict[str, Any] = {"dest": f"{cls.key()}__{f.name}", "default": None, "help": help_}
         if tp is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
