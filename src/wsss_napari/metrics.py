@@ -103,8 +103,9 @@ def format_report(report: dict[str, Any], names: tuple[str, ...] = LABEL_NAMES) 
     lines.append(f"{'pixel accuracy':<30}{report['accuracy']:>8.4f}")
     lines.append("")
     lines.append("confusion (rows: ground truth, columns: prediction)")
-    cw = max(10, max(len(str(v)) for row in report["confusion"] for v in row) + 2)
-    lines.append(" " * width + "".join(f"{n[:cw - 1]:>{cw}}" for n in names))
+    cw = max(max(len(n) for n in names), *(len(str(v)) for row in report["confusion"]
+                                           for v in row)) + 2
+    lines.append(" " * width + "".join(f"{n:>{cw}}" for n in names))
     for n, row in zip(names, report["confusion"], strict=False):
         lines.append(f"{n:<{width}}" + "".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)
