@@ -111,6 +111,29 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     assert not (layer.data == 1).any()  # stroma suppressed
 
 
+def test_reset_and_undo_of_the_tuning_sliders(qtbot, viewer, small_slide, tiny_model_path):
+    slide_layer = _open_slide(viewer, small_slide)
+    _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+    start = tune.params
+    assert not tune.undo_button.isEnabled()
+    for name, value in (("bg_exponent", 0.5), ("min_region", 900)):
+        tune.form.controls[name].setValue(value)
+        tune.form.committed.emit()  # as on slider release
+    assert (tune.params.bg_exponent, tune.params.min_region) == (0.5, 900)
+    tune.reset()  # the model's recommendation, or the defaults: where the sliders started
+    assert tune.params == start and tune.undo_button.isEnabled()
+    tune.undo()
+    assert (tune.params.bg_exponent, tune.params.min_region) == (0.5, 900)
+    tune.undo()
+    assert tune.params.bg_exponent == 0.5 and tune.params.min_region == start.min_region
+    tune.undo()
+    assert tune.params == start and not tune.undo_button.isEnabled()
+    qtbot.waitUntil(lambda: not tune.busy and tune.mask_layer.metadata["wsss"]["postproc_params"]
+                    == start, timeout=30_000)
+
+
 def test_bad_file_is_one_notification_and_napari_keeps_running(viewer, tmp_path,
                                                                notifications, small_slide):
     bad = tmp_path / "broken.tif"

@@ -30,7 +30,9 @@ TUNE = {
     "(mean IoU) and set the sliders to them.",
     "load": "Load post-processing parameters from a JSON or YAML file.",
     "save": "Save the current post-processing parameters to a JSON file "
-    "(usable by 'wsss-napari predict --config').",
+    "(usable by 'wsss-napari predict --params').",
+    "reset": "Back to the parameters recommended by the maps' model (or the defaults).",
+    "undo": "Back to the parameters before the last change (sliders, reset, load, fit).",
 }
 
 REVIEW = {

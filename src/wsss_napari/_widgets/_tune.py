@@ -73,6 +73,8 @@ class TuneWidget(QWidget):
         self._tuner_lock = threading.Lock()
         self._recompute_workers: set = set()
         self.params_source: Any = None  # the model whose recommended params the sliders hold
+        self.history: list[PostprocParams] = []  # earlier committed parameters, for Undo
+        self._committed: PostprocParams | None = None
         from ..postproc import warm_up
 
         warm_up()  # compiles the post-processing loops before the first slider move
@@ -109,6 +111,13 @@ class TuneWidget(QWidget):
         save = QPushButton("Save…")
         save.setToolTip(tips.TUNE["save"])
         save.clicked.connect(self._on_save_clicked)
+        reset = QPushButton("Reset")
+        reset.setToolTip(tips.TUNE["reset"])
+        reset.clicked.connect(self.reset)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip(tips.TUNE["undo"])
+        self.undo_button.clicked.connect(self.undo)
+        self.undo_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.iou_label = QLabel("")
@@ -125,6 +134,8 @@ class TuneWidget(QWidget):
         file_row = QHBoxLayout()
         file_row.addWidget(load)
         file_row.addWidget(save)
+        file_row.addWidget(reset)
+        file_row.addWidget(self.undo_button)
         gt_form = QFormLayout()
         gt_form.addRow("Ground truth", self.gt_combo)
         layout = QVBoxLayout(self)
@@ -138,6 +149,7 @@ class TuneWidget(QWidget):
         layout.addWidget(self.iou_label)
         layout.addStretch(1)
         self._on_cams_changed()  # maps computed before this widget opened
+        self._committed = self.params
 
     # -------------------------------------------------------------------- typed state
 
@@ -149,7 +161,37 @@ class TuneWidget(QWidget):
     @params.setter
     def params(self, value: PostprocParams) -> None:
         self.form.params = value
+        self._remember()
         self.recompute(preview=False)
+
+    def reset(self) -> None:
+        """Sliders back to the recommendation of the maps' model (or the defaults); undoable."""
+        from ..models.checkpoint import recommended_postproc
+
+        layer = self.cams_combo.layer
+        model = None if layer is None else wsss_meta(layer).get("model")
+        try:
+            self.params = PostprocParams() if model is None else recommended_postproc(model)
+        except WsssError as err:
+            notify_error(err)
+
+    def undo(self) -> None:
+        """Sliders back to the parameters before the last committed change."""
+        if not self.history:
+            return
+        previous = self.history.pop()
+        self.form.params = previous
+        self._committed = previous
+        self.undo_button.setEnabled(bool(self.history))
+        self.recompute(preview=False)
+
+    def _remember(self) -> None:
+        """Keep the parameters that a committed change replaces (the last 50), for Undo."""
+        current = self.params
+        if self._committed is not None and current != self._committed:
+            self.history = [*self.history, self._committed][-50:]
+        self._committed = current
+        self.undo_button.setEnabled(bool(self.history))
 
     @property
     def present(self) -> tuple[bool, ...]:
@@ -292,6 +334,7 @@ class TuneWidget(QWidget):
             self.form.params = recommended_postproc(model)
         except WsssError as err:
             notify_error(err)
+        self._committed = self.form.params  # another model: a new starting point
 
     def _on_form_changed(self) -> None:
         self.timer.start()
@@ -301,6 +344,7 @@ class TuneWidget(QWidget):
 
     def _on_form_committed(self, *_: Any) -> None:
         self.timer.stop()
+        self._remember()
         self.recompute(preview=False)
 
     # -------------------------------------------------------------------- fit / files
