@@ -8,7 +8,12 @@ import pytest
 from wsss_napari.classes import BACKGROUND, NORMAL, STROMA, TUMOR
 from wsss_napari.params import PostprocParams
 from wsss_napari.postproc import LiveTuner, postprocess
-from wsss_napari.postproc.background import base_labels, force_background, foreground_argmax
+from wsss_napari.postproc.background import (
+    background_code,
+    base_labels,
+    foreground_argmax,
+    with_background,
+)
 from wsss_napari.postproc.glass import remove_small
 from wsss_napari.postproc.islands import islands_in_normal, small_normal_to_stroma
 from wsss_napari.postproc.knn import knn_relabel, label_regions
@@ -50,7 +55,7 @@ def test_base_labels_and_forced_background_accept_bool_and_uint8():
     expected[(mx < 0.5) | forced] = BACKGROUND
     for f in (forced, forced.astype(np.uint8), forced.astype(np.uint8) * 255):
         np.testing.assert_array_equal(base_labels(fg, mx, 1.0, f), expected)
-    out = force_background(fg, forced)
+    out = with_background(fg, background_code(forced))
     assert out is not fg and (out[forced] == BACKGROUND).all()
     assert (out[~forced] == fg[~forced]).all()
 

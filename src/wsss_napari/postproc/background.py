@@ -120,8 +120,9 @@ def base_labels(fg_labels: np.ndarray, maxcam: np.ndarray, exponent: float,
     bg = cv2.compare(np.asarray(maxcam, np.float32), float(c32), op)
     cv2.min(bg, BACKGROUND, bg)
     out = cv2.max(fg_labels, bg)
-    return out if forced_background is None else \
-        with_background(out, background_code(forced_background), out)
+    if forced_background is not None:
+        cv2.max(out, background_code(forced_background), out)
+    return out
 
 
 def background_code(*masks: np.ndarray | None) -> np.ndarray | None:
@@ -141,26 +142,11 @@ def background_code(*masks: np.ndarray | None) -> np.ndarray | None:
     return None if code is None else cv2.min(code, BACKGROUND, code)
 
 
-def with_background(labels: np.ndarray, code: np.ndarray | None,
-                    out: np.ndarray | None = None) -> np.ndarray:
-    """``labels`` with BACKGROUND where the :func:`background_code` ``code`` says so.
-
-    ``out``: where to write (may be ``labels``); None: a fresh array.
-    """
+def with_background(labels: np.ndarray, code: np.ndarray | None) -> np.ndarray:
+    """A copy of ``labels`` with BACKGROUND where the :func:`background_code` ``code`` says so."""
     import cv2
 
-    if code is None:
-        if out is None:
-            return labels.copy()
-        if out is not labels:
-            np.copyto(out, labels)
-        return out
-    return cv2.max(labels, code) if out is None else cv2.max(labels, code, out)
-
-
-def force_background(labels: np.ndarray, forced: np.ndarray | None) -> np.ndarray:
-    """A copy of ``labels`` with BACKGROUND where ``forced`` (bool or nonzero uint8) is set."""
-    return with_background(labels, None if forced is None else background_code(forced))
+    return labels.copy() if code is None else cv2.max(labels, code)
 
 
 def _nonzero255(mask: np.ndarray) -> np.ndarray:
