@@ -149,7 +149,7 @@ class LiveTuner:
             raise WsssError(f"pixel_scale must be a positive number, not {pixel_scale!r}")
         self._lock = threading.RLock()
         self._cache: dict[str, tuple[Any, Any]] = {}
-        self._glass_cache: dict[tuple, np.ndarray | None] = {}
+        self._forced_cache: dict[tuple | None, np.ndarray | None] = {}
         self._white_cache: dict[str, np.ndarray] = {}
         self._children: dict[int, LiveTuner] = {}
         self._region_child: tuple[Any, LiveTuner] | None = None
@@ -209,7 +209,7 @@ class LiveTuner:
         """Forget every cached intermediate (frees memory; the next run is a cold one)."""
         with self._lock:
             self._cache.clear()
-            self._glass_cache.clear()
+            self._forced_cache.clear()
             self._white_cache.clear()
             self._children.clear()
             self._region_child = None
@@ -280,21 +280,26 @@ class LiveTuner:
         self._cache[name] = (key, value)
         return value
 
-    def _glass(self, params: PostprocParams, scale: float) -> np.ndarray | None:
+    def _forced(self, params: PostprocParams, scale: float) -> np.ndarray | None:
+        """The :func:`background_code` of the glass and the explicit background mask.
+
+        Kept for the last 4 glass settings, so moving a glass slider back costs nothing.
+        """
         method = WhiteMethod(params.white_method)
-        if self.image is None or method is WhiteMethod.NONE:
-            return None
-        min_size = _area_px(params.white_min_size, scale)
-        key = (method.value, float(params.white_threshold), min_size)
-        if key not in self._glass_cache:
-            white = self._white_cache.get(method.value)
-            if white is None:
-                white = self._white_cache[method.value] = whiteness(self.image, method)
-            if len(self._glass_cache) >= 4:
-                self._glass_cache.pop(next(iter(self._glass_cache)))
-            self._glass_cache[key] = remove_small(
-                threshold_whiteness(white, method, params.white_threshold), min_size)
-        return self._glass_cache[key]
+        key = None if self.image is None or method is WhiteMethod.NONE else \
+            (method.value, float(params.white_threshold), _area_px(params.white_min_size, scale))
+        if key not in self._forced_cache:
+            glass = None
+            if key is not None:
+                white = self._white_cache.get(method.value)
+                if white is None:
+                    white = self._white_cache[method.value] = whiteness(self.image, method)
+                glass = remove_small(threshold_whiteness(white, method, params.white_threshold),
+                                     key[2])
+            if len(self._forced_cache) >= 4:
+                self._forced_cache.pop(next(iter(self._forced_cache)))
+            self._forced_cache[key] = background_code(glass, self.background)
+        return self._forced_cache[key]
 
     def _run_scaled(self, params: PostprocParams, present: Any, region: Any, scale: float,
                     should_stop: Callable[[], bool] | None) -> np.ndarray:
@@ -323,8 +328,7 @@ class LiveTuner:
         k_allowed = tuple(allowed.tolist())
         k_glass = (p.white_method, p.white_threshold, _area_px(p.white_min_size, scale))
         # glass detection (labellings: one core) runs beside the argmax and background
-        glass = in_background(lambda: self._cached("forced", k_glass, lambda: background_code(
-            self._glass(p, scale), self.background)))
+        glass = in_background(lambda: self._forced(p, scale))
         k_bg = (k_allowed, p.bg_exponent)
         try:
             fg, maxcam = self._cached("fg", k_allowed,
