@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import LABEL_NAMES
+from ..region import MaskGeometry
 
 #: Label value meaning "not edited" (the same as "unlabelled" in masks).
 UNEDITED = 255
@@ -112,6 +113,15 @@ class EditStore:
         self.slide_id: dict[str, Any] = dict(attrs["slide"])
         self.class_names: tuple[str, ...] = tuple(attrs["class_names"])
         self._lock = threading.RLock()
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        """Where :attr:`labels` lies on the slide: the whole slide (origin 0, 0) at
+        :attr:`downsample`, with the slide's mpp and file (what exports record)."""
+        mpp = self.slide_id.get("mpp")
+        return MaskGeometry(y=0, x=0, downsample=self.downsample,
+                            mpp=None if mpp is None else float(mpp),
+                            slide=str(self.slide_id.get("path") or self.slide_id.get("name", "")))
 
     # -- opening -------------------------------------------------------------------------
     @classmethod

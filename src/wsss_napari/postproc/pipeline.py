@@ -360,7 +360,8 @@ class LiveTuner:
         patch = max(2, round(p.area_patch / scale))
         k_area = (k_base, patch, p.min_area_pct)
         lab = self._cached("area", k_area, lambda: min_area_rule(
-            lab, self.cams, allowed, maxcam, p.bg_exponent, patch, p.min_area_pct, self._grid_origin))
+            lab, self.cams, allowed, maxcam, p.bg_exponent, patch, p.min_area_pct,
+            self._grid_origin))
         checkpoint()
         island = _area_px(p.island_max_size, scale) if p.island_rule else 0
         normal_min = _area_px(p.normal_min_size, scale)
