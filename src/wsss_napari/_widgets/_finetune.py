@@ -112,7 +112,7 @@ class FinetunePanel(QWidget):
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
             labels = np.where(painted | params.pseudo_elsewhere, layer.data, 255).astype(np.uint8)
-            image = region_rgb(meta["slide"], meta["downsample"], meta["origin"], labels.shape)
+            image = region_rgb(meta["slide"], meta["geometry"], labels.shape)
         except WsssError as err:
             notify_error(err)
             return None
@@ -217,6 +217,6 @@ def _finetune_job(meta: dict, image: np.ndarray, labels: np.ndarray, params: Fin
     model = meta["model"]
     result = yield from finetune(model, [(image, labels)], params, control=control)
     summary = result.summary(slides=[meta.get("source", "")],
-                             regions=[list(meta.get("origin", (0, 0)))])
+                             regions=[meta["geometry"].region(labels.shape).to_dict()])
     path = save_version(result.model, models_dir, getattr(model, "file_hash", ""), summary)
     return result.model, str(path)

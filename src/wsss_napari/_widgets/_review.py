@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import TUMOR
+from ..region import MaskGeometry, Region
 from . import _tooltips as tips
 from ._finetune import FinetunePanel
 from ._layers import WSSS, LayerCombo, field_of_view, install_lifecycle, labels_colormap, wsss_meta
@@ -50,7 +51,7 @@ def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None
     """The slide's edit store (created on first use) at the tissue map's resolution."""
     from ..corrections.store import EditStore, edits_path, slide_identity
 
-    slide, d = meta.get("slide"), float(meta.get("downsample", 1.0))
+    slide, d = meta.get("slide"), float(meta["geometry"].downsample)
     path = getattr(slide, "path", None)
     name = getattr(slide, "name", None) or meta.get("source", "slide")
     if project:
@@ -131,9 +132,10 @@ class ReviewWidget(QWidget):
             else None
         return lyr if lyr is not None and "region" in wsss_meta(lyr) else None
 
-    def edit_region(self, region: tuple[int, int, int, int] | None = None):
-        """Open the editable "Correction" layer for ``region`` ``(y, x, h, w)`` in map pixels
-        (default: the field of view, or the whole map when small); returns the layer."""
+    def edit_region(self, region: Region | None = None):
+        """Open the editable "Correction" layer over the map pixels that cover the level-0
+        ``region`` (default: the field of view, or the whole map when small); returns the
+        layer."""
         from ..corrections.store import Autosaver
 
         try:
@@ -141,11 +143,18 @@ class ReviewWidget(QWidget):
             if mask_layer is None:
                 raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
             meta = wsss_meta(mask_layer)
+            geo: MaskGeometry = meta["geometry"]
             full = mask_layer.data.shape[-2:]
             if region is None:
-                region = (0, 0, *full) if max(full) <= WHOLE_MAP_EDGE else \
-                    field_of_view(mask_layer)
-            y, x, h, w = region
+                fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
+                    field_of_view(mask_layer)  # in map pixels: the layer's data
+                y, x, h, w = int(fov.y), int(fov.x), int(fov.height), int(fov.width)
+            else:
+                ys, xs = geo.slices(region)
+                y, x = max(ys.start, 0), max(xs.start, 0)
+                h, w = min(ys.stop, full[0]) - y, min(xs.stop, full[1]) - x
+                if h <= 0 or w <= 0:
+                    raise WsssError(f"region {region.describe()} lies outside the tissue map")
             self._close_store()
             self._dirty = []
             self.store = open_edit_store(meta, full, self.project)
@@ -153,8 +162,7 @@ class ReviewWidget(QWidget):
         except WsssError as err:
             notify_error(err)
             return None
-        d = float(meta.get("downsample", 1.0))
-        oy, ox = (int(round(o / d)) for o in meta.get("origin", (0, 0)))
+        oy, ox = (int(round(v)) for v in self.store.geometry.from_level0(geo.y, geo.x))
         sy, sx = oy + y, ox + x  # region in store (slide-level map) pixels
         base = np.array(mask_layer.data[y:y + h, x:x + w], dtype=np.uint8)
         edits = self.store.read(sy, sx, h, w)
@@ -169,8 +177,7 @@ class ReviewWidget(QWidget):
             units=tuple(mask_layer.units)[-2:],
             colormap=labels_colormap(), opacity=0.7,
             metadata={WSSS: {**meta, "region": (y, x, h, w), "store_region": (sy, sx, h, w),
-                             "origin": (meta.get("origin", (0, 0))[0] + y * d,
-                                        meta.get("origin", (0, 0))[1] + x * d),
+                             "geometry": geo.crop(y, x),
                              "mask_layer": mask_layer.name, "edit_store": self.store}})
         layer.events.paint.connect(self._on_correction_paint)
         layer.events.set_data.connect(self._on_correction_set_data)
