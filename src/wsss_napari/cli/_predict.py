@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import WsssError
 from ..params import CamParams, PostprocParams
+from ..region import MaskGeometry
 from ._params import add_params_arguments, params_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -87,17 +88,12 @@ def find_match(folder: Path, image: Path, what: str) -> Path:
     raise WsssError(f"no {what} for '{image.name}' in '{folder}'")
 
 
-def write_palette_png(mask: np.ndarray, path: Path) -> None:
-    """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels)."""
-    from PIL import Image
+def write_palette_png(mask: np.ndarray, path: Path, geometry: MaskGeometry | None = None) -> None:
+    """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels) that carries its
+    geometry (default: the mask lies on the image of the same name, at its full size)."""
+    from ..io.export import write_label_png
 
-    from ..classes import palette_flat
-    from ..io.atomic import atomic_path
-
-    img = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
-    img.putpalette(palette_flat())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    write_label_png(mask, path, geometry or MaskGeometry(slide=path.name))
 
 
 def _has_flags(args: argparse.Namespace, cls: type) -> bool:
@@ -136,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         for i, f in enumerate(images):
             mask = predict_mask(model, read_rgb(f), cam, post,
                                 background=load_background(args.background_masks, f))
-            write_palette_png(mask, out / (f.stem + ".png"))
+            write_palette_png(mask, out / (f.stem + ".png"), MaskGeometry(slide=f.name))
             yield Progress("predict", i + 1, len(images), {"image": f.name})
 
     run_to_end(job(), show=True, desc="predict")
