@@ -1,0 +1,157 @@
+"""A region with a non-zero origin, exported in every format, lands on the slide's true pixels.
+
+The generated slide is not square and the region is off the diagonal (y 100, x 600), so a
+swapped origin puts the map where the truth differs: the checks compare each exported file,
+read back by level-0 coordinates only, with the synthetic truth at those coordinates, and
+also show that the transposed placement would fail them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss_napari.cli import main
+from wsss_napari.params import PostprocParams
+from wsss_napari.region import MaskGeometry, Region
+from wsss_napari.sample.synth import truth_under
+
+SEED, H, W = 4, 1024, 1536
+REGION = Region(y=100, x=600, height=300, width=300)
+#: Background only where glass is (the tiny random model's CAMs never win it): the map's
+#: glass follows the slide's pixels, which the truth knows.
+PARAMS = PostprocParams(bg_exponent=128.0, score_threshold=0.0, min_area_pct=0.0,
+                        min_region=0, island_rule=False)
+FORMATS = ("m.geojson", "m.ome.tif", "m.png", "m.csv")
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    from wsss_napari.sample.synth import write_pyramidal_tiff
+
+    return write_pyramidal_tiff(tmp_path_factory.mktemp("slide") / "s.tif", H, W, seed=SEED,
+                                tile=256, mpp=0.5)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from wsss_napari.models.checkpoint import save_model
+    from wsss_napari.models.config import ModelConfig
+    from wsss_napari.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="test_resnet", input_size=64, mpp=1.0))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(model.eval(), path)
+    return path
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def check_map(labels: np.ndarray, geometry: MaskGeometry) -> None:
+    """A map (label 3 = glass here) read back with its geometry matches the true glass."""
+    assert (geometry.y, geometry.x) == (REGION.y, REGION.x)
+    truth = truth_under(SEED, H, W, geometry, labels.shape)
+    assert iou(labels == 3, truth == 3) > 0.8
+    swapped = MaskGeometry(y=geometry.x, x=geometry.y, downsample=geometry.downsample)
+    assert iou(labels == 3, truth_under(SEED, H, W, swapped, labels.shape) == 3) < 0.3
+
+
+def check_geojson(path) -> None:
+    """Polygons rasterised at level-0 pixel centres over the region match the true tissue;
+    every polygon is valid (OGC)."""
+    import shapely
+    from shapely.geometry import shape
+
+    fc = json.loads(path.read_text())
+    geoms = [shape(f["geometry"]) for f in fc["features"]]
+    assert geoms and all(g.is_valid for g in geoms)
+    union = shapely.union_all(geoms)
+    ys, xs = np.mgrid[REGION.y:REGION.y1:2, REGION.x:REGION.x1:2] + 0.5
+    covered = shapely.contains_xy(union, xs, ys)
+    level0 = MaskGeometry(y=REGION.y, x=REGION.x, downsample=2)
+    truth = truth_under(SEED, H, W, level0, covered.shape)
+    assert iou(covered, truth != 3) > 0.8
+    swapped = MaskGeometry(y=REGION.x, x=REGION.y, downsample=2)
+    assert iou(covered, truth_under(SEED, H, W, swapped, covered.shape) != 3) < 0.5
+
+
+def check_export(path) -> None:
+    """Each format read back by its own geometry record (not by the writer's convention)."""
+    from wsss_napari.io.export import read_exported_mask, read_png_meta, read_rle_csv, sidecar_path
+
+    name = path.name
+    if name.endswith(".geojson"):
+        check_geojson(path)
+    elif name.endswith(".ome.tif"):
+        labels, meta = read_exported_mask(path)
+        check_map(labels, meta["geometry"])
+    elif name.endswith(".png"):
+        with Image.open(path) as im:
+            labels = np.asarray(im)
+        check_map(labels, read_png_meta(path)["geometry"])
+    else:  # the CSV has no room for it: its sidecar holds the geometry
+        (labels,) = read_rle_csv(path).values()
+        side = json.loads(sidecar_path(path).read_text())
+        check_map(labels, MaskGeometry.from_dict(side["params"]["export"]["geometry"]))
+
+
+def test_cli_cam_then_export_every_format_lands_on_the_true_pixels(slide_path, model_path,
+                                                                   tmp_path, capsys):
+    cams = tmp_path / "cams.zarr"
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"postproc": PARAMS.to_dict()}))
+    assert main(["cam", str(slide_path), "--model", str(model_path), "--out", str(cams),
+                 "--region", "100", "600", "300", "300", "--scales", "1", "--tile-size",
+                 "160", "--halo", "16", "--device", "cpu"]) == 0
+    for name in FORMATS:
+        assert main(["export", str(cams), "--out", str(tmp_path / name),
+                     "--params", str(params)]) == 0, capsys.readouterr().err
+        check_export(tmp_path / name)
+    out = capsys.readouterr().out
+    assert "post-processing: from" in out and "level-0 origin y 100 x 600" in out
+    # the exported map carries on: a PNG export re-exported as GeoJSON keeps its place
+    assert main(["export", str(tmp_path / "m.png"), "--out", str(tmp_path / "again.geojson")]) == 0
+    check_geojson(tmp_path / "again.geojson")
+    # without --params: the model's recommendation stored with the CAMs, else the defaults
+    assert main(["export", str(cams), "--out", str(tmp_path / "d.geojson")]) == 0
+    assert "post-processing: defaults" in capsys.readouterr().out
+
+
+def test_a_mask_without_geometry_is_exported_only_when_stated(tmp_path, capsys):
+    mask = np.full((40, 60), 3, np.uint8)  # background ...
+    mask[10:20, 30:50] = 1  # ... and one stroma rectangle
+    plain = tmp_path / "plain.png"
+    Image.fromarray(mask).save(plain)  # made elsewhere: no geometry
+    out = tmp_path / "m.geojson"
+    assert main(["export", str(plain), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not say where it lies" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main(["export", str(plain), "--out", str(out), "--downsample", "4",
+                 "--region-origin", "100", "600"]) == 0
+    fc = json.loads(out.read_text())
+    xs, ys = zip(*[p for f in fc["features"] for p in f["geometry"]["coordinates"][0]],
+                 strict=True)
+    assert (min(xs), max(xs), min(ys), max(ys)) == (600 + 30 * 4, 600 + 50 * 4,
+                                                    100 + 10 * 4, 100 + 20 * 4)
+    assert fc["wsss_napari"]["geometry"] == {"y": 100, "x": 600, "downsample": 4, "mpp": None,
+                                             "slide": ""}
+    assert main(["export", str(plain), "--out", str(tmp_path / "l0.geojson"),
+                 "--assume-level0"]) == 0
+    # a mask that knows its place refuses another one; the old --origin X Y is gone
+    assert main(["export", str(out), "--out", str(tmp_path / "x.geojson")]) == 2  # not a mask
+    capsys.readouterr()
+    png = tmp_path / "placed.png"
+    assert main(["export", str(plain), "--out", str(png), "--downsample", "4"]) == 0
+    assert main(["export", str(png), "--out", str(tmp_path / "y.geojson"),
+                 "--downsample", "2"]) == 2
+    assert "drop the geometry flags" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(png), "--out", str(tmp_path / "z.geojson"), "--origin", "1", "2"])
