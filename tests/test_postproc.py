@@ -21,8 +21,8 @@ from wsss_napari.postproc.background import (
 from wsss_napari.postproc.glass import glass_mask
 from wsss_napari.postproc.islands import islands_in_normal, small_normal_to_stroma
 from wsss_napari.postproc.knn import knn_relabel, label_regions
-from wsss_napari.region import MaskGeometry, Region
 from wsss_napari.postproc.reference import reference_postprocess
+from wsss_napari.region import MaskGeometry, Region
 
 #: Every rule off: the chain is the plain argmax with the background channel.
 PLAIN = PostprocParams(white_method="none", min_area_pct=0.0, min_region=0, island_rule=False,
