@@ -100,6 +100,8 @@ def test_every_exported_feature_is_valid_at_every_simplification(tmp_path, group
             assert g.bounds[0] >= 3000 and g.bounds[1] >= 1000  # level-0 (x, y) frame
 
 
+@pytest.mark.shared
+@pytest.mark.slow
 def test_real_cmu1_map_polygons_are_valid(shared_slides, tmp_path):
     """CAMs of a CMU-1 region with the default model, post-processed with its recommended
     parameters and exported: every polygon valid, areas = pixel counts."""
@@ -119,8 +121,9 @@ def test_real_cmu1_map_polygons_are_valid(shared_slides, tmp_path):
     torch.set_num_threads(2)
     model = load_model("default")
     with Slide.open(path) as slide:
-        cams = run_to_end(slide_cams(slide, model, CamParams(device="cpu", scales=(1.0,)),
-                                     region=Region(y=700, x=900, height=512, width=768),
+        params = CamParams(device="cpu", scales=(1.0,), tile_size=256, halo=32)
+        cams = run_to_end(slide_cams(slide, model, params,
+                                     region=Region(y=700, x=900, height=256, width=512),
                                      out=tmp_path / "cams.zarr"))
         mask, geo = slide_mask(cams, slide=slide)
     assert (geo.y, geo.x) == (700, 900) and len(np.unique(mask)) > 1
