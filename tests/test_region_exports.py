@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from wsss_napari.cli import main
-from wsss_napari.params import PostprocParams
+from wsss_napari.params import CamParams, ExportFormat, PostprocParams
 from wsss_napari.region import MaskGeometry, Region
 from wsss_napari.sample.synth import truth_under
 
@@ -155,3 +155,56 @@ def test_a_mask_without_geometry_is_exported_only_when_stated(tmp_path, capsys):
     assert "drop the geometry flags" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(png), "--out", str(tmp_path / "z.geojson"), "--origin", "1", "2"])
+
+
+@pytest.mark.gui
+def test_widgets_and_file_save_place_a_region_on_the_true_pixels(make_napari_viewer, qtbot,
+                                                                 slide_path, model_path,
+                                                                 tmp_path, monkeypatch):
+    """The same region through the GUI: a Shapes ROI -> CAM widget -> tuning widget -> the
+    Export widget (every format) and File > Save (napari's writer)."""
+    pytest.importorskip("napari")
+    import timm  # noqa: F401 - before napari's OpenGL (see tests/_widgets/conftest.py)
+
+    monkeypatch.setenv("WSSS_CACHE_DIR", str(tmp_path / "cache"))
+    viewer = make_napari_viewer(show=False)
+    (slide_layer,) = viewer.open(str(slide_path), plugin="wsss-napari")
+    y0, x0, y1, x1 = REGION.y, REGION.x, REGION.y1, REGION.x1
+    roi = viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])],
+                            shape_type="rectangle", scale=slide_layer.scale[-2:],
+                            translate=slide_layer.translate[-2:], name="ROI")
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    _, export = viewer.window.add_plugin_dock_widget("wsss-napari", "Export")
+    cam.model_source = str(model_path)
+    cam.region_mode = "Shapes ROI"
+    cam.shapes_combo.layer = roi
+    cam.params = CamParams(scales=(1.0,), tile_size=160, halo=16, device="cpu")
+    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
+        pass
+    assert cam.last_result.region == REGION
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+    tune.params = PARAMS
+    qtbot.waitUntil(lambda: not tune.busy and tune.mask_layer.metadata["wsss"][
+        "postproc_params"] == PARAMS, timeout=30_000)
+    mask_layer = tune.mask_layer
+    geo = mask_layer.metadata["wsss"]["geometry"]
+    check_map(np.asarray(mask_layer.data), geo)
+    # shown where it lies: map pixel (0, 0) sits on the level-0 centre of its 8 x 8 block
+    centre = (y0 + (geo.downsample - 1) / 2, x0 + (geo.downsample - 1) / 2)
+    np.testing.assert_allclose(mask_layer.data_to_world((0, 0)),
+                               slide_layer.data_to_world(centre))
+
+    export.mask_combo.layer = mask_layer
+    export.folder = tmp_path / "out"
+    export.name_edit.setText("m")
+    export.formats = tuple(ExportFormat)
+    with qtbot.waitSignal(export.export().finished, timeout=60_000):
+        pass
+    for name in FORMATS:
+        check_export(tmp_path / "out" / name)
+    for name in FORMATS:  # File > Save Selected Layers, through the plugin's writer
+        path = tmp_path / "saved" / name
+        path.parent.mkdir(exist_ok=True)
+        assert mask_layer.save(str(path), plugin="wsss-napari")
+        check_export(path)
