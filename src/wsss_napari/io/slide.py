@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -617,13 +619,22 @@ def _open_image(p: Path) -> Slide:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big, not absurd
+            im = Image.open(p)
+        with im:
+            if im.mode in ("LA", "La"):  # grey + alpha: 2 channels, refused as documented
+                _check_layout(p.name, np.dtype(np.uint8), 2)
             im.load()
-            if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "1"):
                 im = im.convert("RGBA" if "A" in im.mode else "RGB")
             arr = np.asarray(im)
     except UnidentifiedImageError as err:
         raise SlideError(f"'{p}' is not a readable PNG/JPEG image") from err
+    except Image.DecompressionBombError as err:
+        raise SlideError(f"'{p}' is too large for a PNG/JPEG slide ("
+                         + " > ".join(f"{int(n):,}" for n in re.findall(r"\d+", str(err))[:2])
+                         + " pixels): convert it to a tiled TIFF pyramid first") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise SlideError(
             f"'{p}' cannot be read: {err}. The file may be damaged or truncated"
