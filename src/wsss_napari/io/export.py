@@ -643,7 +643,8 @@ def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as err:  # noqa: BLE001 - any zarr failure means "not a mask zarr"
-        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store: {err}") from err
+        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store "
+                        "(no zarr metadata inside)") from err
     if isinstance(node, zarr.Group) and node.attrs.get("format") == FORMAT:
         store = EditStore.open(p, read_only=True)
         meta = {"downsample": store.downsample, "class_names": list(store.class_names)}
