@@ -263,8 +263,9 @@ class EditStore:
             y, x: top-left corner of the region in mask pixels.
             labels: ``uint8 (h, w)`` labels of the region.
             edited_mask: ``bool (h, w)``, which pixels to write; default ``labels != 255``.
-                Pixels outside it keep their stored value (so ``255`` never erases an edit;
-                use :meth:`clear` for that).
+                Pixels outside it keep their stored value. A ``255`` inside it forgets the
+                edit there (what the review widget's eraser does); :meth:`clear` also resets
+                the tile's edit time.
 
         Returns:
             The number of pixels written.
