@@ -187,6 +187,24 @@ def test_absurd_png_size(capsys, tmp_path):
     one_line_error(rc, err, "too large", "10,000,000,000")
 
 
+def test_truncated_slide_opened_in_napari_is_one_notification(tmp_path, slide_tif):
+    from napari.components import ViewerModel
+    from napari.utils.notifications import notification_manager
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()  # a Viewer discovers plugins; a ViewerModel does not
+    if "wsss-napari" not in pm._manifests:
+        pm.discover()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(slide_tif.read_bytes()[: slide_tif.stat().st_size // 2])
+    viewer = ViewerModel()
+    seen = len(notification_manager.records)
+    viewer.open(str(cut), plugin="wsss-napari")
+    messages = [str(n.message) for n in notification_manager.records[seen:]]
+    assert len(messages) == 1 and "cut.tif" in messages[0] and "truncated" in messages[0]
+    assert "\n" not in messages[0] and len(viewer.layers) == 0
+
+
 # ========== masks given to export
 
 def test_rgb_photo_given_as_a_mask(capsys, tmp_path):
@@ -230,6 +248,17 @@ def test_missing_mask_and_folder_that_is_no_zarr(capsys, tmp_path, images):
     one_line_error(rc, err, "mask not found")
     rc, _, err = cli(capsys, "export", images, "--out", tmp_path / "m.png")
     one_line_error(rc, err, "not a zarr mask or edit store")
+    nothing_left(tmp_path, "m.png")
+
+
+def test_edit_store_of_the_old_format(capsys, tmp_path):
+    from wsss_napari.corrections.store import EditStore
+
+    store = EditStore.open_or_create(tmp_path / "edits.zarr", "case", (64, 64), 4.0, tile=32)
+    store.write(0, 0, np.zeros((8, 8), np.uint8))
+    store._group.attrs["format_version"] = 1  # as the eraser-saves-tumor version wrote it
+    rc, _, err = cli(capsys, "export", tmp_path / "edits.zarr", "--out", tmp_path / "m.png")
+    one_line_error(rc, err, "has format 1", "eraser", "upgrade_store")
     nothing_left(tmp_path, "m.png")
 
 
