@@ -405,6 +405,19 @@ def test_cam_region_outside_the_slide(capsys, tmp_path, tiny_model, slide_tif):
     nothing_left(tmp_path, "c.zarr", "c.zarr.run.json")
 
 
+def test_cam_of_a_slide_without_mpp_warns_once(capsys, caplog, tmp_path, tiny_model):
+    from wsss_napari.sample.synth import make_tissue
+
+    p = tmp_path / "no-mpp.png"  # a PNG states no microns per pixel
+    Image.fromarray(make_tissue(128, 128, seed=5)[0]).save(p)
+    rc, out, err = cli(capsys, "cam", p, "--model", tiny_model, "--out", tmp_path / "c.zarr",
+                       "--scales", "1")
+    assert rc == 0
+    said = [r for r in caplog.records if "microns-per-pixel is unknown" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert "microns-per-pixel" not in out  # not printed a second time
+
+
 # ========== predict
 
 def _add_bad_images(images: Path) -> None:
