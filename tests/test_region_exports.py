@@ -166,13 +166,16 @@ def test_widgets_and_file_save_place_a_region_on_the_true_pixels(make_napari_vie
     pytest.importorskip("napari")
     import timm  # noqa: F401 - before napari's OpenGL (see tests/_widgets/conftest.py)
 
+    from wsss_napari.labels_encoding import core_labels
+
     monkeypatch.setenv("WSSS_CACHE_DIR", str(tmp_path / "cache"))
     viewer = make_napari_viewer(show=False)
     (slide_layer,) = viewer.open(str(slide_path), plugin="wsss-napari")
     y0, x0, y1, x1 = REGION.y, REGION.x, REGION.y1, REGION.x1
     roi = viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])],
                             shape_type="rectangle", scale=slide_layer.scale[-2:],
-                            translate=slide_layer.translate[-2:], name="ROI")
+                            translate=slide_layer.translate[-2:], units=slide_layer.units[-2:],
+                            name="ROI")
     _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     _, export = viewer.window.add_plugin_dock_widget("wsss-napari", "Export")
@@ -189,7 +192,7 @@ def test_widgets_and_file_save_place_a_region_on_the_true_pixels(make_napari_vie
         "postproc_params"] == PARAMS, timeout=30_000)
     mask_layer = tune.mask_layer
     geo = mask_layer.metadata["wsss"]["geometry"]
-    check_map(np.asarray(mask_layer.data), geo)
+    check_map(core_labels(mask_layer.data, mask_layer.metadata), geo)  # layer encoding -> labels
     # shown where it lies: map pixel (0, 0) sits on the level-0 centre of its 8 x 8 block
     centre = (y0 + (geo.downsample - 1) / 2, x0 + (geo.downsample - 1) / 2)
     np.testing.assert_allclose(mask_layer.data_to_world((0, 0)),
