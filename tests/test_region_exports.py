@@ -211,3 +211,31 @@ def test_widgets_and_file_save_place_a_region_on_the_true_pixels(make_napari_vie
         path.parent.mkdir(exist_ok=True)
         assert mask_layer.save(str(path), plugin="wsss-napari")
         check_export(path)
+
+
+def test_predict_and_pseudo_masks_carry_their_geometry(tmp_path):
+    """Patch masks written by ``predict`` and ``pseudo`` say where they lie (on their image)
+    and export without geometry flags."""
+    from wsss_napari.cli._predict import write_palette_png
+    from wsss_napari.io.export import read_png_meta
+    from wsss_napari.train.pseudo import save_mask_png
+
+    mask = np.full((24, 32), 3, np.uint8)
+    mask[4:10, 8:20] = 0
+    write_palette_png(mask, tmp_path / "a.png", MaskGeometry(slide="a.jpg"))
+    save_mask_png(mask, tmp_path / "b.png")
+    assert read_png_meta(tmp_path / "a.png")["geometry"] == MaskGeometry(slide="a.jpg")
+    assert read_png_meta(tmp_path / "b.png")["geometry"] == MaskGeometry(slide="b.png")
+    for name in ("a", "b"):
+        assert main(["export", str(tmp_path / f"{name}.png"),
+                     "--out", str(tmp_path / f"{name}.geojson")]) == 0
+        (f,) = json.loads((tmp_path / f"{name}.geojson").read_text())["features"]
+        assert shapely_area(f) == 6 * 12
+        with Image.open(tmp_path / f"{name}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im), mask)
+
+
+def shapely_area(feature: dict) -> float:
+    from shapely.geometry import shape
+
+    return shape(feature["geometry"]).area
