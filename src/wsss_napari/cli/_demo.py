@@ -1,8 +1,9 @@
 """``wsss-napari demo``: napari with the plugin's widgets, a sample slide and the default model.
 
-The demo opens a generated H&E-like slide (a pyramidal TIFF written once into the cache
-folder) through the plugin's own reader, docks the four widgets, and computes the maps and
-the tissue map right away, so the first thing a pathologist sees is the tool working. With
+The demo opens a real H&E slide (``sample_data/CMU-1-crop.tif``, a crop of OpenSlide's CMU-1;
+with ``--synthetic`` or outside a source checkout, a generated slide written once into the
+cache folder) through the plugin's own reader, docks the four widgets, and computes the maps
+and the tissue map right away, so the first thing a pathologist sees is the tool working. With
 ``--screenshot`` it waits for the first tissue map, saves a picture of the whole window and
 exits (that is what ``./dev demo`` does where there is no display).
 """
@@ -28,9 +29,11 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[1],
     )
     p.add_argument("--slide", type=Path, default=None,
-                   help="open this slide instead of the generated sample")
+                   help="open this slide instead of the real H&E sample (sample_data/)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="open a generated slide instead of the real H&E sample")
     p.add_argument("--size", type=int, default=3072,
-                   help="edge (px) of the generated sample slide (default: 3072)")
+                   help="with --synthetic: edge (px) of the generated slide (default: 3072)")
     p.add_argument("--model", default="default",
                    help="'default' or a checkpoint file (.safetensors)")
     p.add_argument("--screenshot", type=Path, default=None,
@@ -50,14 +53,37 @@ def demo_slide(size: int) -> Path:
     return sample_slide_path(size=(size, size))
 
 
+#: Dock layout of the right-hand area, top to bottom: a slot is one dock or a tab group whose
+#: first dock is the one shown. The tuning sliders, what a pathologist uses most, get a slot
+#: of their own and most of the height.
+DOCK_SLOTS = (("CAM",), ("Pseudo-mask tuning",), ("Review and fine-tune", "Export"))
+#: Relative heights of the slots.
+SLOT_HEIGHTS = (1, 3, 2)
+
+
+def dock_widgets(viewer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Dock the plugin's widgets as :data:`DOCK_SLOTS` says; returns (widgets, docks) by name."""
+    widgets, docks = {}, {}
+    for slot in DOCK_SLOTS:
+        for i, name in enumerate(slot):
+            docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(
+                "wsss-napari", name, tabify=i > 0)
+    from qtpy.QtCore import Qt, QTimer
+
+    heads = [docks[slot[0]] for slot in DOCK_SLOTS]
+    qt_window = viewer.window._qt_window  # no public API sizes docks
+    qt_window.resizeDocks(heads, [h * 200 for h in SLOT_HEIGHTS], Qt.Orientation.Vertical)
+    # napari raises the last tab added; show each group's first dock instead, once Qt has
+    # built the tab bars (a raise before that is lost)
+    for dock in heads:
+        QTimer.singleShot(0, dock.raise_)
+    return widgets, docks
+
+
 def open_demo(viewer: Any, slide: Path, model: str = "default") -> dict[str, Any]:
     """Open ``slide`` in ``viewer``, dock the widgets and start the maps; returns the widgets."""
     layers = viewer.open(str(slide), plugin="wsss-napari")
-    widgets, docks = {}, {}
-    for i, name in enumerate(WIDGETS):
-        docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(
-            "wsss-napari", name, tabify=i >= 2)
-    docks["Pseudo-mask tuning"].raise_()
+    widgets, docks = dock_widgets(viewer)
     cam = widgets["CAM"]
     cam.image_combo.layer = layers[0]
     cam.region_mode = "Whole slide"
@@ -67,8 +93,17 @@ def open_demo(viewer: Any, slide: Path, model: str = "default") -> dict[str, Any
     return widgets
 
 
+def default_slide(synthetic: bool, size: int) -> Path:
+    """The real H&E sample where the checkout has it (unless ``synthetic``), else a generated."""
+    from ..sample.napari_samples import REAL_SAMPLE
+
+    if not synthetic and REAL_SAMPLE.is_file():
+        return REAL_SAMPLE
+    return demo_slide(size)
+
+
 def run(args: argparse.Namespace) -> int:
-    slide = args.slide if args.slide is not None else demo_slide(args.size)
+    slide = args.slide if args.slide is not None else default_slide(args.synthetic, args.size)
     if not Path(slide).exists():
         raise WsssError(f"slide '{slide}' does not exist")
     try:
