@@ -42,3 +42,4 @@ def test_demo_opens_the_real_slide_with_the_tuning_sliders_in_view(qtbot, make_n
         return not dock.visibleRegion().isEmpty()
     assert shown("Pseudo-mask tuning") and shown("CAM") and shown("Review and fine-tune")
     assert not shown("Export")  # a tab behind "Review and fine-tune"
+    assert viewer.window._qt_window.height() <= 1000  # all of it fits a 1000 px high screen

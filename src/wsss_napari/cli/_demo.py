@@ -53,29 +53,41 @@ def demo_slide(size: int) -> Path:
     return sample_slide_path(size=(size, size))
 
 
-#: Dock layout of the right-hand area, top to bottom: a slot is one dock or a tab group whose
-#: first dock is the one shown. The tuning sliders, what a pathologist uses most, get a slot
-#: of their own and most of the height.
-DOCK_SLOTS = (("CAM",), ("Pseudo-mask tuning",), ("Review and fine-tune", "Export"))
-#: Relative heights of the slots.
-SLOT_HEIGHTS = (1, 3, 2)
+#: Dock layout of the right-hand area: two columns, each a list of slots from top to bottom,
+#: a slot being one dock or a tab group whose first dock is shown. The tuning sliders, what a
+#: pathologist uses most, are always in view under the CAM widget; review and export share
+#: the second column (each column's widgets fit a 1000 px high screen).
+DOCK_COLUMNS = ((("CAM",), ("Pseudo-mask tuning",)), (("Review and fine-tune", "Export"),))
 
 
 def dock_widgets(viewer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Dock the plugin's widgets as :data:`DOCK_SLOTS` says; returns (widgets, docks) by name."""
-    widgets, docks = {}, {}
-    for slot in DOCK_SLOTS:
-        for i, name in enumerate(slot):
-            docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(
-                "wsss-napari", name, tabify=i > 0)
+    """Dock the plugin's widgets as :data:`DOCK_COLUMNS` says; returns (widgets, docks)."""
     from qtpy.QtCore import Qt, QTimer
 
-    heads = [docks[slot[0]] for slot in DOCK_SLOTS]
-    qt_window = viewer.window._qt_window  # no public API sizes docks
-    qt_window.resizeDocks(heads, [h * 200 for h in SLOT_HEIGHTS], Qt.Orientation.Vertical)
-    # napari raises the last tab added; show each group's first dock instead, once Qt has
-    # built the tab bars (a raise before that is lost)
-    for dock in heads:
+    widgets, docks = {}, {}
+    for column in DOCK_COLUMNS:
+        for slot in column:
+            for name in slot:
+                docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(
+                    "wsss-napari", name)
+    qt_window = viewer.window._qt_window  # napari has no API for columns of docks
+    heads = [[docks[slot[0]] for slot in column] for column in DOCK_COLUMNS]
+    for left, right in zip(heads, heads[1:], strict=False):
+        qt_window.splitDockWidget(left[0], right[0], Qt.Orientation.Horizontal)
+    for column in heads:
+        for upper, lower in zip(column, column[1:], strict=False):
+            qt_window.splitDockWidget(upper, lower, Qt.Orientation.Vertical)
+    for slot in (slot for column in DOCK_COLUMNS for slot in column):
+        for name in slot[1:]:
+            qt_window.tabifyDockWidget(docks[slot[0]], docks[name])
+    # each slot as high as its widgets need; the rest goes to the last slot of the column
+    for column in heads:
+        need = [d.widget().minimumSizeHint().height() for d in column]
+        need[-1] += 2000
+        qt_window.resizeDocks(column, need, Qt.Orientation.Vertical)
+    # show each group's first dock (Qt shows the last tab added), once Qt has built the
+    # tab bars (a raise before that is lost)
+    for dock in (d for column in heads for d in column):
         QTimer.singleShot(0, dock.raise_)
     return widgets, docks
 
