@@ -383,9 +383,6 @@ class EditStore:
                                   minlength=256)
         return {name: int(counts[i]) for i, name in enumerate(self.class_names) if counts[i]}
 
-    def flush(self) -> None:
-        """No-op kept for symmetry: every :meth:`write` is on disk when it returns."""
-
     def close(self) -> None:
         """Release the store (nothing is buffered, so nothing is lost without it)."""
 
