@@ -122,6 +122,13 @@ def test_cli_cam_then_export_every_format_lands_on_the_true_pixels(slide_path, m
     # without --params: the model's recommendation stored with the CAMs, else the defaults
     assert main(["export", str(cams), "--out", str(tmp_path / "d.geojson")]) == 0
     assert "post-processing: defaults" in capsys.readouterr().out
+    # an interrupted store is not exported as if its missing tiles were glass
+    import zarr
+
+    zarr.open_group(str(cams), mode="a")["done"][0, 0] = 0
+    assert main(["export", str(cams), "--out", str(tmp_path / "u.geojson")]) == 2
+    assert "is unfinished (1 of 1 tiles" in capsys.readouterr().err
+    assert not (tmp_path / "u.geojson").exists()
 
 
 def test_a_mask_without_geometry_is_exported_only_when_stated(tmp_path, capsys):

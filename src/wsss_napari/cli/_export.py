@@ -121,16 +121,17 @@ def stated_geometry(geometry: MaskGeometry | None, args: argparse.Namespace,
 
 def _from_cam_store(args: argparse.Namespace,
                     record: RunRecord) -> tuple[Any, MaskGeometry, tuple, RunRecord]:
-    from ..inference.slide_cam import SlideCams
+    from ..inference.slide_cam import PENDING, SlideCams
     from ..inference.slide_mask import open_slide_of, slide_mask, stored_params
     from ..io.slide import Slide
 
     if args.base:
         raise WsssError("--base applies to an edit store, not to a CAM store")
     cams = SlideCams.open(args.mask_source)
-    if not cams.done.any():
-        raise WsssError(f"'{args.mask_source}' holds no computed tiles: run 'wsss-napari cam' "
-                        "to the end first")
+    pending = int((cams.done == PENDING).sum())
+    if pending:
+        raise WsssError(f"'{args.mask_source}' is unfinished ({pending} of {cams.done.size} "
+                        "tiles not computed): repeat the 'wsss-napari cam' command to finish it")
     if args.params:
         post, source = PostprocParams.from_file(args.params), f"from {args.params}"
     else:
