@@ -164,9 +164,16 @@ def run_cohort(slides: Sequence[str], out_dir: str | os.PathLike, spec: SlideSpe
     """
     from distributed import as_completed
 
-    out = check_out_dir(out_dir)
+    check_out_dir(out_dir, create=False)  # a file there: say so before starting a cluster
     slides = [str(s) for s in slides]
     client, cluster, threads = connect(scheduler, len(slides), workers, timeout)
+    try:
+        out = check_out_dir(out_dir)
+    except BaseException:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        raise
     if threads is not None:
         spec = replace(spec, torch_threads=threads)
     rows: list[dict[str, Any] | None] = [None] * len(slides)

@@ -141,21 +141,42 @@ def load_spec_model(source: str) -> Any:
     return _load(str(p), mtime)
 
 
+def spec_model_hash(source: str) -> str:
+    """sha256 of the checkpoint ``source`` ('default' or a path), as ``load_model`` sets it."""
+    from .models.checkpoint import _resolve
+
+    p = _resolve(source)
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as err:
+        raise WsssError(f"model '{p}' cannot be read: {err.strerror or err}") from err
+    return _file_hash(str(p), mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_hash(path: str, mtime_ns: int) -> str:
+    from .models.checkpoint import file_hash
+
+    return file_hash(path)
+
+
 def resolve_postproc(model: Any, post: PostprocParams | None) -> PostprocParams:
-    """``post``, or the model's recommended post-processing (the tuning widget's start)."""
+    """``post``, or the recommended post-processing of ``model`` (a loaded model or a
+    checkpoint source), the tuning widget's start."""
     from .models.checkpoint import recommended_postproc
 
     return post if post is not None else recommended_postproc(model)
 
 
-def check_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create the output folder; one clear error when it is a file or not writable."""
+def check_out_dir(out_dir: str | os.PathLike, create: bool = True) -> Path:
+    """Create the output folder (if ``create``); one clear error when it is a file or not
+    writable."""
     from .io.atomic import check_writable_dir
 
     d = Path(out_dir)
     if d.exists() and not d.is_dir():
         raise WsssError(f"output folder '{d}' is a file; choose a folder")
-    return check_writable_dir(d)
+    return check_writable_dir(d) if create else d
 
 
 def _slide_identity(path: Path) -> dict[str, Any]:
@@ -237,25 +258,27 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
     from .io.slide import Slide
 
     t0 = time.perf_counter()
-    if spec.torch_threads:
-        import torch
-
-        torch.set_num_threads(int(spec.torch_threads))
     slide_path = Path(slide_path)
-    out = check_out_dir(out_dir)
+    out = check_out_dir(out_dir, create=False)
     outputs = SlideOutputs.of(out, slide_path)
     identity = _slide_identity(slide_path)
-    model = model if model is not None else load_spec_model(spec.model)
-    model_hash = str(getattr(model, "file_hash", ""))
-    post = resolve_postproc(model, spec.postproc)
+    # hashes from the checkpoint file: a finished slide is skipped without loading torch
+    model_hash = str(model.file_hash) if model is not None else spec_model_hash(spec.model)
+    post = resolve_postproc(model if model is not None else spec.model, spec.postproc)
     p_hash = params_hash(spec.cam, post, spec.region, spec.present)
     done = None if force else finished(outputs, identity, model_hash, p_hash)
     if done is not None:
         return SlideResult(str(slide_path), "skipped", TissueReport.from_dict(done["report"]),
                            outputs, time.perf_counter() - t0)
-    outputs.done.unlink(missing_ok=True)  # from here on the old outputs are not "done"
-    _remove_leftovers(out, outputs)
+    if spec.torch_threads:
+        import torch
+
+        torch.set_num_threads(int(spec.torch_threads))
+    model = model if model is not None else load_spec_model(spec.model)
     with Slide.open(slide_path) as slide:
+        check_out_dir(out)
+        outputs.done.unlink(missing_ok=True)  # from here on the old outputs are not "done"
+        _remove_leftovers(out, outputs)
         cams = yield from slide_cams(slide, model, spec.cam, cache_dir=spec.cache_dir,
                                      region=_cam_region(spec.region))
         yield Progress("post-processing", 0, 1)

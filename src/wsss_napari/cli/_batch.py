@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise WsssError("--workers must be at least 1")
     slides = read_slide_list(args.slides, args.list_file)
     spec = spec_from_args(args)
-    out = check_out_dir(args.out)
+    out = check_out_dir(args.out, create=False)  # created once the cluster is reached
 
     def on_client(client) -> None:
         n = len(client.scheduler_info().get("workers", {}))

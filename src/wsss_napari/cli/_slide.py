@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..slide_job import check_out_dir, run_slide
 
     spec = spec_from_args(args)
-    check_out_dir(args.out)
+    check_out_dir(args.out, create=False)
     res = run_to_end(run_slide(args.slide, args.out, spec, force=args.force), show=True,
                      desc="slide")
     for w in res.warnings:
