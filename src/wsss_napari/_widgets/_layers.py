@@ -206,20 +206,3 @@ def _on_layers_removed(event: Any) -> None:
         meta["slide"].close()
         return
     close_layer_slide(meta)
-
-
-def region_rgb(slide: Any, downsample: float, origin: tuple[float, float],
-               shape: tuple[int, int]) -> np.ndarray:
-    """The slide's RGB pixels under a map of ``shape`` at ``downsample`` from level-0
-    ``origin``, read at the nearest pyramid level and resized to ``shape``."""
-    import cv2
-
-    d = float(downsample)
-    level = slide.level_for_downsample(d)
-    ds = float(slide.downsamples[level])
-    y, x = (int(round(o / ds)) for o in origin)
-    h, w = (max(1, int(round(n * d / ds))) for n in shape)
-    rgb = np.asarray(slide.read_region(level, y, x, h, w))
-    if rgb.shape[:2] != tuple(shape):
-        rgb = cv2.resize(rgb, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
-    return rgb

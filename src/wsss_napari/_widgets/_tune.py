@@ -39,7 +39,6 @@ from ._layers import (
     is_cam_layer,
     labels_colormap,
     placement,
-    region_rgb,
     wsss_meta,
 )
 from ._paramform import ParamsForm
@@ -49,8 +48,6 @@ MASK_LAYER = "Pseudo-mask"
 DEBOUNCE_MS = 150
 #: Below this edge (px) the preview is skipped: the full map is as cheap.
 MIN_PREVIEW = 256
-#: Larger maps are tuned without glass detection (the RGB would not fit in memory).
-MAX_GLASS_PIXELS = 8192 * 8192
 
 
 def _is_ground_truth(layer: Any) -> bool:
@@ -416,22 +413,18 @@ def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
 
 
 def _make_tuner(meta: dict):
-    """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
-    from ..postproc import LiveTuner
+    """A LiveTuner over the cached maps: the core's, as ``wsss-napari slide`` builds it."""
+    from ..inference.slide_mask import make_tuner
 
-    cams = meta["slide_cams"]
-    origin = tuple(int(round(o / cams.downsample)) for o in cams.origin)
-    return LiveTuner(np.asarray(cams.cams), image=_region_rgb(meta), scores=cams.scores,
-                     origin=origin, pixel_scale=cams.out_stride)
+    return make_tuner(meta["slide_cams"], meta.get("slide"))
 
 
 def _region_rgb(meta: dict) -> np.ndarray | None:
     """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
-    slide, cams = meta.get("slide"), meta["slide_cams"]
-    shape = tuple(cams.cams.shape[-2:])
-    if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
-        return None
-    return region_rgb(slide, cams.downsample, cams.origin, shape)
+    from ..inference.slide_mask import cams_geometry, glass_rgb
+
+    cams, slide = meta["slide_cams"], meta.get("slide")
+    return glass_rgb(slide, cams_geometry(cams, slide), cams.cams.shape[-2:])
 
 
 def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
