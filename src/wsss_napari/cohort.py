@@ -121,7 +121,7 @@ def connect(scheduler: str | None, n_slides: int, workers: int | None = None,
     Returns:
         ``(client, cluster or None, torch threads per task or None)``.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         try:
@@ -130,6 +130,16 @@ def connect(scheduler: str | None, n_slides: int, workers: int | None = None,
             raise WsssError(f"cannot reach the dask scheduler at '{scheduler}' within "
                             f"{timeout:g} s ({type(err).__name__})") from err
         return client, None, None
+    cluster, threads = start_local_cluster(n_slides, workers)
+    return Client(cluster), cluster, threads
+
+
+def start_local_cluster(n_slides: int, workers: int | None = None,
+                        **kw: Any) -> tuple[Any, int]:
+    """A ``LocalCluster`` of process workers (:func:`local_cluster_size`), one task at a time
+    each; returns ``(cluster, torch threads per task)``."""
+    from distributed import LocalCluster
+
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO lines drown the bar
     size = local_cluster_size(n_slides, workers)
     threads = size["torch_threads"]
@@ -137,9 +147,9 @@ def connect(scheduler: str | None, n_slides: int, workers: int | None = None,
         n_workers=size["n_workers"], threads_per_worker=1, processes=True,
         memory_limit=size["memory_limit"], silence_logs=logging.ERROR,
         env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-             "NUMBA_NUM_THREADS": str(threads)},
+             "NUMBA_NUM_THREADS": str(threads)}, **kw,
     )
-    return Client(cluster), cluster, threads
+    return cluster, threads
 
 
 def run_cohort(slides: Sequence[str], out_dir: str | os.PathLike, spec: SlideSpec, *,

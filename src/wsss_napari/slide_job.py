@@ -253,7 +253,7 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         :class:`SlideResult` (``status`` ``'skipped'`` when the outputs were already there).
     """
     from .inference.slide_cam import slide_cams
-    from .inference.slide_mask import cams_geometry, slide_mask
+    from .inference.slide_mask import slide_mask
     from .io.atomic import atomic_write_text
     from .io.slide import Slide
 
@@ -282,8 +282,7 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         cams = yield from slide_cams(slide, model, spec.cam, cache_dir=spec.cache_dir,
                                      region=_cam_region(spec.region))
         yield Progress("post-processing", 0, 1)
-        mask = slide_mask(cams, slide, post, spec.present)
-        geometry = cams_geometry(cams, slide)
+        mask, geometry = slide_mask(cams, post, slide, present=tuple(spec.present))
     yield Progress("writing", 0, 1)
     record = RunRecord.make(post, spec.cam, model_name=Path(str(model.source)).name,
                             model_hash=model_hash, slide=identity["path"],
@@ -301,3 +300,30 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
     outputs.log.unlink(missing_ok=True)
     yield Progress("writing", 1, 1)
     return SlideResult(str(slide_path), "done", report, outputs, seconds, tuple(cams.warnings))
+
+
+def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], str]:
+    """A napari Labels layer-data tuple of a ``<slide>.mask.ome.tif``, placed over its slide
+    as the plugin's reader opens it (scale in µm when the slide's mpp is known, else px).
+
+    Usage: ``viewer.add_labels(data, **kwargs)`` after ``viewer.open(slide,
+    plugin="wsss-napari")``.
+    """
+    from .classes import LABEL_NAMES
+    from .io.export import read_exported_mask
+
+    mask, meta = read_exported_mask(mask_path)
+    d = float(meta.get("downsample", 1.0))
+    x0, y0 = (float(v) for v in meta.get("origin", (0.0, 0.0)))  # OME-TIFF: (x, y)
+    s = float(meta.get("mpp") or 1.0)  # the reader's slide layer: scale mpp (or 1) per px
+    kwargs: dict[str, Any] = {
+        "name": Path(mask_path).name.split(".")[0] + " mask", "opacity": 0.5,
+        "scale": (s * d, s * d),
+        # map pixel i covers level-0 [o + d*i, o + d*(i+1)): centre o + d*i + (d - 1) / 2
+        "translate": ((y0 + (d - 1) / 2) * s, (x0 + (d - 1) / 2) * s),
+        "metadata": {"wsss_mask": {**{k: v for k, v in meta.items() if k != "levels"},
+                                   "label_names": list(LABEL_NAMES)}},
+    }
+    if meta.get("mpp"):
+        kwargs["units"] = ("um", "um")
+    return mask, kwargs, "labels"

@@ -44,5 +44,12 @@ def test_slide_command_writes_the_mask_the_tuning_widget_shows(qtbot, viewer, sm
     res = cam.last_result
     assert meta["downsample"] == res.downsample
     assert tuple(meta["origin"]) == (res.origin[1], res.origin[0])  # OME-TIFF: (x, y)
-    layer = tune.mask_layer
-    np.testing.assert_allclose(layer.scale, np.asarray(slide_layer.scale) * res.downsample)
+    # a cohort result opened over its slide lands exactly on the widget's layer
+    from wsss_napari.slide_job import mask_layer_data
+
+    data, kwargs, kind = mask_layer_data(out / "small.mask.ome.tif")
+    opened = viewer.add_labels(data, **kwargs)
+    assert kind == "labels"
+    np.testing.assert_allclose(opened.scale, tune.mask_layer.scale)
+    np.testing.assert_allclose(opened.translate, tune.mask_layer.translate)
+    np.testing.assert_array_equal(opened.data, tune.mask_layer.data)

@@ -413,18 +413,21 @@ def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
 
 
 def _make_tuner(meta: dict):
-    """A LiveTuner over the cached maps: the core's, as ``wsss-napari slide`` builds it."""
-    from ..inference.slide_mask import make_tuner
+    """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
+    from ..inference.slide_mask import cams_tuner
 
-    return make_tuner(meta["slide_cams"], meta.get("slide"))
+    return cams_tuner(meta["slide_cams"], meta.get("slide"))
 
 
 def _region_rgb(meta: dict) -> np.ndarray | None:
     """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
-    from ..inference.slide_mask import cams_geometry, glass_rgb
+    from ..inference.slide_mask import MAX_GLASS_PIXELS, cams_geometry, region_rgb
 
-    cams, slide = meta["slide_cams"], meta.get("slide")
-    return glass_rgb(slide, cams_geometry(cams, slide), cams.cams.shape[-2:])
+    slide, cams = meta.get("slide"), meta["slide_cams"]
+    shape = tuple(cams.cams.shape[-2:])
+    if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
+        return None
+    return region_rgb(slide, cams_geometry(cams, slide), shape)
 
 
 def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
