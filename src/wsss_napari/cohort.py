@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -190,8 +191,9 @@ def run_cohort(slides: Sequence[str], out_dir: str | os.PathLike, spec: SlideSpe
     try:
         if on_client is not None:
             on_client(client)
+        run_id = uuid.uuid4().hex[:8]  # two runs on one cluster never share a task
         futures = {client.submit(slide_task, s, str(out), spec, force, pure=False,
-                                 key=f"wsss-slide-{i}-{slide_stem(s)}"): i
+                                 key=f"wsss-slide-{slide_stem(s)}-{i}-{run_id}"): i
                    for i, s in enumerate(slides)}
         yield Progress("slides", 0, len(slides))
         for n, fut in enumerate(as_completed(futures), 1):
@@ -199,8 +201,7 @@ def run_cohort(slides: Sequence[str], out_dir: str | os.PathLike, spec: SlideSpe
             try:
                 rows[i] = fut.result()
             except Exception as err:  # noqa: BLE001 - KilledWorker, lost scheduler...
-                rows[i] = {"slide": slides[i], "status": "failed",
-                           "error": f"{type(err).__name__}: {err}".splitlines()[0]}
+                rows[i] = _lost(slides[i], out, err)
             write_table(out, [r for r in rows if r is not None])
             yield Progress("slides", n, len(slides), {"last": rows[i]["status"]})
     finally:
@@ -208,6 +209,20 @@ def run_cohort(slides: Sequence[str], out_dir: str | os.PathLike, spec: SlideSpe
         if cluster is not None:
             cluster.close()
     return [r for r in rows if r is not None]
+
+
+def _lost(slide: str, out: Path, err: Exception) -> dict[str, Any]:
+    """The row of a task that did not return (its workers kept dying, the scheduler went)."""
+    from .io.atomic import atomic_write_text
+
+    msg = f"{type(err).__name__}: {err}".splitlines()[0]
+    log_path = str(SlideOutputs.of(out, slide).log)
+    try:
+        atomic_write_text(log_path, f"slide: {slide}\nerror: {msg}\n\n"
+                          + "".join(traceback.format_exception(err)))
+    except WsssError:
+        log_path = ""
+    return {"slide": slide, "status": "failed", "error": msg, "log": log_path}
 
 
 def write_table(out_dir: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
