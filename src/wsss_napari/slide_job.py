@@ -321,7 +321,9 @@ def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], 
         "scale": (s * d, s * d),
         # map pixel i covers level-0 [o + d*i, o + d*(i+1)): centre o + d*i + (d - 1) / 2
         "translate": ((y0 + (d - 1) / 2) * s, (x0 + (d - 1) / 2) * s),
-        "metadata": {"wsss_mask": {**{k: v for k, v in meta.items() if k != "levels"},
+        "metadata": {"geometry": MaskGeometry(y=y0, x=x0, downsample=d,
+                                              mpp=meta.get("mpp")).to_dict(),
+                     "wsss_mask": {**{k: v for k, v in meta.items() if k != "levels"},
                                    "label_names": list(LABEL_NAMES)}},
     }
     if meta.get("mpp"):
