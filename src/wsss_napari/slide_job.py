@@ -309,7 +309,7 @@ def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], 
     Usage: ``viewer.add_labels(data, **kwargs)`` after ``viewer.open(slide,
     plugin="wsss-napari")``.
     """
-    from .classes import LABEL_NAMES
+    from .classes import LABEL_NAMES, label_colors_rgba
     from .io.export import read_exported_mask
 
     mask, meta = read_exported_mask(mask_path)
@@ -318,6 +318,9 @@ def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], 
     s = float(meta.get("mpp") or 1.0)  # the reader's slide layer: scale mpp (or 1) per px
     kwargs: dict[str, Any] = {
         "name": Path(mask_path).name.split(".")[0] + " mask", "opacity": 0.5,
+        # the WSSS4LUAD colours, background and unlabelled transparent (as the widgets show)
+        "colormap": {**label_colors_rgba(), None: (0.0, 0.0, 0.0, 0.0),
+                     255: (0.0, 0.0, 0.0, 0.0)},
         "scale": (s * d, s * d),
         # map pixel i covers level-0 [o + d*i, o + d*(i+1)): centre o + d*i + (d - 1) / 2
         "translate": ((y0 + (d - 1) / 2) * s, (x0 + (d - 1) / 2) * s),
