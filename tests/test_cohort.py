@@ -114,7 +114,8 @@ def test_batch_on_two_workers_matches_the_slide_command_and_resumes(cohort, clus
         mask, meta = read_exported_mask(row["mask"])
         ref, ref_meta = read_exported_mask(single / f"{name}.mask.ome.tif")
         np.testing.assert_array_equal(mask, ref)
-        assert meta["downsample"] == ref_meta["downsample"] == 8.0
+        assert meta["geometry"] == ref_meta["geometry"]
+        assert meta["geometry"].downsample == 8.0 and meta["geometry"].mpp == 0.5
         assert _geometries(Path(row["geojson"])) == _geometries(single / f"{name}.geojson")
         rep = json.loads(Path(row["report"]).read_text())
         ref_rep = json.loads((single / f"{name}.report.json").read_text())

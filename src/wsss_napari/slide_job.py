@@ -215,23 +215,15 @@ def _remove_leftovers(out_dir: Path, outputs: SlideOutputs) -> None:
             p.unlink(missing_ok=True)
 
 
-def _cam_region(region: Region | None) -> tuple[int, int, int, int] | None:
-    """Adapter: a Region -> the ``(y, x, h, w)`` that ``slide_cams`` takes."""
-    if region is None:
-        return None
-    return (int(round(region.y)), int(round(region.x)), int(round(region.height)),
-            int(round(region.width)))
-
-
 def write_mask_files(mask: Any, geometry: MaskGeometry, outputs: SlideOutputs,
                      record: RunRecord) -> None:
     """The mask as pyramidal OME-TIFF and as QuPath GeoJSON (level-0 px), atomically."""
     from .io.export import export_mask
 
-    geo = {"mpp": geometry.mpp, "downsample": geometry.downsample,
-           "origin": (geometry.x, geometry.y), "record": record}  # export takes (x, y)
-    export_mask(mask, outputs.mask, ExportParams(format=ExportFormat.OME_TIFF), **geo)
-    export_mask(mask, outputs.geojson, ExportParams(format=ExportFormat.GEOJSON), **geo)
+    export_mask(mask, outputs.mask, ExportParams(format=ExportFormat.OME_TIFF),
+                geometry=geometry, record=record)
+    export_mask(mask, outputs.geojson, ExportParams(format=ExportFormat.GEOJSON),
+                geometry=geometry, record=record)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -280,7 +272,7 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         outputs.done.unlink(missing_ok=True)  # from here on the old outputs are not "done"
         _remove_leftovers(out, outputs)
         cams = yield from slide_cams(slide, model, spec.cam, cache_dir=spec.cache_dir,
-                                     region=_cam_region(spec.region))
+                                     region=spec.region)
         yield Progress("post-processing", 0, 1)
         mask, geometry = slide_mask(cams, post, slide, present=tuple(spec.present))
     yield Progress("writing", 0, 1)
@@ -304,31 +296,32 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
 
 def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], str]:
     """A napari Labels layer-data tuple of a ``<slide>.mask.ome.tif``, placed over its slide
-    as the plugin's reader opens it (scale in µm when the slide's mpp is known, else px).
+    as the plugin's reader opens it (scale in µm when the slide's mpp is known, else px), in
+    the widgets' layer encoding (class + 1, ``0`` = nothing) and colours.
 
     Usage: ``viewer.add_labels(data, **kwargs)`` after ``viewer.open(slide,
     plugin="wsss-napari")``.
     """
-    from .classes import LABEL_NAMES, label_colors_rgba
+    from .classes import LABEL_NAMES
     from .io.export import read_exported_mask
+    from .labels_encoding import ENCODING, layer_colors, to_layer
 
     mask, meta = read_exported_mask(mask_path)
-    d = float(meta.get("downsample", 1.0))
-    x0, y0 = (float(v) for v in meta.get("origin", (0.0, 0.0)))  # OME-TIFF: (x, y)
-    s = float(meta.get("mpp") or 1.0)  # the reader's slide layer: scale mpp (or 1) per px
+    geo = meta.get("geometry")
+    if not isinstance(geo, MaskGeometry):
+        raise WsssError(f"'{mask_path}' does not say where it lies on its slide (not a "
+                        "wsss-napari mask export)")
+    d = float(geo.downsample)
+    s = float(geo.mpp or 1.0)  # the reader's slide layer: scale mpp (or 1) per level-0 px
     kwargs: dict[str, Any] = {
         "name": Path(mask_path).name.split(".")[0] + " mask", "opacity": 0.5,
-        # the WSSS4LUAD colours, background and unlabelled transparent (as the widgets show)
-        "colormap": {**label_colors_rgba(), None: (0.0, 0.0, 0.0, 0.0),
-                     255: (0.0, 0.0, 0.0, 0.0)},
-        "scale": (s * d, s * d),
+        "colormap": layer_colors(), "scale": (s * d, s * d),
         # map pixel i covers level-0 [o + d*i, o + d*(i+1)): centre o + d*i + (d - 1) / 2
-        "translate": ((y0 + (d - 1) / 2) * s, (x0 + (d - 1) / 2) * s),
-        "metadata": {"geometry": MaskGeometry(y=y0, x=x0, downsample=d,
-                                              mpp=meta.get("mpp")).to_dict(),
-                     "wsss_mask": {**{k: v for k, v in meta.items() if k != "levels"},
-                                   "label_names": list(LABEL_NAMES)}},
+        "translate": ((geo.y + (d - 1) / 2) * s, (geo.x + (d - 1) / 2) * s),
+        "metadata": {"wsss": {"geometry": geo, "label_encoding": ENCODING,
+                              "label_names": list(LABEL_NAMES), "source_file": str(mask_path),
+                              "record": meta.get("record", {})}},
     }
-    if meta.get("mpp"):
+    if geo.mpp:
         kwargs["units"] = ("um", "um")
-    return mask, kwargs, "labels"
+    return to_layer(mask), kwargs, "labels"

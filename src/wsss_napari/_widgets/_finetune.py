@@ -23,10 +23,9 @@ from qtpy.QtWidgets import (
 )
 
 from .. import WsssError
-from ..inference.slide_mask import region_rgb
 from ..params import FinetuneParams
 from . import _tooltips as tips
-from ._layers import wsss_meta
+from ._layers import region_rgb, wsss_meta
 from ._lossplot import LossPlot
 from ._paramform import ParamsForm
 from ._worker import JobRunner, notify_error, preload_torch
@@ -107,13 +106,13 @@ class FinetunePanel(QWidget):
             if meta.get("model") is None:
                 raise WsssError("the maps' model is unknown: recompute the maps (CAM widget)")
             params = self.params
-            painted = self.review.painted
-            if not params.pseudo_elsewhere and not painted.any():
+            corrected, edited = self.review.corrected()
+            if not params.pseudo_elsewhere and not edited.any():
                 raise WsssError("no corrected pixels yet: paint on the 'Correction' layer, or "
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
-            labels = np.where(painted | params.pseudo_elsewhere, layer.data, 255).astype(np.uint8)
-            image = region_rgb(meta["slide"], _geometry(meta), labels.shape)
+            labels = np.where(edited | params.pseudo_elsewhere, corrected, 255).astype(np.uint8)
+            image = region_rgb(meta["slide"], meta["geometry"], labels.shape)
         except WsssError as err:
             notify_error(err)
             return None
@@ -219,12 +218,4 @@ def _finetune_job(meta: dict, image: np.ndarray, labels: np.ndarray, params: Fin
     return (yield from finetune_version(
         meta["model"], [(image, labels)], params, models_dir,
         slides=[str(getattr(slide, "path", None) or meta.get("source", ""))],
-        regions=[_geometry(meta).region(labels.shape)], control=control))
-
-
-def _geometry(meta: dict):
-    """The correction layer's placement on the slide (level-0 origin, downsample)."""
-    from ..region import MaskGeometry
-
-    oy, ox = meta.get("origin", (0, 0))
-    return MaskGeometry(y=float(oy), x=float(ox), downsample=float(meta.get("downsample", 1.0)))
+        regions=[meta["geometry"].region(labels.shape)], control=control))

@@ -1,39 +1,25 @@
-"""Whole-slide CAMs -> tissue mask: the one post-processing path of the widgets and the CLI.
+"""Tissue map of a CAM store: post-processing placed on the slide (CLI export, widgets).
 
-The tuning widget, ``wsss-napari slide`` and ``wsss-napari batch`` all build their
-:class:`~wsss_napari.postproc.LiveTuner` with :func:`cams_tuner`, so the same maps, model and
-parameters give the same mask in napari and on the command line (a test compares them).
-
-Glass detection needs the slide's RGB under the maps; above :data:`MAX_GLASS_PIXELS` map
-pixels that RGB would not fit in memory, and the maps are post-processed without it (the
-CAM run has already skipped the glass tiles).
+:func:`cams_tuner` builds the :class:`~wsss_napari.postproc.LiveTuner` of a
+:class:`~wsss_napari.inference.slide_cam.SlideCams` with its geometry and, when the slide is
+at hand and the maps small enough, the slide's pixels under the maps (glass detection);
+:func:`slide_mask` runs it once with the model's recommended parameters (stored with the
+CAMs) or given ones and returns the mask with its :class:`~wsss_napari.region.MaskGeometry`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import WsssError
 from ..params import PostprocParams
 from ..region import MaskGeometry
 
 #: Larger maps are post-processed without glass detection (the RGB would not fit in memory).
 MAX_GLASS_PIXELS = 8192 * 8192
-
-
-def cams_geometry(cams: Any, slide: Any = None) -> MaskGeometry:
-    """Where the maps of a :class:`~wsss_napari.inference.slide_cam.SlideCams` lie on the
-    slide: the one adapter from the CAM store's record to :class:`MaskGeometry` (level-0
-    origin, downsample, and the slide's mpp and file when the store does not say)."""
-    mpp = getattr(slide, "mpp", None)
-    name = str(getattr(slide, "path", None) or getattr(slide, "name", "") or "")
-    geo = getattr(cams, "geometry", None)
-    if isinstance(geo, MaskGeometry):
-        return MaskGeometry(y=geo.y, x=geo.x, downsample=geo.downsample,
-                            mpp=geo.mpp if geo.mpp is not None else mpp, slide=geo.slide or name)
-    y, x = (float(v) for v in cams.origin)
-    return MaskGeometry(y=y, x=x, downsample=float(cams.downsample), mpp=mpp, slide=name)
 
 
 def region_rgb(slide: Any, geometry: MaskGeometry, shape: tuple[int, int]) -> np.ndarray:
@@ -58,30 +44,53 @@ def cams_tuner(cams: Any, slide: Any = None):
     :data:`MAX_GLASS_PIXELS`."""
     from ..postproc import LiveTuner
 
-    geo = cams_geometry(cams, slide)
     shape = tuple(cams.cams.shape[-2:])
     image = None
     if slide is not None and shape[0] * shape[1] <= MAX_GLASS_PIXELS:
-        image = region_rgb(slide, geo, shape)
-    origin = (int(round(geo.y / geo.downsample)), int(round(geo.x / geo.downsample)))
-    return LiveTuner(np.asarray(cams.cams), image=image, scores=cams.scores, origin=origin,
-                     pixel_scale=cams.out_stride)
+        image = region_rgb(slide, cams.geometry, shape)
+    return LiveTuner(np.asarray(cams.cams), image=image, scores=cams.scores,
+                     geometry=cams.geometry, pixel_scale=cams.out_stride)
+
+
+def stored_params(cams: Any) -> PostprocParams | None:
+    """The model's recommended post-processing recorded with the CAMs (``None`` if none)."""
+    if not cams.postproc:
+        return None
+    try:
+        return PostprocParams.from_dict(cams.postproc)
+    except (TypeError, ValueError) as err:
+        raise WsssError(f"'{cams.path}': unreadable recommended post-processing: {err}") from err
+
+
+def open_slide_of(cams: Any) -> tuple[Any, str | None]:
+    """The slide the CAMs were computed on, opened from the path their geometry records;
+    ``(None, why)`` when it cannot be (moved, or an in-memory slide)."""
+    from ..io.slide import Slide
+
+    name = cams.geometry.slide
+    if not name or not Path(name).is_file():
+        return None, (f"the slide '{name}' is not at hand" if name else
+                      "the CAMs do not say which slide file they belong to")
+    try:
+        return Slide.open(name), None
+    except WsssError as err:
+        return None, str(err)
 
 
 def slide_mask(cams: Any, params: PostprocParams | None = None, slide: Any = None,
                present: Any = None) -> tuple[np.ndarray, MaskGeometry]:
-    """The tissue map of ``cams`` and where it lies (what the tuning widget shows before
-    edits, for the same parameters and ``present``).
+    """The tissue map of ``cams`` and where it lies.
 
     Args:
-        cams: a ``SlideCams``.
-        params: post-processing (default ``PostprocParams()``).
+        cams: a ``SlideCams`` (e.g. ``SlideCams.open('CAMS.zarr')``).
+        params: post-processing; default the recommendation stored with the CAMs, or
+            ``PostprocParams()``.
         slide: the slide, for glass detection (``None``: no glass rule).
         present: bool per class allowed, or ``None``.
 
     Returns:
         ``(mask, geometry)``: uint8 labels with the shape of the maps and their geometry.
     """
-    params = params or PostprocParams()
+    params = params or stored_params(cams) or PostprocParams()
     mask = cams_tuner(cams, slide).run(params, present=present)
-    return mask, cams_geometry(cams, slide)
+    return mask, cams.geometry

@@ -20,7 +20,7 @@ import numpy as np
 from .. import WsssError
 from ..params import FinetuneParams
 from ..progress import Progress
-from ..region import MaskGeometry, Region
+from ..region import Region
 
 
 def edit_samples(store: Any, slide: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]],
@@ -36,12 +36,11 @@ def edit_samples(store: Any, slide: Any) -> tuple[list[tuple[np.ndarray, np.ndar
     from ..inference.slide_mask import region_rgb
 
     samples, regions = [], []
-    d = float(store.downsample)
     for t in store.edited_tiles(rescan=True):
         labels = np.asarray(store.read(t.y, t.x, t.h, t.w), np.uint8)
         if not (labels != UNEDITED).any():
             continue
-        geo = MaskGeometry(y=t.y * d, x=t.x * d, downsample=d)
+        geo = store.geometry.crop(t.y, t.x)  # the tile's place on the slide
         samples.append((region_rgb(slide, geo, labels.shape), labels))
         regions.append(geo.region(labels.shape))
     if not samples:
