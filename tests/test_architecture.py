@@ -10,7 +10,8 @@ import wsss_napari
 PKG = Path(wsss_napari.__file__).parent
 CORE = ["io", "models", "inference", "postproc", "train", "corrections", "sample"]
 CORE_FILES = ["params.py", "progress.py", "device.py", "classes.py", "metrics.py", "tune.py",
-              "report.py", "slide_job.py", "cohort.py"]
+              "report.py", "slide_job.py", "cohort.py", "layer_record.py",
+              "labels_encoding.py", "region.py"]
 FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui", "superqt")
 
 

@@ -15,6 +15,7 @@ from wsss_napari.labels_encoding import (
     layer_value,
     to_layer,
 )
+from wsss_napari.layer_record import LayerRecord
 
 
 def test_round_trip_and_nothing_is_not_a_class():
@@ -42,6 +43,8 @@ def test_colours_and_the_metadata_marker():
     assert colours[1][:3] != colours[2][:3] and colours[4][3] == 0
     assert layer_colors(0.5)[4][3] == 0.5
     data = np.array([[1, 0]], np.uint8)
-    np.testing.assert_array_equal(core_labels(data, {"wsss": {"label_encoding": ENCODING}}),
-                                  [[0, 255]])
+    rec = LayerRecord(kind="mask", label_encoding=ENCODING)
+    np.testing.assert_array_equal(core_labels(data, rec.to_metadata()), [[0, 255]])
+    with pytest.raises(WsssError, match="older plugin"):  # an old layer is never misread
+        core_labels(data, {"wsss": {"label_encoding": ENCODING}})
     np.testing.assert_array_equal(core_labels(data, {}), [[1, 0]])  # a challenge mask file

@@ -79,9 +79,13 @@ def layer_colors(background_alpha: float = 0.0) -> dict[int | None, tuple[float,
 
 
 def is_layer_encoded(metadata: Any) -> bool:
-    """True when a layer's ``metadata`` says it holds :data:`ENCODING` labels."""
-    w = metadata.get("wsss") if isinstance(metadata, dict) else None
-    return isinstance(w, dict) and w.get("label_encoding") == ENCODING
+    """True when a layer's ``metadata`` says it holds :data:`ENCODING` labels (its
+    :class:`~wsss_napari.layer_record.LayerRecord`; WsssError for an unreadable record)."""
+    from .layer_record import LayerRecord, has_record
+
+    if not has_record(metadata):
+        return False  # not the plugin's layer: a mask file holds challenge values
+    return LayerRecord.from_metadata(metadata).label_encoding == ENCODING  # old: refused
 
 
 def core_labels(data: Any, metadata: Any) -> Any:

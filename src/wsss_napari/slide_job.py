@@ -305,6 +305,7 @@ def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], 
     from .classes import LABEL_NAMES
     from .io.export import read_exported_mask
     from .labels_encoding import ENCODING, layer_colors, to_layer
+    from .layer_record import LayerRecord
 
     mask, meta = read_exported_mask(mask_path)
     geo = meta.get("geometry")
@@ -318,9 +319,9 @@ def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], 
         "colormap": layer_colors(), "scale": (s * d, s * d),
         # map pixel i covers level-0 [o + d*i, o + d*(i+1)): centre o + d*i + (d - 1) / 2
         "translate": ((geo.y + (d - 1) / 2) * s, (geo.x + (d - 1) / 2) * s),
-        "metadata": {"wsss": {"geometry": geo, "label_encoding": ENCODING,
-                              "label_names": list(LABEL_NAMES), "source_file": str(mask_path),
-                              "record": meta.get("record", {})}},
+        "metadata": LayerRecord(kind="mask_file", geometry=geo, label_encoding=ENCODING,
+                                label_names=LABEL_NAMES, source_file=str(mask_path),
+                                record=meta.get("record", {})).to_metadata(),
     }
     if geo.mpp:
         kwargs["units"] = ("um", "um")

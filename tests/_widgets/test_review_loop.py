@@ -15,6 +15,7 @@ from PIL import Image
 
 from wsss_napari.classes import NORMAL, TUMOR
 from wsss_napari.labels_encoding import from_layer, layer_value
+from wsss_napari.layer_record import LayerRecord
 from wsss_napari.params import CamParams, ExportFormat, ExportParams, FinetuneParams
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -45,6 +46,12 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     review.project = tmp_path / "project"
     layer = review.edit_region()
     assert layer is not None and layer.data.shape == tune.mask_layer.data.shape
+    records = {n: LayerRecord.from_layer(viewer.layers[n])
+               for n in ("CAM tumor", "Pseudo-mask", "Correction")}
+    assert {n: r.kind for n, r in records.items()} == {
+        "CAM tumor": "cams", "Pseudo-mask": "mask", "Correction": "correction"}
+    assert records["Pseudo-mask"].geometry == cam.last_result.geometry
+    assert records["Correction"].mask_layer == "Pseudo-mask"
     layer.brush_size = 21
     assert layer.selected_label == layer_value(TUMOR)  # a real class, not napari's 0
     layer.paint((40, 40), layer_value(TUMOR))

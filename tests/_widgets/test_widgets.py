@@ -75,9 +75,9 @@ def test_cancel_aborts_the_cam_job(qtbot, viewer, small_slide, tiny_model_path):
 
 
 def cam_meta_out_stride(layer) -> int:
-    from wsss_napari._widgets._layers import wsss_meta
+    from wsss_napari.layer_record import LayerRecord
 
-    return wsss_meta(layer)["slide_cams"].out_stride
+    return LayerRecord.from_layer(layer).slide_cams.out_stride
 
 
 def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,

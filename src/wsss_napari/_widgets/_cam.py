@@ -26,11 +26,11 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
+from ..layer_record import LayerRecord
 from ..params import CamParams
 from ..region import Region
 from . import _tooltips as tips
 from ._layers import (
-    WSSS,
     LayerCombo,
     class_colormap,
     field_of_view,
@@ -60,8 +60,9 @@ def load_model_cached(source: str, cache: dict) -> tuple[Any, str, str]:
     return cache[path]
 
 
-def cam_layers_data(result: Any, slide_layer: Any, meta: dict) -> list[tuple]:
-    """Layer-data tuples of the per-class maps of ``result`` (a ``SlideCams``)."""
+def cam_layers_data(result: Any, slide_layer: Any, rec: LayerRecord) -> list[tuple]:
+    """Layer-data tuples of the per-class maps of ``result`` (a ``SlideCams``), each with
+    ``rec`` (the maps' record) and its class index in its metadata."""
     cams = result.cams
     n, h, w = cams.shape
     where = placement(slide_layer, result.geometry)
@@ -76,7 +77,7 @@ def cam_layers_data(result: Any, slide_layer: Any, meta: dict) -> list[tuple]:
             "contrast_limits": (0.0, 1.0),
             "opacity": 0.7,
             "multiscale": isinstance(data, list),
-            "metadata": {WSSS: {**meta, "class_index": c}},
+            "metadata": rec.replace(class_index=c).to_metadata(),
             **where,
         }
         out.append((data, kwargs, "image"))
@@ -246,9 +247,9 @@ class CamWidget(QWidget):
 
             for w in result.warnings:
                 show_warning(w)
-        meta = {**meta, "slide_cams": result, "source": slide_layer.name,
-                "slide": slide_layer.metadata.get("slide"), "geometry": result.geometry}
-        for data, kwargs, _ in cam_layers_data(result, slide_layer, meta):
+        rec = LayerRecord(kind="cams", **meta, slide_cams=result, source=slide_layer.name,
+                          slide=slide_of(slide_layer), geometry=result.geometry)
+        for data, kwargs, _ in cam_layers_data(result, slide_layer, rec):
             name = kwargs["name"]
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..io.formats import FORMATS
+from ..layer_record import LayerRecord
 from ..params import ExportFormat, ExportParams
 from ..progress import Progress
 from . import _tooltips as tips
@@ -135,7 +136,8 @@ class ExportWidget(QWidget):
     def _on_mask_changed(self, *_: Any) -> None:
         layer = self.mask_combo.layer
         if layer is not None and not self.name_edit.isModified():
-            source = layer.metadata.get("wsss", {}).get("source", "")
+            rec = LayerRecord.find(layer)
+            source = (rec.source if rec is not None else None) or ""
             stem = Path(source).stem.split(".")[0] if source else ""
             self.name_edit.setText(f"{stem}-{layer.name}".strip("-").replace(" ", "-").lower())
 

@@ -23,9 +23,10 @@ from qtpy.QtWidgets import (
 )
 
 from .. import WsssError
+from ..layer_record import LayerRecord
 from ..params import FinetuneParams
 from . import _tooltips as tips
-from ._layers import region_rgb, wsss_meta
+from ._layers import record_of, region_rgb
 from ._lossplot import LossPlot
 from ._paramform import ParamsForm
 from ._worker import JobRunner, notify_error, preload_torch
@@ -102,8 +103,8 @@ class FinetunePanel(QWidget):
             layer = self.review.correction_layer
             if layer is None:
                 raise WsssError("nothing to learn from yet: 'Edit region' and paint corrections")
-            meta = wsss_meta(layer)
-            if meta.get("model") is None:
+            meta = LayerRecord.from_layer(layer)
+            if meta.model is None:
                 raise WsssError("the maps' model is unknown: recompute the maps (CAM widget)")
             params = self.params
             corrected, edited = self.review.corrected()
@@ -112,7 +113,7 @@ class FinetunePanel(QWidget):
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
             labels = np.where(edited | params.pseudo_elsewhere, corrected, 255).astype(np.uint8)
-            image = region_rgb(meta["slide"], meta["geometry"], labels.shape)
+            image = region_rgb(meta.slide, meta.geometry, labels.shape)
         except WsssError as err:
             notify_error(err)
             return None
@@ -143,7 +144,8 @@ class FinetunePanel(QWidget):
             if lyr.name.endswith(PREVIOUS):
                 self.viewer.layers.remove(lyr)
         for lyr in list(self.viewer.layers):
-            if "model" in wsss_meta(lyr) and lyr.name != "Correction":
+            rec = record_of(lyr)
+            if rec is not None and rec.model is not None and rec.kind != "correction":
                 lyr.name = lyr.name + PREVIOUS
                 lyr.visible = False
         self.compare_button.setEnabled(True)
@@ -209,13 +211,13 @@ class FinetunePanel(QWidget):
         self.compare()
 
 
-def _finetune_job(meta: dict, image: np.ndarray, labels: np.ndarray, params: FinetuneParams,
+def _finetune_job(meta: LayerRecord, image: np.ndarray, labels: np.ndarray, params: FinetuneParams,
                   control: Any, models_dir: Path):
     """Worker: fine-tune on one corrected region, then save the new version (core)."""
     from ..train.versioned import finetune_version
 
-    slide = meta.get("slide")
+    slide = meta.slide
     return (yield from finetune_version(
-        meta["model"], [(image, labels)], params, models_dir,
-        slides=[str(getattr(slide, "path", None) or meta.get("source", ""))],
-        regions=[meta["geometry"].region(labels.shape)], control=control))
+        meta.model, [(image, labels)], params, models_dir,
+        slides=[str(getattr(slide, "path", None) or meta.source or "")],
+        regions=[meta.geometry.region(labels.shape)], control=control))

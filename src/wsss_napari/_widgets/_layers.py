@@ -1,11 +1,10 @@
 """napari glue shared by the widgets: layer pickers, field of view, class colormaps, lifecycle.
 
-Layers made by the widgets carry their provenance in ``layer.metadata['wsss']`` (a dict):
-``slide_cams`` (the cached CAMs the tuning widget recomputes from), ``model`` and
-``model_path``/``model_hash``, ``cam_params``/``postproc_params``, ``source`` (the slide
-layer's name) and ``geometry`` (the :class:`~wsss_napari.region.MaskGeometry` placing the
-layer's data on the slide; exports and edits read it). That is how the widgets find each
-other's results without any global state.
+Layers made by the widgets carry their provenance as a typed
+:class:`~wsss_napari.layer_record.LayerRecord` in ``layer.metadata['wsss']``: the cached CAMs
+the tuning widget recomputes from, the model, the parameters, the slide layer's name and the
+:class:`~wsss_napari.region.MaskGeometry` placing the layer's data on the slide (exports and
+edits read it). That is how the widgets find each other's results without any global state.
 """
 
 from __future__ import annotations
@@ -19,21 +18,24 @@ from qtpy.QtWidgets import QComboBox
 from .. import WsssError
 from ..classes import CLASS_NAMES, PALETTE
 from ..labels_encoding import core_labels, layer_colors
+from ..layer_record import LayerRecord, has_record
 from ..region import MaskGeometry, Region
 
-WSSS = "wsss"
+
+def record_of(layer: Any) -> LayerRecord | None:
+    """The plugin's record of ``layer`` (None if the layer is not ours, or too old)."""
+    return LayerRecord.find(layer)
 
 
-def wsss_meta(layer: Any) -> dict:
-    """The widgets' provenance dict of ``layer`` (empty if the layer is not ours)."""
-    meta = getattr(layer, "metadata", None) or {}
-    return meta.get(WSSS, {}) if isinstance(meta.get(WSSS, {}), dict) else {}
+def is_kind(layer: Any, kind: str) -> bool:
+    rec = record_of(layer)
+    return rec is not None and rec.kind == kind
 
 
 def is_slide_layer(layer: Any) -> bool:
     from napari.layers import Image
 
-    return isinstance(layer, Image) and layer.rgb and WSSS not in layer.metadata
+    return isinstance(layer, Image) and layer.rgb and not has_record(layer.metadata)
 
 
 def is_labels_layer(layer: Any) -> bool:
@@ -43,7 +45,7 @@ def is_labels_layer(layer: Any) -> bool:
 
 
 def is_cam_layer(layer: Any) -> bool:
-    return "slide_cams" in wsss_meta(layer)
+    return is_kind(layer, "cams")
 
 
 def is_shapes_layer(layer: Any) -> bool:
@@ -205,7 +207,7 @@ def install_lifecycle(viewer: Any) -> None:
 def _on_layers_removed(event: Any) -> None:
     layer = event.value
     meta = getattr(layer, "metadata", None) or {}
-    if "slide" not in meta or WSSS in meta:
+    if "slide" not in meta or has_record(meta):
         return
     viewer_layers = event.source
     still_used = any(getattr(lyr, "metadata", {}).get("slide") is meta["slide"]

@@ -43,17 +43,17 @@ from ..labels_encoding import (
     layer_value,
     to_layer,
 )
+from ..layer_record import LayerRecord
 from ..region import MaskGeometry, Region
 from . import _tooltips as tips
 from ._finetune import FinetunePanel
 from ._layers import (
-    WSSS,
     LayerCombo,
     field_of_view,
     install_lifecycle,
+    is_kind,
     labels_colormap,
     layer_mask,
-    wsss_meta,
 )
 from ._worker import notify_error
 
@@ -67,16 +67,16 @@ BACKGROUND_ALPHA = 0.6
 def _is_mask_layer(layer: Any) -> bool:
     from napari.layers import Labels
 
-    return isinstance(layer, Labels) and "postproc_params" in wsss_meta(layer)
+    return isinstance(layer, Labels) and is_kind(layer, "mask")
 
 
-def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None):
+def open_edit_store(meta: LayerRecord, mask_shape: tuple[int, int], project: str | None):
     """The slide's edit store (created on first use) at the tissue map's resolution."""
     from ..corrections.store import EditStore, edits_path, slide_identity
 
-    slide, d = meta.get("slide"), float(meta["geometry"].downsample)
+    slide, d = meta.slide, float(meta.geometry.downsample)
     path = getattr(slide, "path", None)
-    name = getattr(slide, "name", None) or meta.get("source", "slide")
+    name = getattr(slide, "name", None) or meta.source or "slide"
     if project:
         root = edits_path(path or Path(project) / name, project)
     elif path is not None:
@@ -154,7 +154,7 @@ class ReviewWidget(QWidget):
     def correction_layer(self) -> Any | None:
         lyr = self.viewer.layers[CORRECTION_LAYER] if CORRECTION_LAYER in self.viewer.layers \
             else None
-        return lyr if lyr is not None and "region" in wsss_meta(lyr) else None
+        return lyr if lyr is not None and is_kind(lyr, "correction") else None
 
     def edit_region(self, region: Region | None = None):
         """Open the editable "Correction" layer over the map pixels that cover the level-0
@@ -166,8 +166,11 @@ class ReviewWidget(QWidget):
             mask_layer = self.mask_combo.layer
             if mask_layer is None:
                 raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
-            meta = wsss_meta(mask_layer)
-            geo: MaskGeometry = meta["geometry"]
+            meta = LayerRecord.from_layer(mask_layer)
+            if meta.geometry is None:
+                raise WsssError(f"layer '{mask_layer.name}' does not say where it lies on "
+                                "the slide: recompute the pseudo-mask")
+            geo: MaskGeometry = meta.geometry
             full = mask_layer.data.shape[-2:]
             if region is None:
                 fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
@@ -205,9 +208,10 @@ class ReviewWidget(QWidget):
             data, name=CORRECTION_LAYER, scale=tuple(scale), translate=tuple(translate),
             units=tuple(mask_layer.units)[-2:],
             colormap=labels_colormap(BACKGROUND_ALPHA), opacity=0.7,
-            metadata={WSSS: {**meta, "label_encoding": ENCODING, "region": (y, x, h, w),
-                             "store_region": (sy, sx, h, w), "geometry": geo.crop(y, x),
-                             "mask_layer": mask_layer.name, "edit_store": self.store}})
+            metadata=meta.replace(
+                kind="correction", label_encoding=ENCODING, region=(y, x, h, w),
+                store_region=(sy, sx, h, w), geometry=geo.crop(y, x),
+                mask_layer=mask_layer.name, edit_store=self.store).to_metadata())
         layer.events.paint.connect(self._on_correction_paint)
         layer.events.set_data.connect(self._on_correction_set_data)
         layer.selected_label = layer_value(TUMOR)
@@ -223,12 +227,12 @@ class ReviewWidget(QWidget):
         if layer is None:
             notify_error(WsssError("nothing to write back: use 'Edit region' first"))
             return
-        meta = wsss_meta(layer)
-        name = meta["mask_layer"]
+        meta = LayerRecord.from_layer(layer)
+        name = meta.mask_layer
         if name not in self.viewer.layers:
             notify_error(WsssError(f"the tissue map '{name}' is no longer open"))
             return
-        y, x, h, w = meta["region"]
+        y, x, h, w = meta.region
         target = self.viewer.layers[name]
         try:
             corrected, edited = self.corrected()
@@ -239,7 +243,9 @@ class ReviewWidget(QWidget):
         # erased pixels go back to the map as it was when the region was opened
         new = np.where(self.painted, corrected, core_labels(region, target.metadata))
         region[...] = to_layer(new) if is_layer_encoded(target.metadata) else new
-        target.metadata[WSSS]["edit_store"] = self.store
+        target_rec = LayerRecord.find(target)
+        if target_rec is not None:
+            target_rec.replace(edit_store=self.store).store(target)
         target.refresh()
         self.flush()
         self.status.setText(f"written back into '{name}'; "
@@ -272,7 +278,7 @@ class ReviewWidget(QWidget):
         layer = self.correction_layer
         if layer is None or self.autosaver is None:
             return
-        sy, sx, _, _ = wsss_meta(layer)["store_region"]
+        sy, sx, _, _ = LayerRecord.from_layer(layer).store_region
         try:
             core = from_layer(layer.data[y:y + h, x:x + w])  # erased (0) -> 255, uncorrected
         except WsssError as err:

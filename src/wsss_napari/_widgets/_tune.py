@@ -31,17 +31,17 @@ from qtpy.QtWidgets import (
 from .. import WsssError
 from ..classes import CLASS_NAMES, LABEL_NAMES
 from ..labels_encoding import ENCODING, core_labels, to_layer
+from ..layer_record import LayerRecord
 from ..params import PostprocParams
 from . import _tooltips as tips
 from ._layers import (
-    WSSS,
     LayerCombo,
     install_lifecycle,
     is_cam_layer,
     labels_colormap,
     placement,
+    record_of,
     region_rgb,
-    wsss_meta,
 )
 from ._paramform import ParamsForm
 from ._worker import JobRunner, notify_error
@@ -55,8 +55,8 @@ MIN_PREVIEW = 256
 def _is_ground_truth(layer: Any) -> bool:
     from napari.layers import Labels
 
-    meta = wsss_meta(layer)
-    return isinstance(layer, Labels) and "postproc_params" not in meta and "region" not in meta
+    rec = record_of(layer)
+    return isinstance(layer, Labels) and (rec is None or rec.kind not in ("mask", "correction"))
 
 
 class TuneWidget(QWidget):
@@ -79,7 +79,7 @@ class TuneWidget(QWidget):
         warm_up()  # compiles the post-processing loops before the first slider move
 
         self.cams_combo = LayerCombo(viewer, is_cam_layer,
-                                     unique_by=lambda lyr: id(wsss_meta(lyr)["slide_cams"]))
+                                     unique_by=lambda lyr: id(record_of(lyr).slide_cams))
         self.cams_combo.setToolTip(tips.TUNE["cams"])
         self.cams_combo.currentIndexChanged.connect(self._on_cams_changed)
         self.form = ParamsForm(PostprocParams)
@@ -168,7 +168,7 @@ class TuneWidget(QWidget):
         from ..models.checkpoint import recommended_postproc
 
         layer = self.cams_combo.layer
-        model = None if layer is None else wsss_meta(layer).get("model")
+        model = None if layer is None else LayerRecord.from_layer(layer).model
         try:
             self.params = PostprocParams() if model is None else recommended_postproc(model)
         except WsssError as err:
@@ -222,7 +222,7 @@ class TuneWidget(QWidget):
             notify_error(err)
             return None
         self.generation += 1
-        gen, meta = self.generation, wsss_meta(cam_layer)
+        gen, meta = self.generation, LayerRecord.from_layer(cam_layer)
         max_size = self._display_size(meta) if preview else None
         worker = create_worker(self._compute, meta, params, present, max_size, gen,
                                _start_thread=False, _ignore_errors=True)
@@ -234,15 +234,15 @@ class TuneWidget(QWidget):
         worker.start()
         return worker
 
-    def _compute(self, meta: dict, params: PostprocParams, present: tuple, max_size: int | None,
-                 gen: int):
+    def _compute(self, meta: LayerRecord, params: PostprocParams, present: tuple,
+                 max_size: int | None, gen: int):
         """Worker thread: build the tuner once per maps, then run it (unless stale)."""
         if gen != self.generation:
             return None
         with self._tuner_lock:
             if gen != self.generation:
                 return None
-            key = id(meta["slide_cams"])
+            key = id(meta.slide_cams)
             if self.tuner_key != key:
                 self.tuner = _make_tuner(meta)
                 self.tuner_key = key
@@ -265,28 +265,26 @@ class TuneWidget(QWidget):
         if out is None or out[0] != self.generation:
             return  # a newer recompute is on its way
         _, meta, params, present, mask, is_preview = out
-        cams = meta["slide_cams"]
+        cams = meta.slide_cams
         full = tuple(cams.cams.shape[-2:])
         if mask.shape != full:
             import cv2
 
             mask = cv2.resize(mask, full[::-1], interpolation=cv2.INTER_NEAREST)
         layer = self.mask_layer
-        old = wsss_meta(layer) if layer is not None else {}
-        new_meta = {
-            **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
-            "slide_cams_id": id(cams), "geometry": cams.geometry,
-            "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
-            "label_encoding": ENCODING,
-        }
-        if old.get("slide_cams_id") == id(cams) and "edit_store" in old:
-            new_meta["edit_store"] = old["edit_store"]
-            mask = _with_edits(mask, old["edit_store"], cams)  # the pathologist's edits win
+        old = record_of(layer) if layer is not None else None
+        same_cams = old is not None and old.slide_cams_id == id(cams)
+        new_meta = meta.replace(
+            kind="mask", slide_cams=None, class_index=None, slide_cams_id=id(cams),
+            geometry=cams.geometry, postproc_params=params, present=present,
+            label_names=LABEL_NAMES, label_encoding=ENCODING)
+        if same_cams and old.edit_store is not None:
+            new_meta = new_meta.replace(edit_store=old.edit_store)
+            mask = _with_edits(mask, old.edit_store, cams)  # the pathologist's edits win
         mask = to_layer(mask)  # class + 1, 0 = nothing: what napari's tools expect
-        if layer is not None and old.get("slide_cams_id") == id(cams) \
-                and layer.data.shape == mask.shape:
+        if layer is not None and same_cams and layer.data.shape == mask.shape:
             np.copyto(layer.data, mask)
-            layer.metadata[WSSS] = new_meta
+            new_meta.store(layer)
             layer.refresh()
         else:
             if layer is not None:
@@ -294,13 +292,13 @@ class TuneWidget(QWidget):
             slide_layer = self._slide_layer(meta)
             where = placement(slide_layer, cams.geometry) if slide_layer else {}
             self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5, colormap=labels_colormap(),
-                                   metadata={WSSS: new_meta}, **where)
+                                   metadata=new_meta.to_metadata(), **where)
         self.status.setText("preview (release the slider for full resolution)" if is_preview
                             else f"pseudo-mask {mask.shape[1]} x {mask.shape[0]} px")
 
-    def _display_size(self, meta: dict) -> int | None:
+    def _display_size(self, meta: LayerRecord) -> int | None:
         """Edge in screen pixels that the maps span now (None: preview would not be cheaper)."""
-        cams = meta["slide_cams"]
+        cams = meta.slide_cams
         h, w = cams.cams.shape[-2:]
         slide_layer = self._slide_layer(meta)
         scale = np.asarray(slide_layer.scale[-2:]) * cams.downsample if slide_layer else 1.0
@@ -309,23 +307,23 @@ class TuneWidget(QWidget):
         size = int(max(MIN_PREVIEW, on_screen))
         return size if size < max(h, w) else None
 
-    def _slide_layer(self, meta: dict) -> Any | None:
-        name = meta.get("source")
+    def _slide_layer(self, meta: LayerRecord) -> Any | None:
+        name = meta.source
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _on_cams_changed(self, *_: Any) -> None:
         layer = self.cams_combo.layer
         if layer is not None:
-            self._adopt_recommended(wsss_meta(layer))
+            self._adopt_recommended(LayerRecord.from_layer(layer))
             self.recompute(preview=False)
 
-    def _adopt_recommended(self, meta: dict) -> None:
+    def _adopt_recommended(self, meta: LayerRecord) -> None:
         """Set the sliders to the recommended post-processing of the maps' model, once per
         model (so the user's own settings survive recomputing maps with the same model)."""
         from ..models.checkpoint import POSTPROC_KEY, recommended_postproc
 
-        model = meta.get("model")
-        key = meta.get("model_hash") or meta.get("model_path") or id(model)
+        model = meta.model
+        key = meta.model_hash or meta.model_path or id(model)
         if model is None or key == self.params_source:
             return
         self.params_source = key
@@ -357,8 +355,8 @@ class TuneWidget(QWidget):
             if cam_layer is None or gt_layer is None:
                 raise WsssError("fitting needs maps (run the CAM widget) and a ground-truth "
                                 "Labels layer over the same area")
-            meta = wsss_meta(cam_layer)
-            gt = _resample_to_cams(gt_layer, self._slide_layer(meta), meta["slide_cams"])
+            meta = LayerRecord.from_layer(cam_layer)
+            gt = _resample_to_cams(gt_layer, self._slide_layer(meta), meta.slide_cams)
             base = self.params
             return self.fit_runner.start(lambda: _fit_job(meta, gt, base),
                                          self._on_fit_returned, "fit")
@@ -417,18 +415,18 @@ def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
     return np.where(edits != 255, edits, mask).astype(np.uint8)
 
 
-def _make_tuner(meta: dict):
+def _make_tuner(meta: LayerRecord):
     """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
     from ..inference.slide_mask import cams_tuner
 
-    return cams_tuner(meta["slide_cams"], meta.get("slide"))
+    return cams_tuner(meta.slide_cams, meta.slide)
 
 
-def _region_rgb(meta: dict) -> np.ndarray | None:
+def _region_rgb(meta: LayerRecord) -> np.ndarray | None:
     """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
     from ..inference.slide_mask import MAX_GLASS_PIXELS
 
-    slide, cams = meta.get("slide"), meta["slide_cams"]
+    slide, cams = meta.slide, meta.slide_cams
     shape = tuple(cams.cams.shape[-2:])
     if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
         return None
@@ -456,10 +454,10 @@ def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
     return out
 
 
-def _fit_job(meta: dict, gt: np.ndarray, base: PostprocParams):
+def _fit_job(meta: LayerRecord, gt: np.ndarray, base: PostprocParams):
     from .. import tune
 
-    cams = meta["slide_cams"]
+    cams = meta.slide_cams
     sample = tune.TuneSample(cams=np.asarray(cams.cams), gt=gt, image=_region_rgb(meta),
                              scores=cams.scores, pixel_scale=cams.out_stride)
     return (yield from tune.grid_search([sample], tune.default_grid(), base=base))

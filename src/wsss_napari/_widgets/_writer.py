@@ -12,22 +12,21 @@ from typing import Any
 
 from .. import WsssError
 from ..labels_encoding import core_labels
+from ..layer_record import LayerRecord, geometry_of
 from ..params import ExportParams, ParamsBase, RunRecord
-from ..region import MaskGeometry
 
 
 def run_record(metadata: dict) -> RunRecord:
     """Provenance of a mask layer from its metadata (model, parameters, slide)."""
-    w = metadata.get("wsss", {}) if isinstance(metadata.get("wsss"), dict) else {}
-    slide = w.get("slide") or metadata.get("slide")
-    params = [p for p in (w.get("cam_params"), w.get("postproc_params"))
-              if isinstance(p, ParamsBase)]
-    extra = {"present": list(w["present"])} if "present" in w else {}
+    w = LayerRecord.find(metadata) or LayerRecord(kind="mask_file")
+    slide = w.slide or metadata.get("slide")  # a slide layer's reader entry
+    params = [p for p in (w.cam_params, w.postproc_params) if isinstance(p, ParamsBase)]
+    extra = {"present": list(w.present)} if w.present is not None else {}
     rec = RunRecord.make(
         *params,
-        model_name=Path(w["model_path"]).name if w.get("model_path") else "",
-        model_hash=w.get("model_hash", ""),
-        slide=str(getattr(slide, "path", None) or w.get("source", "")),
+        model_name=Path(w.model_path).name if w.model_path else "",
+        model_hash=w.model_hash or "",
+        slide=str(getattr(slide, "path", None) or w.source or ""),
         slide_mpp=getattr(slide, "mpp", None),
     )
     if extra:
@@ -44,11 +43,8 @@ def export_kwargs(metadata: dict, name: str) -> dict[str, Any]:
     layers made elsewhere); a layer without one is refused (a mask is never exported at a
     guessed place).
     """
-    w = metadata.get("wsss", {}) if isinstance(metadata.get("wsss"), dict) else {}
-    geometry = w.get("geometry", metadata.get("geometry"))
-    if isinstance(geometry, dict):
-        geometry = MaskGeometry.from_dict(geometry)
-    if not isinstance(geometry, MaskGeometry):
+    geometry = geometry_of(metadata)
+    if geometry is None:
         raise WsssError(f"layer '{name}' does not say where it lies on the slide (no "
                         "geometry in its metadata): export the maps' pseudo-mask, or set "
                         "layer.metadata['geometry'] to a MaskGeometry")

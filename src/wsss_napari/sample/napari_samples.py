@@ -15,6 +15,7 @@ from typing import Any
 from .. import WsssError
 from ..classes import LABEL_NAMES
 from ..labels_encoding import ENCODING, layer_colors, to_layer
+from ..layer_record import LayerRecord
 
 #: Size and seed of the sample slide (level 0 px; 0.5 um/px).
 SAMPLE_SIZE = (4096, 4096)
@@ -84,10 +85,11 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
             "colormap": layer_colors(),
             "opacity": 0.5,
             "visible": False,
-            "metadata": {"wsss": {"ground_truth": True, "classes": list(LABEL_NAMES),
-                                  "label_encoding": ENCODING, "source": "synthetic H&E",
-                                  "geometry": MaskGeometry(downsample=ds, mpp=SAMPLE_MPP,
-                                                           slide=str(path))}},
+            "metadata": LayerRecord(
+                kind="ground_truth", label_names=LABEL_NAMES, label_encoding=ENCODING,
+                source="synthetic H&E",
+                geometry=MaskGeometry(downsample=ds, mpp=SAMPLE_MPP, slide=str(path)),
+            ).to_metadata(),
         },
         "labels",
     )
