@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES, LABEL_NAMES
-from ..labels_encoding import ENCODING, core_labels, to_layer
+from ..labels_encoding import ENCODING
 from ..layer_record import LayerRecord
 from ..params import PostprocParams
 from . import _tooltips as tips
@@ -38,25 +38,16 @@ from ._layers import (
     LayerCombo,
     install_lifecycle,
     is_cam_layer,
-    labels_colormap,
-    placement,
     record_of,
-    region_rgb,
 )
 from ._paramform import ParamsForm
+from ._tunelayers import fit_job, is_ground_truth, make_tuner, resample_to_cams, show_mask
 from ._worker import JobRunner, notify_error
 
 MASK_LAYER = "Pseudo-mask"
 DEBOUNCE_MS = 150
 #: Below this edge (px) the preview is skipped: the full map is as cheap.
 MIN_PREVIEW = 256
-
-
-def _is_ground_truth(layer: Any) -> bool:
-    from napari.layers import Labels
-
-    rec = record_of(layer)
-    return isinstance(layer, Labels) and (rec is None or rec.kind not in ("mask", "correction"))
 
 
 class TuneWidget(QWidget):
@@ -98,7 +89,7 @@ class TuneWidget(QWidget):
         self.timer.setInterval(DEBOUNCE_MS)
         self.timer.timeout.connect(self._on_timer_timeout)
 
-        self.gt_combo = LayerCombo(viewer, _is_ground_truth)
+        self.gt_combo = LayerCombo(viewer, is_ground_truth)
         self.gt_combo.setToolTip(tips.TUNE["gt"])
         self.fit_button = QPushButton("Fit to ground truth")
         self.fit_button.setToolTip(tips.TUNE["fit"])
@@ -244,7 +235,7 @@ class TuneWidget(QWidget):
                 return None
             key = id(meta.slide_cams)
             if self.tuner_key != key:
-                self.tuner = _make_tuner(meta)
+                self.tuner = make_tuner(meta)
                 self.tuner_key = key
             tuner = self.tuner
         from ..postproc.pipeline import Cancelled
@@ -271,28 +262,10 @@ class TuneWidget(QWidget):
             import cv2
 
             mask = cv2.resize(mask, full[::-1], interpolation=cv2.INTER_NEAREST)
-        layer = self.mask_layer
-        old = record_of(layer) if layer is not None else None
-        same_cams = old is not None and old.slide_cams_id == id(cams)
-        new_meta = meta.replace(
+        show_mask(self.viewer, MASK_LAYER, mask, meta.replace(
             kind="mask", slide_cams=None, class_index=None, slide_cams_id=id(cams),
             geometry=cams.geometry, postproc_params=params, present=present,
-            label_names=LABEL_NAMES, label_encoding=ENCODING)
-        if same_cams and old.edit_store is not None:
-            new_meta = new_meta.replace(edit_store=old.edit_store)
-            mask = _with_edits(mask, old.edit_store, cams)  # the pathologist's edits win
-        mask = to_layer(mask)  # class + 1, 0 = nothing: what napari's tools expect
-        if layer is not None and same_cams and layer.data.shape == mask.shape:
-            np.copyto(layer.data, mask)
-            new_meta.store(layer)
-            layer.refresh()
-        else:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
-            slide_layer = self._slide_layer(meta)
-            where = placement(slide_layer, cams.geometry) if slide_layer else {}
-            self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5, colormap=labels_colormap(),
-                                   metadata=new_meta.to_metadata(), **where)
+            label_names=LABEL_NAMES, label_encoding=ENCODING), cams, self._slide_layer(meta))
         self.status.setText("preview (release the slider for full resolution)" if is_preview
                             else f"pseudo-mask {mask.shape[1]} x {mask.shape[0]} px")
 
@@ -356,9 +329,9 @@ class TuneWidget(QWidget):
                 raise WsssError("fitting needs maps (run the CAM widget) and a ground-truth "
                                 "Labels layer over the same area")
             meta = LayerRecord.from_layer(cam_layer)
-            gt = _resample_to_cams(gt_layer, self._slide_layer(meta), meta.slide_cams)
+            gt = resample_to_cams(gt_layer, self._slide_layer(meta), meta.slide_cams)
             base = self.params
-            return self.fit_runner.start(lambda: _fit_job(meta, gt, base),
+            return self.fit_runner.start(lambda: fit_job(meta, gt, base),
                                          self._on_fit_returned, "fit")
         except WsssError as err:
             notify_error(err)
@@ -405,59 +378,3 @@ class TuneWidget(QWidget):
         for w in list(self._recompute_workers):
             w.await_workers(msecs=5000) if hasattr(w, "await_workers") else None
         super().closeEvent(event)
-
-
-def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
-    """``mask`` with the stored corrections painted over it."""
-    oy, ox = (int(round(v)) for v in store.geometry.from_level0(cams.geometry.y,
-                                                                 cams.geometry.x))
-    edits = store.read(oy, ox, *mask.shape)
-    return np.where(edits != 255, edits, mask).astype(np.uint8)
-
-
-def _make_tuner(meta: LayerRecord):
-    """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
-    from ..inference.slide_mask import cams_tuner
-
-    return cams_tuner(meta.slide_cams, meta.slide)
-
-
-def _region_rgb(meta: LayerRecord) -> np.ndarray | None:
-    """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
-    from ..inference.slide_mask import MAX_GLASS_PIXELS
-
-    slide, cams = meta.slide, meta.slide_cams
-    shape = tuple(cams.cams.shape[-2:])
-    if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
-        return None
-    return region_rgb(slide, cams.geometry, shape)
-
-
-def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
-    """Ground truth sampled (nearest) at the centres of the maps' pixels, via world coords."""
-    h, w = cams.cams.shape[-2:]
-    if slide_layer is None:
-        raise WsssError("the slide layer of these maps is no longer open")
-    where = placement(slide_layer, cams.geometry)
-    ys = where["translate"][0] + np.arange(h) * where["scale"][0]
-    xs = where["translate"][1] + np.arange(w) * where["scale"][1]
-    gt_y = np.round((ys - gt_layer.translate[-2]) / gt_layer.scale[-2]).astype(int)
-    gt_x = np.round((xs - gt_layer.translate[-1]) / gt_layer.scale[-1]).astype(int)
-    data = core_labels(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data,
-                       gt_layer.metadata)
-    inside = (gt_y >= 0) & (gt_y < data.shape[-2])
-    inside_x = (gt_x >= 0) & (gt_x < data.shape[-1])
-    if not inside.any() or not inside_x.any():
-        raise WsssError(f"ground truth '{gt_layer.name}' does not overlap the maps")
-    out = np.full((h, w), 255, np.uint8)
-    out[np.ix_(inside, inside_x)] = data[np.ix_(gt_y[inside], gt_x[inside_x])]
-    return out
-
-
-def _fit_job(meta: LayerRecord, gt: np.ndarray, base: PostprocParams):
-    from .. import tune
-
-    cams = meta.slide_cams
-    sample = tune.TuneSample(cams=np.asarray(cams.cams), gt=gt, image=_region_rgb(meta),
-                             scores=cams.scores, pixel_scale=cams.out_stride)
-    return (yield from tune.grid_search([sample], tune.default_grid(), base=base))
