@@ -1,0 +1,296 @@
+"""Does the review queue save the pathologist time? A simulated pathologist on WSSS4LUAD.
+
+3 folds by image over ``../shared/data/wsss4luad/validation`` (31 images), as in
+``bench_weak_labels.py``: per fold a CAM classifier is trained on the weak (image-level)
+patch labels of 2/3 of the images; each held-out image gets its multi-scale CAMs (per-scale
+maps kept), its prediction (CAM argmax, background mask given) and its review queue
+(``review_queue.build_queue``, tiles of ``--tile`` px). An oracle then "reviews" items by
+copying the true mask into them, in queue (uncertainty) order or in random order (several
+seeds), until a fraction of the image's tissue area has been reviewed (each image gets the
+same budget). Reported: mIoU (tumor / stroma / normal, confusions summed over all held-out
+images) against the fraction reviewed, for the margin, entropy and scale-disagreement
+orders, the region-mode queue and random order; the gain over no review is compared at 10 %.
+
+``--finetune``: each fold's held-out images are split in two halves; the corrections made
+at 10 % on the first half (uncertainty order vs random order, seed 0) fine-tune the
+classifier (``train.finetune``) and the second half's CAM-argmax mIoU is measured before and
+after: does the model learn from the reviewed regions?
+
+    python benchmarks/bench_review_queue.py --plot docs/images/review_queue.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_weak_labels import DEFAULT_DATA, cut_patches, load_images  # noqa: E402
+
+FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def _miou(conf: np.ndarray) -> float:
+    from wsss_napari.metrics import iou_report
+
+    return float(iou_report(conf)["miou"])
+
+
+def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    from wsss_napari.metrics import confusion_matrix, force_background
+
+    return confusion_matrix(force_background(pred, gt == 3), gt)
+
+
+def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
+    """Copy the true mask into items, in order, until ``budget`` px have been reviewed."""
+    out, done = pred.copy(), 0
+    for it in items:
+        if done >= budget:
+            break
+        r0, c0, h, w = it.box
+        sub = out[r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return out, done
+
+
+def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> np.ndarray:
+    """255 everywhere but the reviewed items (their true labels): the corrections."""
+    lab, done = np.full(gt.shape, 255, np.uint8), 0
+    for it in items:
+        if done >= budget:
+            break
+        r0, c0, h, w = it.box
+        sub = lab[r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return lab
+
+
+def predict(model, rgb, gt, cam_params, uparams):
+    """CAMs, uncertainty map and queues of one image (background mask given)."""
+    from wsss_napari.inference.multiscale import multiscale_cam
+    from wsss_napari.review_queue import build_queue
+    from wsss_napari.uncertainty import uncertainty_map
+
+    res = multiscale_cam(model, rgb, cam_params)
+    bg = gt == 3
+    queues = {}
+    for metric in ("margin", "entropy", "disagreement"):
+        p = uparams.replace(metric=metric, mode="tile")
+        um = uncertainty_map(res.cams, p, scale_cams=res.scale_cams, background=bg)
+        queues[metric] = build_queue(um, res.cams, p, background=bg).items
+        if metric == "margin":
+            pred = um.labels
+            pr = uparams.replace(metric=metric, mode="region")
+            queues["margin regions"] = build_queue(um, res.cams, pr, background=bg).items
+    return pred, queues
+
+
+def run_fold(fold, train, test, args, work, rows, ft_rows):
+    import torch
+
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import CamParams, TrainClsParams, UncertaintyParams
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.train.cls import train_classifier
+    from wsss_napari.train.data import items_from_arrays
+
+    t0 = time.perf_counter()
+    samples = [(p, None, lab) for _, rgb, gt in train
+               for p, lab in cut_patches(rgb, gt, args.patch, args.stride, 0.02, 0.8)]
+    items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
+    cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls, batch_size=20,
+                                crop_size=args.patch, val_fraction=0.0, seed=fold,
+                                device="cpu", lr=1e-2)
+    cam_path = work / f"fold{fold}" / "cam.safetensors"
+    run_to_end(train_classifier(items, cam_path, cls_params))
+    model = load_model(cam_path)
+    t_cls = time.perf_counter()
+    cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32,
+                           keep_scales=True)
+    uparams = UncertaintyParams(tile=args.tile, min_area=0, max_items=0,
+                                threshold=args.threshold)
+    per_image = []
+    for name, rgb, gt in test:
+        pred, queues = predict(model, rgb, gt, cam_params, uparams)
+        per_image.append((name, rgb, gt, pred, queues))
+        tissue = int((gt != 3).sum())
+        for f in FRACTIONS:
+            budget = f * tissue
+            for order, its in queues.items():
+                out, done = review(pred, gt, its, budget)
+                rows.append((order, f, _conf(out, gt), done, tissue))
+            for seed in range(args.seeds):
+                rng = np.random.default_rng(1000 * seed + zlib.crc32(name.encode()) % 1000)
+                its = list(queues["margin"])
+                rng.shuffle(its)
+                out, done = review(pred, gt, its, budget)
+                rows.append((f"random#{seed}", f, _conf(out, gt), done, tissue))
+    t_eval = time.perf_counter()
+    print(f"fold {fold}: {len(items)} patches, train {t_cls - t0:.0f}s, "
+          f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
+
+    if args.finetune:
+        from wsss_napari.inference.multiscale import multiscale_cam
+        from wsss_napari.params import FinetuneParams
+        from wsss_napari.train.finetune import run_finetune
+
+        first, second = per_image[0::2], per_image[1::2]
+        plain = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
+
+        def held_out(m):
+            c = np.zeros((4, 4), np.int64)
+            for _, rgb, gt, _, _ in second:
+                c += _conf(multiscale_cam(m, rgb, plain).cams.argmax(0).astype(np.uint8), gt)
+            return c
+
+        ft_rows.append(("before fine-tune", fold, held_out(model)))
+        for order in ("margin", "random"):
+            data = []
+            for name, rgb, gt, _, queues in first:
+                its = list(queues["margin"])
+                if order == "random":
+                    np.random.default_rng(zlib.crc32(name.encode()) % 1000).shuffle(its)
+                data.append((rgb, reviewed_labels(gt, its, 0.1 * (gt != 3).sum())))
+            torch.manual_seed(fold)
+            res = run_finetune(model, data, FinetuneParams(
+                steps=args.ft_steps, crop_size=args.patch, batch_size=4, lr=args.ft_lr,
+                device="cpu", seed=fold))
+            ft_rows.append((f"after fine-tune ({order} order)", fold, held_out(res.model)))
+        print(f"fold {fold}: fine-tunes {time.perf_counter() - t_eval:.0f}s", flush=True)
+
+
+def summarise(rows, seeds):
+    """{order: [(fraction, mIoU, reviewed fraction)]}, random seeds averaged."""
+    orders = sorted({r[0] for r in rows if not r[0].startswith("random")})
+    out = {}
+    for order in orders + ["random"]:
+        line = []
+        for f in FRACTIONS:
+            names = [f"random#{s}" for s in range(seeds)] if order == "random" else [order]
+            mious, fr = [], []
+            for nm in names:
+                sel = [r for r in rows if r[0] == nm and r[1] == f]
+                mious.append(_miou(sum(r[2] for r in sel)))
+                fr.append(sum(r[3] for r in sel) / max(sum(r[4] for r in sel), 1))
+            line.append((f, float(np.mean(mious)), float(np.mean(fr)), float(np.std(mious))))
+        out[order] = line
+    return out
+
+
+def plot(summary, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    styles = {"margin": "o-", "entropy": "s--", "disagreement": "^-.",
+              "margin regions": "d:", "random": "x-"}
+    for order, line in summary.items():
+        xs = [100 * r[2] for r in line]
+        ys = [r[1] for r in line]
+        ax.plot(xs, ys, styles.get(order, "-"), label=order if order != "random"
+                else "random order (mean of seeds)")
+        if order == "random":
+            ax.fill_between(xs, [r[1] - r[3] for r in line], [r[1] + r[3] for r in line],
+                            alpha=0.2)
+    ax.set_xlabel("tissue area reviewed (%)")
+    ax.set_ylabel("mIoU (tumor / stroma / normal)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--stride", type=int, default=64)
+    ap.add_argument("--backbone", default="mobilenetv3_small_100")
+    ap.add_argument("--epochs-cls", type=int, default=10)
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
+    ap.add_argument("--tile", type=int, default=32, help="queue tile edge (px)")
+    ap.add_argument("--threshold", type=float, default=0.5, help="region-mode threshold")
+    ap.add_argument("--seeds", type=int, default=5, help="random-order repetitions")
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--finetune", action="store_true",
+                    help="also fine-tune on the 10 %% corrections (see the docstring)")
+    ap.add_argument("--ft-steps", type=int, default=60)
+    ap.add_argument("--ft-lr", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plot", type=Path, help="write the mIoU-vs-fraction plot (PNG) here")
+    ap.add_argument("--quick", action="store_true", help="one fold, 2 epochs, one scale pair")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs_cls, args.folds, args.scales, args.seeds = 2, [0], [1.0, 1.5], 2
+        args.ft_steps = 5
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not (args.data / "img").is_dir():
+        print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
+        return 0
+    images = load_images(args.data)
+    t0 = time.perf_counter()
+    rows: list = []
+    ft_rows: list = []
+    with tempfile.TemporaryDirectory(prefix="wsss_bench_queue_") as tmp:
+        for fold in args.folds:
+            test = [im for i, im in enumerate(images) if i % 3 == fold]
+            train = [im for i, im in enumerate(images) if i % 3 != fold]
+            run_fold(fold, train, test, args, Path(tmp), rows, ft_rows)
+    elapsed = time.perf_counter() - t0
+    summary = summarise(rows, args.seeds)
+
+    print()
+    print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds}; classifier "
+          f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches; scales "
+          f"{args.scales}; queue tiles {args.tile}px; random order: {args.seeds} seeds; "
+          f"{elapsed / 60:.1f} min")
+    head = "| order | " + " | ".join(f"{100 * f:g} %" for f in FRACTIONS) + " |"
+    print(head)
+    print("|" + "---|" * (len(FRACTIONS) + 1))
+    for order, line in summary.items():
+        cells = " | ".join(f"{m:.3f}" for _, m, _, _ in line)
+        print(f"| {order} | {cells} |")
+    print("(columns: review budget as a share of each image's tissue area; actual reviewed "
+          "share: " + ", ".join(f"{o} {100 * line[3][2]:.1f} %" for o, line in summary.items())
+          + " at the 10 % column)")
+    base = summary["random"][0][1]
+    i10 = FRACTIONS.index(0.1)
+    g_rand = summary["random"][i10][1] - base
+    for order, line in summary.items():
+        if order == "random":
+            continue
+        g = line[i10][1] - base
+        print(f"gain at 10 %: {order} {g:+.3f} vs random {g_rand:+.3f} -> "
+              f"{g / g_rand if g_rand > 0 else float('inf'):.2f}x")
+    if ft_rows:
+        print()
+        print("| fine-tune (held-out half of each fold's test images) | mIoU |")
+        print("|---|---|")
+        for name in dict.fromkeys(r[0] for r in ft_rows):
+            c = sum(r[2] for r in ft_rows if r[0] == name)
+            print(f"| {name} | {_miou(c):.3f} |")
+    if args.plot:
+        plot(summary, args.plot, f"WSSS4LUAD validation ({len(images)} images, 3 folds): "
+             f"oracle review, {args.tile}px tiles")
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
