@@ -439,9 +439,10 @@ def _g(v: float) -> str:
     return f"{v:g}"
 
 
-def resample_item(item: QueueItem, src: MaskGeometry, dst: MaskGeometry
-                  ) -> tuple[int, int, np.ndarray]:
-    """The item's mask on another grid: ``(row, col, mask)`` there (nearest pixel centres)."""
+def resample_item(item: QueueItem, src: MaskGeometry, dst: MaskGeometry,
+                  values: np.ndarray | None = None) -> tuple[int, int, np.ndarray]:
+    """The item's mask (or ``values`` over its box) on another grid: ``(row, col, array)``
+    there, by nearest pixel centres (pixels outside the box: ``False`` / 255)."""
     r0, c0, h, w = item.box
     ly0, lx0 = src.to_level0(r0, c0)
     ly1, lx1 = src.to_level0(r0 + h, c0 + w)
@@ -455,8 +456,10 @@ def resample_item(item: QueueItem, src: MaskGeometry, dst: MaskGeometry
     sy = np.floor((cy - src.y) / src.downsample).astype(int) - r0
     sx = np.floor((cx - src.x) / src.downsample).astype(int) - c0
     oky, okx = (sy >= 0) & (sy < h), (sx >= 0) & (sx < w)
-    out = np.zeros((y1 - y0, x1 - x0), bool)
-    out[np.ix_(oky, okx)] = item.mask[np.ix_(sy[oky], sx[okx])]
+    src_arr = item.mask if values is None else np.asarray(values)
+    out = np.zeros((y1 - y0, x1 - x0), bool) if values is None else \
+        np.full((y1 - y0, x1 - x0), 255, src_arr.dtype)
+    out[np.ix_(oky, okx)] = src_arr[np.ix_(sy[oky], sx[okx])]
     return y0, x0, out
 
 
@@ -478,3 +481,16 @@ def write_decision(store: Any, item: QueueItem, decision: Decision,
         return int(store.clear(y, x, m.shape[0], m.shape[1], mask=m))
     labels = np.full(m.shape, int(decision.label), np.uint8)  # type: ignore[arg-type]
     return int(store.write(y, x, labels, edited_mask=m))
+
+
+def write_labels(store: Any, item: QueueItem, labels: np.ndarray,
+                 geometry: MaskGeometry) -> int:
+    """Write painted labels ``uint8 (h, w)`` over the item's box (255 = not painted) into an
+    ``EditStore``; returns the number of store pixels written."""
+    r0, c0, h, w = item.box
+    labels = np.asarray(labels, np.uint8)
+    if labels.shape != (h, w):
+        raise WsssError(f"painted labels {labels.shape} do not match the item's box {(h, w)}")
+    y, x, lab = resample_item(item, geometry, MaskGeometry(downsample=float(store.downsample)),
+                              values=labels)
+    return int(store.write(y, x, lab))
