@@ -74,13 +74,11 @@ def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> np.ndarray:
     return lab
 
 
-def predict(model, rgb, gt, cam_params, uparams):
-    """CAMs, uncertainty map and queues of one image (background mask given)."""
-    from wsss_napari.inference.multiscale import multiscale_cam
+def predict(res, gt, uparams):
+    """Uncertainty map and queues of one image from its CAMs (background mask given)."""
     from wsss_napari.review_queue import build_queue
     from wsss_napari.uncertainty import uncertainty_map
 
-    res = multiscale_cam(model, rgb, cam_params)
     bg = gt == 3
     queues = {}
     for metric in ("margin", "entropy", "disagreement"):
@@ -97,6 +95,7 @@ def predict(model, rgb, gt, cam_params, uparams):
 def run_fold(fold, train, test, args, work, rows, ft_rows):
     import torch
 
+    from wsss_napari.inference.multiscale import CamResult, multiscale_cam
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams, TrainClsParams, UncertaintyParams
     from wsss_napari.progress import run_to_end
@@ -104,14 +103,16 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
     from wsss_napari.train.data import items_from_arrays
 
     t0 = time.perf_counter()
-    samples = [(p, None, lab) for _, rgb, gt in train
-               for p, lab in cut_patches(rgb, gt, args.patch, args.stride, 0.02, 0.8)]
-    items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
-    cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls, batch_size=20,
-                                crop_size=args.patch, val_fraction=0.0, seed=fold,
-                                device="cpu", lr=1e-2)
     cam_path = work / f"fold{fold}" / "cam.safetensors"
-    run_to_end(train_classifier(items, cam_path, cls_params))
+    if not cam_path.exists():
+        samples = [(p, None, lab) for _, rgb, gt in train
+                   for p, lab in cut_patches(rgb, gt, args.patch, args.stride, 0.02, 0.8)]
+        items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
+        cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
+                                    batch_size=20, crop_size=args.patch, val_fraction=0.0,
+                                    seed=fold, device="cpu", lr=1e-2)
+        run_to_end(train_classifier(items, cam_path, cls_params))
+        print(f"fold {fold}: {len(items)} patches", flush=True)
     model = load_model(cam_path)
     t_cls = time.perf_counter()
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32,
@@ -120,7 +121,15 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
                                 threshold=args.threshold)
     per_image = []
     for name, rgb, gt in test:
-        pred, queues = predict(model, rgb, gt, cam_params, uparams)
+        cached = work / f"fold{fold}" / f"{name}.cams.npz"
+        if cached.exists():
+            z = np.load(cached)
+            res = CamResult(z["cams"], z["scores"], z["maxima"], z["scale_cams"])
+        else:
+            res = multiscale_cam(model, rgb, cam_params)
+            np.savez(cached, cams=res.cams, scores=res.scores, maxima=res.maxima,
+                     scale_cams=res.scale_cams)
+        pred, queues = predict(res, gt, uparams)
         per_image.append((name, rgb, gt, pred, queues))
         tissue = int((gt != 3).sum())
         for f in FRACTIONS:
@@ -135,7 +144,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
                 out, done = review(pred, gt, its, budget)
                 rows.append((f"random#{seed}", f, _conf(out, gt), done, tissue))
     t_eval = time.perf_counter()
-    print(f"fold {fold}: {len(items)} patches, train {t_cls - t0:.0f}s, "
+    print(f"fold {fold}: train {t_cls - t0:.0f}s, "
           f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
 
     if args.finetune:
@@ -187,30 +196,52 @@ def summarise(rows, seeds):
 
 
 def plot(summary, path: Path, title: str) -> None:
-    import matplotlib
+    """mIoU against the reviewed share of the tissue, one line per order (PIL, no matplotlib)."""
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    W, H, L, R, T, B = 760, 480, 70, 190, 40, 55
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    ys = [m for line in summary.values() for _, m, _, _ in line]
+    y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
+    x1 = 100 * max(r[2] for line in summary.values() for r in line)
+    x1 = max(30.0, float(np.ceil(x1 / 5) * 5))
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    styles = {"margin": "o-", "entropy": "s--", "disagreement": "^-.",
-              "margin regions": "d:", "random": "x-"}
-    for order, line in summary.items():
-        xs = [100 * r[2] for r in line]
-        ys = [r[1] for r in line]
-        ax.plot(xs, ys, styles.get(order, "-"), label=order if order != "random"
-                else "random order (mean of seeds)")
+    def px(x, y):
+        return (L + (W - L - R) * x / x1, H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-9))
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for x in range(0, int(x1) + 1, 5):
+        X, _ = px(x, y0)
+        d.line([X, H - B, X, H - B + 4], fill="black")
+        d.text((X - 8, H - B + 7), f"{x}", fill="black")
+    for k in range(int(round((y1 - y0) / 0.05)) + 1):
+        y = y0 + 0.05 * k
+        _, Y = px(0, y)
+        d.line([L - 4, Y, L, Y], fill="black")
+        d.line([L, Y, W - R, Y], fill=(225, 225, 225))
+        d.text((L - 40, Y - 6), f"{y:.2f}", fill="black")
+    d.text((L + 150, H - 22), "tissue area reviewed (%)", fill="black")
+    d.text((8, T - 16), "mIoU (tumor / stroma / normal)", fill="black")
+    d.text((8, 4), title, fill="black")
+    colors = {"margin": (0, 90, 200), "entropy": (0, 150, 70), "disagreement": (170, 60, 170),
+              "margin regions": (230, 130, 0), "random": (200, 0, 0)}
+    for i, (order, line) in enumerate(summary.items()):
+        c = colors.get(order, (80, 80, 80))
+        pts = [px(100 * r[2], r[1]) for r in line]
+        d.line(pts, fill=c, width=3 if order in ("margin", "random") else 2)
+        for X, Y in pts:
+            d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
         if order == "random":
-            ax.fill_between(xs, [r[1] - r[3] for r in line], [r[1] + r[3] for r in line],
-                            alpha=0.2)
-    ax.set_xlabel("tissue area reviewed (%)")
-    ax.set_ylabel("mIoU (tumor / stroma / normal)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+            for r in line:
+                X, Ya = px(100 * r[2], r[1] - r[3])
+                _, Yb = px(100 * r[2], r[1] + r[3])
+                d.line([X, Ya, X, Yb], fill=c, width=1)
+        label = "random order (mean, +-sd)" if order == "random" else f"{order} order"
+        d.line([W - R + 12, T + 14 + 20 * i, W - R + 34, T + 14 + 20 * i], fill=c, width=3)
+        d.text((W - R + 40, T + 8 + 20 * i), label, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    img.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", type=Path, help="write the mIoU-vs-fraction plot (PNG) here")
+    ap.add_argument("--work", type=Path,
+                    help="keep the models and CAMs here; a rerun reuses them (no training)")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="use only the first N images (smoke runs); 0 = all")
     ap.add_argument("--quick", action="store_true", help="one fold, 2 epochs, one scale pair")
     args = ap.parse_args(argv)
     if args.quick:
@@ -244,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
         return 0
     images = load_images(args.data)
+    if args.limit:
+        images = images[:args.limit]
     t0 = time.perf_counter()
     rows: list = []
     ft_rows: list = []
@@ -251,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         for fold in args.folds:
             test = [im for i, im in enumerate(images) if i % 3 == fold]
             train = [im for i, im in enumerate(images) if i % 3 != fold]
-            run_fold(fold, train, test, args, Path(tmp), rows, ft_rows)
+            work = args.work or Path(tmp)
+            (work / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+            run_fold(fold, train, test, args, work, rows, ft_rows)
     elapsed = time.perf_counter() - t0
     summary = summarise(rows, args.seeds)
 
