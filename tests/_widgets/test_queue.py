@@ -104,6 +104,7 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
     position = queue.position
     current = queue.current()
     widget.close()
+    assert coerce_keybinding(KEYS["next"]) not in viewer.keymap  # a closed widget lets go
 
     # restart: a new widget reopens the saved queue, decisions and position
     viewer.camera.center = (0, 0)

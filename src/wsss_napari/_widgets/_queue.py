@@ -315,6 +315,8 @@ class QueueWidget(QWidget):
         if self.queue is not None:
             self._commit_brush()
             self._save()
+        for key in KEYS.values():
+            self.viewer.bind_key(key, None, overwrite=True)
         super().closeEvent(event)
 
 
