@@ -34,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_weak_labels import DEFAULT_DATA, cut_patches, load_images  # noqa: E402
 
 FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: the queue's default metric (UncertaintyParams.metric): its queue gives the random orders'
+#: tiles, the ceiling's tiles and the fine-tune's corrections
+DEFAULT = "entropy"
 
 
 def _miou(conf: np.ndarray) -> float:
@@ -85,11 +88,35 @@ def predict(res, gt, uparams):
         p = uparams.replace(metric=metric, mode="tile")
         um = uncertainty_map(res.cams, p, scale_cams=res.scale_cams, background=bg)
         queues[metric] = build_queue(um, res.cams, p, background=bg).items
-        if metric == "margin":
+        if metric == uparams.metric.value:  # the default metric: also its region queue
             pred = um.labels
             pr = uparams.replace(metric=metric, mode="region")
-            queues["margin regions"] = build_queue(um, res.cams, pr, background=bg).items
+            queues[f"{metric} regions"] = build_queue(um, res.cams, pr, background=bg).items
     return pred, queues
+
+
+def _by_error(per_image, merged):
+    """Pooled oracle order: every tile by its true share of wrong pixels."""
+    def err(ki):
+        k, it = ki
+        _, _, gt, pred, _ = per_image[k]
+        r0, c0, h, w = it.box
+        return -float(np.mean(pred[r0:r0 + h, c0:c0 + w][it.mask]
+                              != gt[r0:r0 + h, c0:c0 + w][it.mask]))
+    return sorted(merged, key=err)
+
+
+def _review_pooled(per_image, merged, budget):
+    outs, done = [pred.copy() for _, _, _, pred, _ in per_image], 0
+    for k, it in merged:
+        if done >= budget:
+            break
+        gt = per_image[k][2]
+        r0, c0, h, w = it.box
+        sub = outs[k][r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return outs, done
 
 
 def run_fold(fold, train, test, args, work, rows, ft_rows):
@@ -130,19 +157,39 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
             np.savez(cached, cams=res.cams, scores=res.scores, maxima=res.maxima,
                      scale_cams=res.scale_cams)
         pred, queues = predict(res, gt, uparams)
+        # the ceiling: tiles in the order of their true share of wrong pixels
+        queues["oracle (true errors)"] = sorted(
+            queues[DEFAULT], key=lambda it: -float(np.mean(
+                pred[it.box[0]:it.box[0] + it.box[2], it.box[1]:it.box[1] + it.box[3]][it.mask]
+                != gt[it.box[0]:it.box[0] + it.box[2], it.box[1]:it.box[1] + it.box[3]][it.mask])))
+        for seed in range(args.seeds):
+            rng = np.random.default_rng(1000 * seed + zlib.crc32(name.encode()) % 1000)
+            its = list(queues[DEFAULT])
+            rng.shuffle(its)
+            queues[f"random#{seed}"] = its
         per_image.append((name, rgb, gt, pred, queues))
-        tissue = int((gt != 3).sum())
-        for f in FRACTIONS:
-            budget = f * tissue
-            for order, its in queues.items():
-                out, done = review(pred, gt, its, budget)
-                rows.append((order, f, _conf(out, gt), done, tissue))
-            for seed in range(args.seeds):
-                rng = np.random.default_rng(1000 * seed + zlib.crc32(name.encode()) % 1000)
-                its = list(queues["margin"])
-                rng.shuffle(its)
-                out, done = review(pred, gt, its, budget)
-                rows.append((f"random#{seed}", f, _conf(out, gt), done, tissue))
+    orders = list(per_image[0][4])
+    total = sum(int((gt != 3).sum()) for _, _, gt, _, _ in per_image)
+    for f in FRACTIONS:
+        for order in orders:
+            # per image: each image gets f of its own tissue
+            for _, _, gt, pred, queues in per_image:
+                tissue = int((gt != 3).sum())
+                out, done = review(pred, gt, queues[order], f * tissue)
+                rows.append(("per image", order, f, _conf(out, gt), done, tissue))
+            # pooled: the fold's held-out images ranked together, like regions of one slide
+            merged = [(k, it) for k, (*_, queues) in enumerate(per_image)
+                      for it in queues[order]]
+            if order.startswith("random"):
+                np.random.default_rng(fold * 7919 + len(order)).shuffle(merged)
+            elif not order.startswith("oracle"):
+                merged.sort(key=lambda ki: -ki[1].score)
+            else:
+                merged = _by_error(per_image, merged)
+            outs, done = _review_pooled(per_image, merged, f * total)
+            for (_, _, gt, _, _), out in zip(per_image, outs, strict=True):
+                rows.append(("pooled", order, f, _conf(out, gt), 0, 0))
+            rows.append(("pooled", order, f, np.zeros((4, 4), np.int64), done, total))
     t_eval = time.perf_counter()
     print(f"fold {fold}: train {t_cls - t0:.0f}s, "
           f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
@@ -162,10 +209,10 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
             return c
 
         ft_rows.append(("before fine-tune", fold, held_out(model)))
-        for order in ("margin", "random"):
+        for order in (DEFAULT, "random"):
             data = []
             for name, rgb, gt, _, queues in first:
-                its = list(queues["margin"])
+                its = list(queues[DEFAULT])
                 if order == "random":
                     np.random.default_rng(zlib.crc32(name.encode()) % 1000).shuffle(its)
                 data.append((rgb, reviewed_labels(gt, its, 0.1 * (gt != 3).sum())))
@@ -177,11 +224,12 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
         print(f"fold {fold}: fine-tunes {time.perf_counter() - t_eval:.0f}s", flush=True)
 
 
-def summarise(rows, seeds):
-    """{order: [(fraction, mIoU, reviewed fraction)]}, random seeds averaged."""
-    orders = sorted({r[0] for r in rows if not r[0].startswith("random")})
+def summarise(rows, seeds, setting):
+    """{order: [(fraction, mIoU, reviewed fraction, sd)]}, random seeds averaged."""
+    rows = [r[1:] for r in rows if r[0] == setting]
+    orders = sorted({r[0] for r in rows if not r[0].startswith(("random", "oracle"))})
     out = {}
-    for order in orders + ["random"]:
+    for order in orders + ["random", "oracle (true errors)"]:
         line = []
         for f in FRACTIONS:
             names = [f"random#{s}" for s in range(seeds)] if order == "random" else [order]
@@ -225,11 +273,12 @@ def plot(summary, path: Path, title: str) -> None:
     d.text((8, T - 16), "mIoU (tumor / stroma / normal)", fill="black")
     d.text((8, 4), title, fill="black")
     colors = {"margin": (0, 90, 200), "entropy": (0, 150, 70), "disagreement": (170, 60, 170),
-              "margin regions": (230, 130, 0), "random": (200, 0, 0)}
+              "entropy regions": (230, 130, 0), "random": (200, 0, 0),
+              "oracle (true errors)": (150, 150, 150)}
     for i, (order, line) in enumerate(summary.items()):
         c = colors.get(order, (80, 80, 80))
         pts = [px(100 * r[2], r[1]) for r in line]
-        d.line(pts, fill=c, width=3 if order in ("margin", "random") else 2)
+        d.line(pts, fill=c, width=3 if order in (DEFAULT, "random") else 2)
         for X, Y in pts:
             d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
         if order == "random":
@@ -292,31 +341,34 @@ def main(argv: list[str] | None = None) -> int:
             (work / f"fold{fold}").mkdir(parents=True, exist_ok=True)
             run_fold(fold, train, test, args, work, rows, ft_rows)
     elapsed = time.perf_counter() - t0
-    summary = summarise(rows, args.seeds)
-
     print()
     print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds}; classifier "
           f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches; scales "
           f"{args.scales}; queue tiles {args.tile}px; random order: {args.seeds} seeds; "
           f"{elapsed / 60:.1f} min")
-    head = "| order | " + " | ".join(f"{100 * f:g} %" for f in FRACTIONS) + " |"
-    print(head)
-    print("|" + "---|" * (len(FRACTIONS) + 1))
-    for order, line in summary.items():
-        cells = " | ".join(f"{m:.3f}" for _, m, _, _ in line)
-        print(f"| {order} | {cells} |")
-    print("(columns: review budget as a share of each image's tissue area; actual reviewed "
-          "share: " + ", ".join(f"{o} {100 * line[3][2]:.1f} %" for o, line in summary.items())
-          + " at the 10 % column)")
-    base = summary["random"][0][1]
-    i10 = FRACTIONS.index(0.1)
-    g_rand = summary["random"][i10][1] - base
-    for order, line in summary.items():
-        if order == "random":
-            continue
-        g = line[i10][1] - base
-        print(f"gain at 10 %: {order} {g:+.3f} vs random {g_rand:+.3f} -> "
-              f"{g / g_rand if g_rand > 0 else float('inf'):.2f}x")
+    summaries = {}
+    for setting in ("per image", "pooled"):
+        summary = summaries[setting] = summarise(rows, args.seeds, setting)
+        print()
+        print(f"{setting}: budget = a share of " + ("each image's tissue" if setting ==
+              "per image" else "the tissue of each fold's held-out images ranked together"))
+        head = "| order | " + " | ".join(f"{100 * f:g} %" for f in FRACTIONS) + " |"
+        print(head)
+        print("|" + "---|" * (len(FRACTIONS) + 1))
+        for order, line in summary.items():
+            cells = " | ".join(f"{m:.3f}" for _, m, _, _ in line)
+            print(f"| {order} | {cells} |")
+        i10 = FRACTIONS.index(0.1)
+        print("(reviewed share at the 10 % column: " + ", ".join(
+            f"{o} {100 * line[i10][2]:.1f} %" for o, line in summary.items()) + ")")
+        base = summary["random"][0][1]
+        g_rand = summary["random"][i10][1] - base
+        for order, line in summary.items():
+            if order == "random":
+                continue
+            g = line[i10][1] - base
+            print(f"gain at 10 % ({setting}): {order} {g:+.3f} vs random {g_rand:+.3f} -> "
+                  f"{g / g_rand if g_rand > 0 else float('inf'):.2f}x")
     if ft_rows:
         print()
         print("| fine-tune (held-out half of each fold's test images) | mIoU |")
@@ -325,8 +377,19 @@ def main(argv: list[str] | None = None) -> int:
             c = sum(r[2] for r in ft_rows if r[0] == name)
             print(f"| {name} | {_miou(c):.3f} |")
     if args.plot:
-        plot(summary, args.plot, f"WSSS4LUAD validation ({len(images)} images, 3 folds): "
-             f"oracle review, {args.tile}px tiles")
+        from PIL import Image
+
+        panels = []
+        for setting, summary in summaries.items():
+            tmp = args.plot.with_suffix(f".{setting.replace(' ', '_')}.png")
+            plot(summary, tmp, f"WSSS4LUAD validation, {len(images)} images, folds "
+                 f"{args.folds}, {args.tile}px tiles; budget {setting}")
+            panels.append(Image.open(tmp).copy())
+            tmp.unlink()
+        both = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
+        for i, p in enumerate(panels):
+            both.paste(p, (i * panels[0].width, 0))
+        both.save(args.plot)
         print(f"plot: {args.plot}")
     return 0
 

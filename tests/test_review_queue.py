@@ -42,7 +42,7 @@ def test_metrics_on_known_probabilities():
     p = class_probabilities(cams, bg_exponent=8.0)
     assert p.shape == (4, 64, 96)
     np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-6)
-    margin = uncertainty_map(cams).values
+    margin = uncertainty_map(cams, UncertaintyParams(metric="margin")).values
     # certain pixels: p1 = 1, p2 = 0 -> 0; the tie: p1 == p2 -> 1 (background ~0.2^8)
     assert margin[0, 0] == pytest.approx(0.0, abs=1e-6)
     assert margin[16, 48] == pytest.approx(1.0, abs=1e-4)
@@ -74,7 +74,7 @@ def test_region_queue_boxes_area_and_classes():
     geo = MaskGeometry(y=1000, x=2000, downsample=8.0, mpp=0.5, slide="s.tif")
     cams = _cams()
     cams[NORMAL, 8:24, 40:56] = 0.3
-    um = uncertainty_map(cams, geometry=geo)
+    um = uncertainty_map(cams, UncertaintyParams(metric="margin"), geometry=geo)
     q = build_queue(um, cams, UncertaintyParams(threshold=0.5, tile=1024, min_area=0),
                     pixel_scale=4)
     assert len(q) == 1

@@ -284,7 +284,7 @@ class UncertaintyParams(ParamsBase):
     """
 
     metric: UncertaintyMetric = _f(
-        UncertaintyMetric.MARGIN, "margin: 1 - (p1 - p2); entropy: normalised entropy; "
+        UncertaintyMetric.ENTROPY, "entropy: normalised entropy; margin: 1 - (p1 - p2); "
         "disagreement: share of scales whose class differs (needs --keep-scales CAMs)")
     bg_exponent: float = _f(8.0, "y in the background probability (1 - max_c CAM)^y",
                             (0.0, 128.0))
