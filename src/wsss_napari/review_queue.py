@@ -31,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,10 +248,13 @@ class ReviewQueue:
     path: Path | None = None
 
     # -- navigation ----------------------------------------------------------------------
+    def excluded(self, item: QueueItem) -> bool:
+        d = self.decisions.get(item.id)
+        return d is not None and d.action == EXCLUDE
+
     def active(self) -> list[QueueItem]:
         """Items still in the queue (excluded ones are out)."""
-        return [it for it in self.items
-                if self.decisions.get(it.id, Decision(ACCEPT, 0)).action != EXCLUDE]
+        return [it for it in self.items if not self.excluded(it)]
 
     def current(self) -> QueueItem | None:
         items = self.active()
@@ -325,7 +328,7 @@ class ReviewQueue:
         out = np.zeros(shape, bool)
         target = MaskGeometry(y=origin[0], x=origin[1], downsample=downsample)
         for it in self.items:
-            if self.decisions.get(it.id, Decision(ACCEPT, 0)).action == EXCLUDE:
+            if self.excluded(it):
                 y, x, m = resample_item(it, self.geometry, target)
                 _paste(out, y, x, m)
         return out
@@ -430,9 +433,6 @@ class ReviewQueue:
         from .io.atomic import atomic_write_text
 
         return atomic_write_text(Path(path), json.dumps(self.to_geojson()))
-
-    def with_path(self, path: str | Path) -> ReviewQueue:
-        return replace(self, path=Path(path))
 
 
 def _g(v: float) -> str:

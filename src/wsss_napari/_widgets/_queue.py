@@ -133,6 +133,7 @@ class QueueWidget(QWidget):
             store = open_edit_store(meta, tuple(cams.cams.shape[-2:]), self.project)
             path = queue_path(store.root)
             old = ReviewQueue.load(path, cams.slide_id) if path.exists() else None
+            umap = None
             if old is not None and not rebuild:
                 queue = old
             else:
@@ -146,7 +147,7 @@ class QueueWidget(QWidget):
             return None
         self.queue, self.store, self.cams_layer = queue, store, layer
         self.form.params = queue.params
-        self._show_uncertainty(cams, queue)
+        self._show_uncertainty(cams, queue, umap)
         self.go()
         return queue
 
@@ -252,10 +253,10 @@ class QueueWidget(QWidget):
         for b in self.buttons.values():
             b.setEnabled(self.queue is not None and self.queue.current() is not None)
 
-    def _show_uncertainty(self, cams: Any, queue: Any) -> None:
+    def _show_uncertainty(self, cams: Any, queue: Any, umap: Any = None) -> None:
         from ..uncertainty import slide_uncertainty
 
-        values = slide_uncertainty(cams, queue.params).values
+        values = (umap or slide_uncertainty(cams, queue.params)).values
         kwargs = {"scale": tuple(self.cams_layer.scale[-2:]),
                   "translate": tuple(self.cams_layer.translate[-2:]),
                   "colormap": "magma", "contrast_limits": (0.0, 1.0), "opacity": 0.5,
