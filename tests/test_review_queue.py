@@ -11,7 +11,7 @@ import torch
 
 from wsss_napari import WsssError
 from wsss_napari.classes import BACKGROUND, NORMAL, STROMA, TUMOR
-from wsss_napari.params import CamParams, QueueMode, UncertaintyParams
+from wsss_napari.params import CamParams, QueueMode, UncertaintyMetric, UncertaintyParams
 from wsss_napari.region import MaskGeometry
 from wsss_napari.review_queue import (
     ACCEPT,
@@ -230,3 +230,14 @@ def test_keep_scales_through_a_slide_store_and_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "built on the maps of another slide (a.tif), not b.tif" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_uncertainty_params_validate_and_round_trip():
+    p = UncertaintyParams(metric="margin", mode="tile", tile=64)
+    assert p.metric is UncertaintyMetric.MARGIN and p.mode is QueueMode.TILE
+    assert UncertaintyParams.from_dict(p.to_dict()) == p
+    assert UncertaintyParams().metric is UncertaintyMetric.ENTROPY
+    with pytest.raises(WsssError, match="metric must be one of"):
+        UncertaintyParams(metric="variance")
+    with pytest.raises(WsssError, match="threshold"):
+        UncertaintyParams(threshold=1.5)
