@@ -191,7 +191,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
                 rows.append(("pooled", order, f, _conf(out, gt), 0, 0))
             rows.append(("pooled", order, f, np.zeros((4, 4), np.int64), done, total))
     t_eval = time.perf_counter()
-    print(f"fold {fold}: train {t_cls - t0:.0f}s, "
+    print(f"fold {fold}: classifier {model.config.backbone}, train {t_cls - t0:.0f}s, "
           f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
 
     if args.finetune:
@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print()
     print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds}; classifier "
+          f"(unless reused from --work, see the fold lines) "
           f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches; scales "
           f"{args.scales}; queue tiles {args.tile}px; random order: {args.seeds} seeds; "
           f"{elapsed / 60:.1f} min")
