@@ -207,7 +207,8 @@ class QueueWidget(QWidget):
         translate = np.asarray(self.cams_layer.translate[-2:]) + np.array([r0, c0]) * scale
         layer = self.viewer.add_labels(
             data, name=BRUSH_LAYER, scale=tuple(scale), translate=tuple(translate),
-            opacity=0.7, metadata={WSSS: {"queue_item": item.id}})
+            units=tuple(self.cams_layer.units)[-2:], opacity=0.7,
+            metadata={WSSS: {"queue_item": item.id}})
         layer.colormap = _brush_colormap()
         layer.mode = "paint"
         layer.selected_label = item.cls + 1
@@ -259,8 +260,9 @@ class QueueWidget(QWidget):
         values = (umap or slide_uncertainty(cams, queue.params)).values
         kwargs = {"scale": tuple(self.cams_layer.scale[-2:]),
                   "translate": tuple(self.cams_layer.translate[-2:]),
+                  "units": tuple(self.cams_layer.units)[-2:],
                   "colormap": "magma", "contrast_limits": (0.0, 1.0), "opacity": 0.5,
-                  "blending": "additive", "visible": False,
+                  "blending": "translucent", "visible": False,
                   "metadata": {WSSS: {"uncertainty": queue.params.metric.value}}}
         if UNCERTAINTY_LAYER in self.viewer.layers:
             self.viewer.layers.remove(UNCERTAINTY_LAYER)
@@ -291,6 +293,7 @@ class QueueWidget(QWidget):
             self.viewer.layers[ITEM_LAYER].data = [rect]
         else:
             self.viewer.add_shapes([rect], shape_type="rectangle", name=ITEM_LAYER,
+                                   units=tuple(self.cams_layer.units)[-2:],
                                    edge_color="yellow", face_color="transparent",
                                    edge_width=float(scale.max()) / 2)
         centre = (lo + hi) / 2
