@@ -149,12 +149,13 @@ def uncertainty_map(cams: Any, params: UncertaintyParams | None = None,
 
 def slide_geometry(slide_cams: Any) -> MaskGeometry:
     """The :class:`MaskGeometry` of a ``SlideCams`` (origin, downsample, slide mpp, name)."""
+    from dataclasses import replace
+
     ident = dict(getattr(slide_cams, "slide_id", {}) or {})
-    mpp = ident.get("mpp")
-    name = ident.get("name") or ident.get("path") or ""
-    y, x = slide_cams.origin
-    return MaskGeometry(y=float(y), x=float(x), downsample=float(slide_cams.downsample),
-                        mpp=float(mpp) if mpp else None, slide=str(name))
+    geo = slide_cams.geometry
+    mpp = geo.mpp if geo.mpp is not None else ident.get("mpp")
+    name = ident.get("name") or geo.slide
+    return replace(geo, mpp=float(mpp) if mpp else None, slide=str(name))
 
 
 def slide_uncertainty(slide_cams: Any, params: UncertaintyParams | None = None,
