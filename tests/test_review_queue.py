@@ -210,6 +210,13 @@ def test_keep_scales_through_a_slide_store_and_the_cli(tmp_path, capsys):
     meas = feat["properties"]["measurements"]
     assert set(meas) >= {"p_tumor", "p_stroma", "p_normal", "p_background", "uncertainty"}
     assert meas["uncertainty"] == pytest.approx(scores[0], abs=1e-3)
+    # the outline's bounding box is the item's level-0 box (the box bounds its pixels)
+    pts = np.array([p for poly in feat["geometry"]["coordinates"] for ring in poly
+                    for p in ring])
+    r = rows[0]
+    assert (pts[:, 0].min(), pts[:, 1].min()) == (float(r["x"]), float(r["y"]))
+    assert (pts[:, 0].max(), pts[:, 1].max()) == (float(r["x"]) + float(r["w"]),
+                                                  float(r["y"]) + float(r["h"]))
     import zarr
 
     g = zarr.open_group(str(out / "uncertainty.zarr"), mode="r")

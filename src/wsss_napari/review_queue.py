@@ -414,10 +414,9 @@ class ReviewQueue:
         features = []
         for it in self.items:
             r0, c0, _, _ = it.box
-            y, x = g.to_level0(r0, c0)
             fc = mask_to_geojson(np.where(it.mask, it.cls, 255).astype(np.uint8),
-                                 downsample=g.downsample, origin=(x, y), simplify=0.0,
-                                 group="class", labels=[it.cls])
+                                 geometry=g.crop(r0, c0), simplify=0.0, group="class",
+                                 labels=[it.cls])
             for f in fc["features"]:
                 meas = {f"p_{n}": p for n, p in zip(LABEL_NAMES, it.probs, strict=True)}
                 meas.update({"uncertainty": it.score, "rank": it.rank})

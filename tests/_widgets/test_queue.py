@@ -47,6 +47,7 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
         canvas_size,
     )
     from wsss_napari.corrections.store import EditStore
+    from wsss_napari.labels_encoding import layer_value
 
     slide_layer, result = _cams(qtbot, viewer, small_slide, tiny_model_path)
     _, widget = viewer.window.add_plugin_dock_widget("wsss-napari", "Review queue")
@@ -93,7 +94,8 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
     fifth = queue.current()
     brush = widget.open_brush()
     assert brush.name == BRUSH_LAYER and brush.mode == "paint"
-    brush.data[...] = np.where(fifth.mask, NORMAL + 1, 0)
+    assert brush.selected_label == layer_value(fifth.cls)
+    brush.data[...] = np.where(fifth.mask, layer_value(NORMAL), 0)
     widget.act("accept")
     assert BRUSH_LAYER not in viewer.layers
     r0, c0, h, w = fifth.box

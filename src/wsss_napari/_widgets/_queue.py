@@ -29,9 +29,17 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import LABEL_NAMES
+from ..labels_encoding import ENCODING, UNLABELLED, from_layer, layer_value, to_layer
 from ..params import UncertaintyParams
 from . import _tooltips as tips
-from ._layers import WSSS, LayerCombo, install_lifecycle, is_cam_layer, wsss_meta
+from ._layers import (
+    WSSS,
+    LayerCombo,
+    install_lifecycle,
+    is_cam_layer,
+    labels_colormap,
+    wsss_meta,
+)
 from ._paramform import ParamsForm
 from ._worker import notify_error
 
@@ -196,22 +204,23 @@ class QueueWidget(QWidget):
             self._show_item(self.queue.current())
 
     def open_brush(self) -> Any:
-        """A Labels layer over the current item to paint its classes (class + 1; 0 = keep)."""
+        """A Labels layer over the current item to paint its classes (the layer encoding of
+        :mod:`wsss_napari.labels_encoding`: class + 1, 0 = keep)."""
         item = self.queue.current() if self.queue is not None else None
         if item is None:
             return None
         self._drop_brush()
         r0, c0, h, w = item.box
-        data = np.where(item.mask, item.cls + 1, 0).astype(np.uint8)
+        data = to_layer(np.where(item.mask, item.cls, UNLABELLED))
         scale = np.asarray(self.cams_layer.scale[-2:])
         translate = np.asarray(self.cams_layer.translate[-2:]) + np.array([r0, c0]) * scale
         layer = self.viewer.add_labels(
             data, name=BRUSH_LAYER, scale=tuple(scale), translate=tuple(translate),
             units=tuple(self.cams_layer.units)[-2:], opacity=0.7,
-            metadata={WSSS: {"queue_item": item.id}})
-        layer.colormap = _brush_colormap()
+            metadata={WSSS: {"queue_item": item.id, "label_encoding": ENCODING}})
+        layer.colormap = labels_colormap(background_alpha=0.5)
         layer.mode = "paint"
-        layer.selected_label = item.cls + 1
+        layer.selected_label = layer_value(item.cls)
         self.viewer.layers.selection.active = layer
         return layer
 
@@ -228,8 +237,8 @@ class QueueWidget(QWidget):
         self._drop_brush()
         if item is None or wsss_meta(layer).get("queue_item") != item.id or not data.any():
             return False
-        labels = np.where(data > 0, data.astype(np.int16) - 1, 255).astype(np.uint8)
         try:
+            labels = from_layer(data)
             write_labels(self.store, item, labels, self.queue.geometry)
             main = int(np.bincount(labels[labels != 255]).argmax())
             self.queue.decide(item, RELABEL, main)
@@ -329,14 +338,3 @@ def canvas_size(viewer: Any) -> np.ndarray:
     size = getattr(getattr(viewer, "canvas", None), "size", None)
     arr = np.asarray(size if size is not None else (600, 800), float).ravel()[-2:]
     return arr if arr.size == 2 and (arr > 1).all() else np.array([600.0, 800.0])
-
-
-def _brush_colormap():
-    """The class colours shifted by one (0 = transparent: not painted)."""
-    from napari.utils.colormaps import DirectLabelColormap
-
-    from ..classes import label_colors_rgba
-
-    colors: dict[Any, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
-    colors.update({k + 1: (*v[:3], 1.0) for k, v in label_colors_rgba().items()})
-    return DirectLabelColormap(color_dict=colors)
