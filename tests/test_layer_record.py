@@ -19,7 +19,7 @@ def test_record_round_trips_through_a_plain_metadata_dict():
     geo = MaskGeometry(y=64, x=32, downsample=8.0, mpp=0.5, slide="s.tif")
     rec = LayerRecord(kind="correction", geometry=geo, postproc_params=PostprocParams(),
                       present=[True, False, True], region=[1, 2, 3, 4], source="s.tif",
-                      extra={"queue_item": 7})
+                      extra={"attention_head": 7})
     meta = rec.to_metadata()
     assert list(meta) == [KEY] and type(meta[KEY]) is dict
     inner = meta[KEY]
@@ -27,7 +27,7 @@ def test_record_round_trips_through_a_plain_metadata_dict():
     assert inner["version"] == VERSION and inner["geometry"] == geo
     assert inner["region"] == (1, 2, 3, 4) and inner["present"] == (True, False, True)
     assert "model" not in inner and "slide_cams" not in inner  # None fields are left out
-    assert inner["queue_item"] == 7  # a newer helper's key survives
+    assert inner["attention_head"] == 7  # a newer helper's key survives
     back = LayerRecord.from_layer(_Layer(meta))
     assert back == rec and back.geometry.downsample == 8.0
     changed = back.replace(edit_store="store")

@@ -29,8 +29,10 @@ KEY = "wsss"
 #: Version of the record layout; a layer with another version is refused.
 VERSION = 1
 #: What a layer is: per-class maps, a pseudo-mask (tuned), the review widget's editable
-#: region, a ground truth, a mask opened from an export.
-KINDS = ("cams", "mask", "correction", "ground_truth", "mask_file")
+#: region, a ground truth, a mask opened from an export, the review queue's uncertainty map
+#: and its brush over one queue item.
+KINDS = ("cams", "mask", "correction", "ground_truth", "mask_file", "uncertainty",
+         "queue_brush")
 
 _TUPLE4 = ("region", "store_region")
 
@@ -72,6 +74,9 @@ class LayerRecord:
     #: Mask opened from an export: the file and its run record (dict).
     source_file: str | None = None
     record: Mapping[str, Any] | None = None
+    #: Review queue: the item a brush layer paints; the metric an uncertainty map shows.
+    queue_item: Any = None
+    uncertainty: str | None = None
     #: Keys written by a newer helper that this version does not know (kept on round trips).
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -30,15 +30,15 @@ from qtpy.QtWidgets import (
 from .. import WsssError
 from ..classes import LABEL_NAMES
 from ..labels_encoding import ENCODING, UNLABELLED, from_layer, layer_value, to_layer
+from ..layer_record import LayerRecord
 from ..params import UncertaintyParams
 from . import _tooltips as tips
 from ._layers import (
-    WSSS,
     LayerCombo,
     install_lifecycle,
     is_cam_layer,
     labels_colormap,
-    wsss_meta,
+    record_of,
 )
 from ._paramform import ParamsForm
 from ._worker import notify_error
@@ -136,8 +136,8 @@ class QueueWidget(QWidget):
             layer = self.cams_combo.layer
             if layer is None:
                 raise WsssError("no CAMs: compute class activation maps (CAM widget) first")
-            meta = wsss_meta(layer)
-            cams = meta["slide_cams"]
+            meta = LayerRecord.from_layer(layer)
+            cams = meta.slide_cams
             store = open_edit_store(meta, tuple(cams.cams.shape[-2:]), self.project)
             path = queue_path(store.root)
             old = ReviewQueue.load(path, cams.slide_id) if path.exists() else None
@@ -217,7 +217,8 @@ class QueueWidget(QWidget):
         layer = self.viewer.add_labels(
             data, name=BRUSH_LAYER, scale=tuple(scale), translate=tuple(translate),
             units=tuple(self.cams_layer.units)[-2:], opacity=0.7,
-            metadata={WSSS: {"queue_item": item.id, "label_encoding": ENCODING}})
+            metadata=LayerRecord(kind="queue_brush", queue_item=item.id,
+                                 label_encoding=ENCODING).to_metadata())
         layer.colormap = labels_colormap(background_alpha=0.5)
         layer.mode = "paint"
         layer.selected_label = layer_value(item.cls)
@@ -235,7 +236,8 @@ class QueueWidget(QWidget):
         item = self.queue.current()
         data = np.asarray(layer.data)
         self._drop_brush()
-        if item is None or wsss_meta(layer).get("queue_item") != item.id or not data.any():
+        rec = record_of(layer)
+        if item is None or rec is None or rec.queue_item != item.id or not data.any():
             return False
         try:
             labels = from_layer(data)
@@ -272,7 +274,8 @@ class QueueWidget(QWidget):
                   "units": tuple(self.cams_layer.units)[-2:],
                   "colormap": "magma", "contrast_limits": (0.0, 1.0), "opacity": 0.5,
                   "blending": "translucent", "visible": False,
-                  "metadata": {WSSS: {"uncertainty": queue.params.metric.value}}}
+                  "metadata": LayerRecord(kind="uncertainty",
+                                          uncertainty=queue.params.metric.value).to_metadata()}
         if UNCERTAINTY_LAYER in self.viewer.layers:
             self.viewer.layers.remove(UNCERTAINTY_LAYER)
         self.viewer.add_image(values, name=UNCERTAINTY_LAYER, **kwargs)

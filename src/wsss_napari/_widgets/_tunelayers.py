@@ -15,11 +15,13 @@ from ._layers import labels_colormap, placement, record_of, region_rgb
 
 
 def is_ground_truth(layer: Any) -> bool:
-    """A Labels layer that is neither a pseudo-mask nor a Correction (a reference map)."""
+    """A Labels layer that may be a reference map: not the plugin's own pseudo-mask,
+    Correction or queue brush (a ground truth, an opened mask file, a foreign layer)."""
     from napari.layers import Labels
 
     rec = record_of(layer)
-    return isinstance(layer, Labels) and (rec is None or rec.kind not in ("mask", "correction"))
+    return isinstance(layer, Labels) and (rec is None or rec.kind in ("ground_truth",
+                                                                      "mask_file"))
 
 
 def show_mask(viewer: Any, name: str, mask: np.ndarray, rec: LayerRecord, cams: Any,
