@@ -177,3 +177,26 @@ def test_tiled_cams_equal_one_piece_cams(slide_path, model224, tmp_path):
     assert a.max() == pytest.approx(1.0) and b.max() == pytest.approx(1.0)
     assert np.abs(a - b).max() < 0.05
     np.testing.assert_allclose(small.scores, big.scores, atol=1e-5)
+
+
+def test_no_tile_steps_on_the_real_slide(shared_slides, tmp_path):
+    """CMU-1, default model, a region across the tile border at y = 2048 (where a block was
+    left unlabelled): 256 px tiles give the one-piece maps, with no step at the borders."""
+    from wsss_napari.io.slide import Slide
+    from wsss_napari.models.checkpoint import load_model
+
+    model = load_model("default")
+    params = CamParams(scales=(0.5, 1.0), tile_size=256, device="cpu")
+    region = (1792, 256, 512, 512)  # level 0 = the model's resolution here
+    with Slide.open(shared_slides / "CMU-1-Small-Region.svs") as slide:
+        tiled = run_to_end(slide_cams(slide, model, params, region=region,
+                                      cache_dir=tmp_path / "a"))
+        whole = run_to_end(slide_cams(slide, model, params.replace(tile_size=1024),
+                                      region=region, cache_dir=tmp_path / "b"))
+    assert tiled.done.shape == (2, 2) and whole.done.shape == (1, 1)
+    a, b = np.asarray(tiled.cams), np.asarray(whole.cams)
+    assert np.abs(a - b).max() < 0.05
+    # the tile border (row / column 64 of the maps at out_stride 4) is no edge of the maps
+    rows = np.abs(np.diff(a, axis=1)).mean(axis=(0, 2))
+    cols = np.abs(np.diff(a, axis=2)).mean(axis=(0, 1))
+    assert rows[63] < 3 * np.median(rows) and cols[63] < 3 * np.median(cols)

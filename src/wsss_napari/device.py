@@ -65,11 +65,17 @@ class CpuPlan:
     intra: int
 
 
+#: At most this many concurrent CPU streams (each holds a batch of activations); more cores
+#: go to intra-op threads of each stream.
+MAX_STREAMS = 8
+
+
 def cpu_plan(threads: int = 0) -> CpuPlan:
     """The CPU plan for ``threads`` cores (0 = all the cores this process may use; more
-    than that is capped): one single-threaded stream per core."""
+    than that is capped): one single-threaded stream per core, up to :data:`MAX_STREAMS`."""
     n = available_cores() if threads <= 0 else min(int(threads), available_cores())
-    return CpuPlan(streams=max(1, n), intra=1)
+    streams = max(1, min(n, MAX_STREAMS))
+    return CpuPlan(streams=streams, intra=max(1, n // streams))
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """CAM widget: class activation maps of a slide region, computed in the background.
 
 The widget only collects choices into a :class:`~wsss_napari.params.CamParams`, a model
-source and a region, runs :func:`wsss_napari.inference.slide_cam.slide_cams` in a worker and
-shows the returned maps as one additive image layer per class, aligned with the slide.
+source and a region, runs :func:`wsss_napari.inference.slide_cam.progressive_slide_cams` in a
+worker and shows the maps as one additive image layer per class, aligned with the slide:
+first the one-scale preview the worker yields, then the multi-scale result.
 """
 
 from __future__ import annotations

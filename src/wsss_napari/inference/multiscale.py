@@ -84,11 +84,17 @@ class ScaleGrid:
     def eff(self) -> float:
         return self.crop / self.foot
 
-    def crop_range(self, start: int, stop: int, n: int) -> tuple[int, int]:
-        """Indices ``[i0, i1)`` of the crops whose footprint meets ``[start, stop)``."""
-        i0 = max(0, (start - self.foot) // self.pitch + 1)
-        i1 = min(n, -(-stop // self.pitch))
+    def crop_range(self, start: int, stop: int, n: int, pad: int = 0) -> tuple[int, int]:
+        """Indices ``[i0, i1)`` of the crops whose footprint meets ``[start - pad,
+        stop + pad)``."""
+        i0 = max(0, (start - pad - self.foot) // self.pitch + 1)
+        i1 = min(n, -(-(stop + pad) // self.pitch))
         return i0, max(i0, i1)
+
+    def sample_pad(self, cell: int, out_stride: int) -> int:
+        """Region px beyond an output box that its bilinear samples of this scale's canvas
+        (cells of ``cell`` scaled px) can reach: crops there count too."""
+        return -(-cell * self.foot // self.crop) + out_stride
 
 
 def crop_geometry(model: Any, params: CamParams) -> tuple[int, int]:
@@ -119,8 +125,9 @@ def reach(model: Any, params: CamParams) -> int:
     """Context px a tile needs on every side so that its crops see what they would see in
     the whole region (the halo of the slide path)."""
     crop, stride = crop_geometry(model, params)
-    return max(sg.foot + sg.margin + sg.align for sg in scale_grids(crop, stride, params.scales,
-                                                                    (1, 1)))
+    cell = math.gcd(int(getattr(model, "stride", 1)) or 1, math.gcd(crop, stride))
+    return max(sg.foot + sg.margin + sg.align + sg.sample_pad(cell, params.out_stride)
+               for sg in scale_grids(crop, stride, params.scales, (1, 1)))
 
 
 def normalize_cams(raw: np.ndarray, maxima: np.ndarray, eps: float = 1e-5) -> np.ndarray:
@@ -192,7 +199,8 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
                      region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
                      core_box: tuple[int, int, int, int], out_stride: int = 1,
                      keep: Sequence[np.ndarray] | None = None, device: Any = None,
-                     grids: Sequence[ScaleGrid] | None = None
+                     grids: Sequence[ScaleGrid] | None = None,
+                     crop_cache: dict | None = None
                      ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray, int]]:
     """Unnormalised CAMs of ``core_box`` of a region, from the pixels in ``window``.
 
@@ -208,6 +216,10 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         keep: optional bool ``(ny, nx)`` per scale over the whole region grid
             (:func:`scale_grids`): False skips a crop (its footprint is glass).
         grids: the region's :func:`scale_grids` (computed when not given).
+        crop_cache: optional dict ``(scale index, row, col) -> (CAM, logits)`` shared by the
+            tiles of a region: crops found there are not run again, and crops that reach
+            past the core's bottom or right edge are added (the caller evicts rows it has
+            passed, :func:`evict_crops`).
 
     Returns:
         ``(raw float32 (C, ceil(h / os), ceil(w / os)), scores float32 (C,), crops run)``.
@@ -251,8 +263,9 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
     layers: list[dict[str, Any]] = []
     index_parts = []
     for si, sg in enumerate(grids):
-        i0, i1 = sg.crop_range(cy, cy + ch, sg.ny)
-        j0, j1 = sg.crop_range(cx, cx + cw, sg.nx)
+        pad = sg.sample_pad(cell, out_stride)
+        i0, i1 = sg.crop_range(cy, cy + ch, sg.ny, pad)
+        j0, j1 = sg.crop_range(cx, cx + cw, sg.nx, pad)
         sel = np.ones((i1 - i0, j1 - j0), bool)
         if keep is not None:
             sel = np.asarray(keep[si][i0:i1, j0:j1], bool)
@@ -289,10 +302,41 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         iy, ix = np.nonzero(sel)
         index_parts.append(np.stack([np.full_like(iy, si), iy, ix], 1))
     index = np.concatenate(index_parts) if index_parts else np.zeros((0, 3), np.int64)
-    total = len(index)
     weight = torch.from_numpy(window_weight(k)).to(device)
     score_max = torch.zeros(n_cls, device=device)
     offs = torch.arange(k, device=device)
+
+    def key(si: int, iy: int, ix: int) -> tuple[int, int, int]:
+        return si, layers[si]["i0"] + iy, layers[si]["j0"] + ix
+
+    def accumulate(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
+        """Blend the (n, C, k, k) CAMs of scale ``si``'s crops ``sel`` (local rows, cols)."""
+        nonlocal score_max
+        n = len(sel)
+        if si == ref:
+            score_max = torch.maximum(score_max, torch.sigmoid(logits.float()).amax(0))
+        lay = layers[si]
+        iy = torch.as_tensor(sel[:, 0], device=device)
+        ix = torch.as_tensor(sel[:, 1], device=device)
+        wc = lay["sum"].shape[-1]
+        rows = (iy * (stride // cell))[:, None, None] + offs[None, :, None]
+        cols = (ix * (stride // cell))[:, None, None] + offs[None, None, :]
+        flat = (rows * wc + cols).reshape(-1)
+        lay["sum"].view(n_cls, -1).index_add_(
+            1, flat, (cams * weight).permute(1, 0, 2, 3).reshape(n_cls, -1))
+        lay["wsum"].view(1, -1).index_add_(1, flat, weight.expand(n, k, k).reshape(1, -1))
+
+    if crop_cache is not None and len(index):
+        # crops a neighbouring tile already ran: blend their kept CAMs, run the others
+        hit = np.array([key(int(a), int(b), int(c)) in crop_cache for a, b, c in index])
+        with torch.inference_mode():
+            for si in np.unique(index[hit, 0]):
+                sel = index[hit & (index[:, 0] == si)][:, 1:]
+                got = [crop_cache[key(int(si), int(b), int(c))] for b, c in sel]
+                accumulate(int(si), sel, torch.stack([g[0] for g in got]),
+                           torch.stack([g[1] for g in got]))
+        index = index[~hit]
+    total = len(index)
 
     def forward(chunk: np.ndarray):
         parts = [layers[int(si)]["view"][torch.as_tensor(chunk[chunk[:, 0] == si][:, 1]),
@@ -337,24 +381,19 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
                                              align_corners=False)
                     start = 0
                     for si in np.unique(chunk[:, 0]):
-                        sel = chunk[chunk[:, 0] == si]
+                        sel = chunk[chunk[:, 0] == si][:, 1:]
                         n = len(sel)
-                        part = cams[start:start + n] * weight
-                        if si == ref:
-                            score_max = torch.maximum(score_max, torch.sigmoid(
-                                logits[start:start + n].float()).amax(0))
+                        part, lg = cams[start:start + n], logits[start:start + n]
                         start += n
-                        lay = layers[int(si)]
-                        iy = torch.as_tensor(sel[:, 1], device=device)
-                        ix = torch.as_tensor(sel[:, 2], device=device)
-                        wc = lay["sum"].shape[-1]
-                        rows = (iy * (stride // cell))[:, None, None] + offs[None, :, None]
-                        cols = (ix * (stride // cell))[:, None, None] + offs[None, None, :]
-                        flat = (rows * wc + cols).reshape(-1)
-                        lay["sum"].view(n_cls, -1).index_add_(
-                            1, flat, part.permute(1, 0, 2, 3).reshape(n_cls, -1))
-                        lay["wsum"].view(1, -1).index_add_(
-                            1, flat, weight.expand(n, k, k).reshape(1, -1))
+                        accumulate(int(si), sel, part, lg)
+                        if crop_cache is not None:  # keep what a later tile will need
+                            sg = grids[si]
+                            for (iy, ix), c, g in zip(sel, part, lg, strict=True):
+                                kk = key(int(si), int(iy), int(ix))
+                                pad = sg.sample_pad(cell, out_stride)
+                                if (kk[1] * sg.pitch + sg.foot > cy + ch - pad
+                                        or kk[2] * sg.pitch + sg.foot > cx + cw - pad):
+                                    crop_cache[kk] = (c.clone(), g.float().clone())
                     done += len(chunk)
             yield Progress("CAM crops", done, total)
     finally:
@@ -373,6 +412,13 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         fused /= len(grids)
     return (fused.cpu().numpy().astype(np.float32), score_max.cpu().numpy().astype(np.float32),
             total)
+
+
+def evict_crops(crop_cache: dict, grids: Sequence[ScaleGrid], row_start: int) -> None:
+    """Drop cached crops that no tile starting at region row ``row_start`` (or later) uses."""
+    first = [sg.crop_range(row_start, row_start + 1, sg.ny, sg.foot)[0] for sg in grids]
+    for kk in [kk for kk in crop_cache if kk[1] < first[kk[0]]]:
+        del crop_cache[kk]
 
 
 def _resample(avg: Any, sg: ScaleGrid, cell: int, out_stride: int, corner: tuple[int, int],

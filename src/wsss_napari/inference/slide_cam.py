@@ -6,10 +6,15 @@ Plan of a run:
    (``slide.level_for_downsample(model.mpp / slide.mpp)``); the small remaining factor is
    resampled per tile. If either mpp is unknown, level 0 is used as-is and the result's
    ``warnings`` say so.
-2. **Tiles.** ``tile_size`` px at the model's resolution, read with ``halo`` px of context on
-   every side (aligned reads, prefetched by a small thread pool while the model runs).
-3. **Glass.** Tiles whose tissue fraction in the thumbnail's tissue mask
-   (:mod:`.tissue`) is below ``min_tissue`` are skipped.
+2. **Tiles.** ``tile_size`` px at the model's resolution (no larger than the region), read
+   with a halo of context that covers the reach of every crop at every scale
+   (:func:`.multiscale.reach`: a 224 px crop at scale 0.5 reads 448 px), clipped to the
+   region (aligned reads, prefetched by a small thread pool while the model runs). Every
+   tile computes the crops of the region's one crop grid that touch it
+   (:func:`.multiscale.iter_window_cams`), so tiled maps equal one-piece maps.
+3. **Glass.** Crops whose footprint has less tissue than ``min_tissue`` in the thumbnail's
+   tissue mask (:mod:`.tissue`) are skipped; a tile that no remaining crop touches is
+   marked glass and not computed.
 4. **Output.** Each tile's multi-scale CAMs (:mod:`.multiscale`), without the halo, are
    written at ``1/out_stride`` of the model's resolution into ``<store>/cams`` (float32,
    unnormalised) as soon as the tile finishes, then the tile is marked in ``<store>/done``.
@@ -201,7 +206,7 @@ def _model_hash(model: Any) -> str:
 def cache_key(slide: Any, model: Any, params: CamParams, region: Any) -> str:
     """Hash of everything that determines the CAMs: slide file, model, parameters, region."""
     p = params.to_dict()
-    for k in ("device", "batch_size", "threads", "tile_size", "halo"):  # speed, not results
+    for k in ("device", "batch_size", "threads", "halo"):  # change speed, not results
         p.pop(k, None)
     blob = {"format": STORE_FORMAT, "slide": _slide_identity(slide), "model": _model_hash(model),
             "params": p, "region": list(region) if region is not None else None}
@@ -350,9 +355,9 @@ def _glass_tiles(plan: _Plan, grids: list, keep: list | None) -> np.ndarray:
     for ty in range(ny):
         for tx in range(nx):
             (cy, cx, ch, cw), _ = _tile_boxes(plan, ty, tx)
-            glass[ty, tx] = not any(
-                kp[slice(*sg.crop_range(cy, cy + ch, sg.ny)),
-                   slice(*sg.crop_range(cx, cx + cw, sg.nx))].any()
+            glass[ty, tx] = not any(  # pad: more than the maps' bilinear samples reach
+                kp[slice(*sg.crop_range(cy, cy + ch, sg.ny, sg.foot)),
+                   slice(*sg.crop_range(cx, cx + cw, sg.nx, sg.foot))].any()
                 for sg, kp in zip(grids, keep, strict=True))
     return glass
 
@@ -383,7 +388,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     import torch
 
     from ..device import choose_device
-    from .multiscale import crop_geometry, iter_window_cams, scale_grids
+    from .multiscale import crop_geometry, evict_crops, iter_window_cams, scale_grids
 
     params = params or CamParams()
     if getattr(model.config, "kind", "cam") != "cam":
@@ -417,6 +422,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     os_, T = plan.out_stride, plan.tile
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsss-read")
     pending: deque = deque()
+    crop_cache: dict = {}  # crops shared with the next tiles run once (multiscale.py)
     t_start = time.perf_counter()
     try:
         it = iter(todo)
@@ -435,9 +441,11 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
             tile = fut.result()
             submit_next()
             core_box, window_box = _tile_boxes(plan, ty, tx)
+            evict_crops(crop_cache, grids, core_box[0])
             gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
                                    window_box=window_box, core_box=core_box, out_stride=os_,
-                                   keep=keep, device=device, grids=grids)
+                                   keep=keep, device=device, grids=grids,
+                                   crop_cache=crop_cache)
             while True:
                 try:
                     p = next(gen)
