@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..classes import LABEL_NAMES, label_colors_rgba
+from ..classes import LABEL_NAMES
+from ..labels_encoding import ENCODING, layer_colors, to_layer
 
 #: Size and seed of the sample slide (level 0 px; 0.5 um/px).
 SAMPLE_SIZE = (4096, 4096)
@@ -50,16 +51,17 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     mask = mask_region(SAMPLE_SEED, h, w, 0, 0, h // ds, w // ds, ds=ds)
     scale = (SAMPLE_MPP * ds, SAMPLE_MPP * ds)
     truth = (
-        mask,
+        to_layer(mask),
         {
             "name": "synthetic H&E: ground truth",
             "scale": scale,
             "units": ("um", "um"),
             "translate": ((ds - 1) * SAMPLE_MPP / 2,) * 2,
-            "colormap": {**label_colors_rgba(), None: (0.0, 0.0, 0.0, 0.0)},
+            "colormap": layer_colors(),
             "opacity": 0.5,
             "visible": False,
             "metadata": {"wsss": {"ground_truth": True, "classes": list(LABEL_NAMES),
+                                  "label_encoding": ENCODING,
                                   "downsample": ds, "source": "synthetic H&E"}},
         },
         "labels",
