@@ -256,7 +256,8 @@ class CamWidget(QWidget):
     def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
         result, meta = payload
         self.last_result = result
-        if result.warnings:  # e.g. an unknown mpp: the user sees it, not only the terminal
+        # e.g. an unknown mpp: the user sees it (once, with the final maps), not only the log
+        if result.warnings and not meta.get("preview"):
             from napari.utils.notifications import show_warning
 
             for w in result.warnings:

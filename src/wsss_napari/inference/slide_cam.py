@@ -364,7 +364,8 @@ def _glass_tiles(plan: _Plan, grids: list, keep: list | None) -> np.ndarray:
 
 def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
                cache_dir: str | Path | None = None, region: Any = None,
-               out: str | Path | None = None) -> Generator[Progress, None, SlideCams]:
+               out: str | Path | None = None, *, _log_warnings: bool = True
+               ) -> Generator[Progress, None, SlideCams]:
     """Compute (or resume, or reuse) the CAMs of a slide or a level-0 region of it.
 
     Args:
@@ -395,7 +396,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
     device = choose_device(params.device)
     plan = _plan(slide, model, params, region)
-    for w in plan.warnings:
+    for w in plan.warnings if _log_warnings else ():
         log.warning(w)
     key = cache_key(slide, model, params, region)
     if out is not None:
@@ -498,7 +499,8 @@ def progressive_slide_cams(slide: Any, model: Any, params: CamParams | None = No
         full_key = cache_key(slide, model, params, region)
         full = Path(cache_dir or default_cache_dir()) / f"{full_key[:32]}.zarr"
         if not _is_complete(full):
-            first = yield from slide_cams(slide, model, quick, cache_dir=cache_dir, region=region)
+            first = yield from slide_cams(slide, model, quick, cache_dir=cache_dir,
+                                          region=region, _log_warnings=False)
             yield Preview(first, quick)
     return (yield from slide_cams(slide, model, params, cache_dir=cache_dir, region=region))
 
