@@ -10,12 +10,14 @@ computes CAMs with the default ``CamParams`` into a fresh cache, back to back in
 * slide: the whole slide (default: ``../shared/data/slides/CMU-1-Small-Region.svs``), and the
   crops the network saw (counted at ``model.logits_and_cams``);
 * bare model: ``logits_and_cams`` on ready normalised tensors (batch 16, 224 px) with
-  PyTorch's default threads, contiguous and channels_last: the forward speed ceiling;
+  PyTorch's default threads, contiguous and channels_last, and as the library's CPU streams
+  (``device.cpu_plan``): the best of the three is the forward speed ceiling;
 * fov: a 1024 x 1024 field of view as the CAM widget computes it (ours: the time to the
   one-scale preview and to the final maps; the baseline had one pass);
 * png: a 64 x 64 image (a one-tile "slide");
-* loaded: the slide (or ``--load-region``) again while another process runs a 2-thread
-  PyTorch convolution loop (started and stopped by this script), ratio to the quiet time.
+* loaded: the slide (or ``--load-region``, measured quiet first) again while another
+  process runs a 2-thread PyTorch convolution loop (started and stopped by this script),
+  ratio to the quiet time.
 
 Prints one table; times exclude importing torch and loading the model.
 """
@@ -64,6 +66,26 @@ def worker(args) -> dict:
     region = tuple(args.region) if args.region else None
     if args.task == "bare":
         model.logits_and_cams = forward
+        from wsss_napari.device import cpu_plan, torch_threads
+
+        plan = cpu_plan()
+        x = torch.randn(16, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
+
+        def stream(n: int) -> None:
+            with torch.inference_mode():
+                for _ in range(n):
+                    model.logits_and_cams(x)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with torch_threads(plan), ThreadPoolExecutor(plan.streams) as pool:
+            list(pool.map(stream, [1] * plan.streams))  # warm-up
+            per = max(1, args.bare_crops // (16 * plan.streams))
+            t = time.perf_counter()
+            list(pool.map(stream, [per] * plan.streams))
+            rec["crops_per_s_streams"] = per * 16 * plan.streams / (time.perf_counter() - t)
+        rec["streams"] = [plan.streams, plan.intra]
         for fmt in ("contiguous", "channels_last"):
             mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
             model.to(memory_format=mf)
@@ -153,23 +175,26 @@ def main(argv=None) -> int:
             res[v]["png"] = run_worker(src, "png", args)
         print(v, json.dumps(res[v]), flush=True)  # noqa: T201
     if "loaded" not in args.skip:
+        for v, src in versions.items():  # the same region without the load, first
+            res[v]["quiet_for_load"] = (res[v]["slide"] if not args.load_region else
+                                        run_worker(src, "slide", args, region=args.load_region))
         load = subprocess.Popen([sys.executable, "-c", LOAD])
         try:
             time.sleep(3)
             for v, src in versions.items():
-                quiet = (res[v]["slide"] if not args.load_region else
-                         run_worker(src, "slide", args, region=args.load_region))
-                res[v]["quiet_for_load"] = quiet
                 res[v]["loaded"] = run_worker(src, "slide", args, region=args.load_region)
                 print(v, "loaded", json.dumps(res[v]["loaded"]), flush=True)  # noqa: T201
         finally:
             load.kill()
             load.wait()
     bare = res["ours"]["bare"]
-    best_bare = max(bare["crops_per_s_contiguous"], bare["crops_per_s_channels_last"])
+    best_bare = max(bare["crops_per_s_contiguous"], bare["crops_per_s_channels_last"],
+                    bare["crops_per_s_streams"])
     print(f"\nbare model (batch 16, {bare['threads']} threads): "  # noqa: T201
           f"{bare['crops_per_s_contiguous']:.1f} crops/s contiguous, "
-          f"{bare['crops_per_s_channels_last']:.1f} channels_last")
+          f"{bare['crops_per_s_channels_last']:.1f} channels_last; "
+          f"{bare['crops_per_s_streams']:.1f} as {bare['streams'][0]} streams x "
+          f"{bare['streams'][1]} thread (cpu_plan); the best is 'bare' below")
     for v in versions:
         r = res[v]
         s = r["slide"]

@@ -254,88 +254,91 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
     k = crop // cell
     ref = min(range(len(grids)), key=lambda i: abs(math.log(grids[i].eff)))
 
-    src = torch.from_numpy(img if img.flags.writeable else img.copy())
-    if cuda:
-        src = src.pin_memory()
-    src = src.to(device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w) uint8
+    plan = cpu_plan(params.threads) if device.type == "cpu" else None
+    with torch_threads(plan):  # all CPU work of the call on the plan's threads
+        src = torch.from_numpy(img if img.flags.writeable else img.copy())
+        if cuda:
+            src = src.pin_memory()
+        src = src.to(device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w) uint8
 
-    # per scale: the crops that touch the core, their resized window and a blending canvas
-    layers: list[dict[str, Any]] = []
-    index_parts = []
-    for si, sg in enumerate(grids):
-        pad = sg.sample_pad(cell, out_stride)
-        i0, i1 = sg.crop_range(cy, cy + ch, sg.ny, pad)
-        j0, j1 = sg.crop_range(cx, cx + cw, sg.nx, pad)
-        sel = np.ones((i1 - i0, j1 - j0), bool)
-        if keep is not None:
-            sel = np.asarray(keep[si][i0:i1, j0:j1], bool)
-        if not sel.any():
-            layers.append({})
-            continue
-        # region px to resize: the crops' footprints plus the filter margin, inside the region
-        y0 = max(0, i0 * sg.pitch - sg.margin) // sg.align * sg.align
-        x0 = max(0, j0 * sg.pitch - sg.margin) // sg.align * sg.align
-        y1 = min(H, (i1 - 1) * sg.pitch + sg.foot + sg.margin)
-        x1 = min(W, (j1 - 1) * sg.pitch + sg.foot + sg.margin)
-        if y0 < wy or x0 < wx or y1 > wy + wh or x1 > wx + ww:
-            raise WsssError(f"the window {window_box} does not hold the crops of scale "
-                            f"{sg.scale:g} (needs {y0}:{y1}, {x0}:{x1}); grow the halo")
-        x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx].float()
-        eff = sg.eff
-        if sg.foot != crop:
-            x = F.interpolate(x, scale_factor=eff, mode="bilinear", align_corners=False,
-                              antialias=eff < 1, recompute_scale_factor=False)
-        # scaled coordinates of the window's corner and of the first crop
-        sy0, sx0 = round(y0 * eff), round(x0 * eff)
-        py, px = i0 * stride - sy0, j0 * stride - sx0
-        need_h = py + (i1 - i0 - 1) * stride + crop
-        need_w = px + (j1 - j0 - 1) * stride + crop
-        x = x[..., :need_h, :need_w]
-        if x.shape[-2] < need_h or x.shape[-1] < need_w:
-            x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
-        x = x[..., py:, px:]
-        view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
-        ch_, cw_ = ((i1 - i0 - 1) * stride + crop) // cell, ((j1 - j0 - 1) * stride + crop) // cell
-        layers.append({"view": view, "i0": i0, "j0": j0,
-                       "sum": torch.zeros(n_cls, ch_, cw_, device=device),
-                       "wsum": torch.zeros(1, ch_, cw_, device=device)})
-        iy, ix = np.nonzero(sel)
-        index_parts.append(np.stack([np.full_like(iy, si), iy, ix], 1))
-    index = np.concatenate(index_parts) if index_parts else np.zeros((0, 3), np.int64)
-    weight = torch.from_numpy(window_weight(k)).to(device)
-    score_max = torch.zeros(n_cls, device=device)
-    offs = torch.arange(k, device=device)
+        # per scale: the crops that touch the core, their resized window and a blending canvas
+        layers: list[dict[str, Any]] = []
+        index_parts = []
+        for si, sg in enumerate(grids):
+            pad = sg.sample_pad(cell, out_stride)
+            i0, i1 = sg.crop_range(cy, cy + ch, sg.ny, pad)
+            j0, j1 = sg.crop_range(cx, cx + cw, sg.nx, pad)
+            sel = np.ones((i1 - i0, j1 - j0), bool)
+            if keep is not None:
+                sel = np.asarray(keep[si][i0:i1, j0:j1], bool)
+            if not sel.any():
+                layers.append({})
+                continue
+            # region px to resize: the crops' footprints plus the filter margin, inside the region
+            y0 = max(0, i0 * sg.pitch - sg.margin) // sg.align * sg.align
+            x0 = max(0, j0 * sg.pitch - sg.margin) // sg.align * sg.align
+            y1 = min(H, (i1 - 1) * sg.pitch + sg.foot + sg.margin)
+            x1 = min(W, (j1 - 1) * sg.pitch + sg.foot + sg.margin)
+            if y0 < wy or x0 < wx or y1 > wy + wh or x1 > wx + ww:
+                raise WsssError(f"the window {window_box} does not hold the crops of scale "
+                                f"{sg.scale:g} (needs {y0}:{y1}, {x0}:{x1}); grow the halo")
+            x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx].float()
+            eff = sg.eff
+            if sg.foot != crop:
+                x = F.interpolate(x, scale_factor=eff, mode="bilinear", align_corners=False,
+                                  antialias=eff < 1, recompute_scale_factor=False)
+            # scaled coordinates of the window's corner and of the first crop
+            sy0, sx0 = round(y0 * eff), round(x0 * eff)
+            py, px = i0 * stride - sy0, j0 * stride - sx0
+            need_h = py + (i1 - i0 - 1) * stride + crop
+            need_w = px + (j1 - j0 - 1) * stride + crop
+            x = x[..., :need_h, :need_w]
+            if x.shape[-2] < need_h or x.shape[-1] < need_w:
+                x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
+            x = x[..., py:, px:]
+            view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
+            ch_ = ((i1 - i0 - 1) * stride + crop) // cell
+            cw_ = ((j1 - j0 - 1) * stride + crop) // cell
+            layers.append({"view": view, "i0": i0, "j0": j0,
+                           "sum": torch.zeros(n_cls, ch_, cw_, device=device),
+                           "wsum": torch.zeros(1, ch_, cw_, device=device)})
+            iy, ix = np.nonzero(sel)
+            index_parts.append(np.stack([np.full_like(iy, si), iy, ix], 1))
+        index = np.concatenate(index_parts) if index_parts else np.zeros((0, 3), np.int64)
+        weight = torch.from_numpy(window_weight(k)).to(device)
+        score_max = torch.zeros(n_cls, device=device)
+        offs = torch.arange(k, device=device)
 
-    def key(si: int, iy: int, ix: int) -> tuple[int, int, int]:
-        return si, layers[si]["i0"] + iy, layers[si]["j0"] + ix
+        def key(si: int, iy: int, ix: int) -> tuple[int, int, int]:
+            return si, layers[si]["i0"] + iy, layers[si]["j0"] + ix
 
-    def accumulate(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
-        """Blend the (n, C, k, k) CAMs of scale ``si``'s crops ``sel`` (local rows, cols)."""
-        nonlocal score_max
-        n = len(sel)
-        if si == ref:
-            score_max = torch.maximum(score_max, torch.sigmoid(logits.float()).amax(0))
-        lay = layers[si]
-        iy = torch.as_tensor(sel[:, 0], device=device)
-        ix = torch.as_tensor(sel[:, 1], device=device)
-        wc = lay["sum"].shape[-1]
-        rows = (iy * (stride // cell))[:, None, None] + offs[None, :, None]
-        cols = (ix * (stride // cell))[:, None, None] + offs[None, None, :]
-        flat = (rows * wc + cols).reshape(-1)
-        lay["sum"].view(n_cls, -1).index_add_(
-            1, flat, (cams * weight).permute(1, 0, 2, 3).reshape(n_cls, -1))
-        lay["wsum"].view(1, -1).index_add_(1, flat, weight.expand(n, k, k).reshape(1, -1))
+        def accumulate(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
+            """Blend the (n, C, k, k) CAMs of scale ``si``'s crops ``sel`` (local rows, cols)."""
+            nonlocal score_max
+            n = len(sel)
+            if si == ref:
+                score_max = torch.maximum(score_max, torch.sigmoid(logits.float()).amax(0))
+            lay = layers[si]
+            iy = torch.as_tensor(sel[:, 0], device=device)
+            ix = torch.as_tensor(sel[:, 1], device=device)
+            wc = lay["sum"].shape[-1]
+            rows = (iy * (stride // cell))[:, None, None] + offs[None, :, None]
+            cols = (ix * (stride // cell))[:, None, None] + offs[None, None, :]
+            flat = (rows * wc + cols).reshape(-1)
+            lay["sum"].view(n_cls, -1).index_add_(
+                1, flat, (cams * weight).permute(1, 0, 2, 3).reshape(n_cls, -1))
+            lay["wsum"].view(1, -1).index_add_(1, flat, weight.expand(n, k, k).reshape(1, -1))
 
-    if crop_cache is not None and len(index):
-        # crops a neighbouring tile already ran: blend their kept CAMs, run the others
-        hit = np.array([key(int(a), int(b), int(c)) in crop_cache for a, b, c in index])
-        with torch.inference_mode():
-            for si in np.unique(index[hit, 0]):
-                sel = index[hit & (index[:, 0] == si)][:, 1:]
-                got = [crop_cache[key(int(si), int(b), int(c))] for b, c in sel]
-                accumulate(int(si), sel, torch.stack([g[0] for g in got]),
-                           torch.stack([g[1] for g in got]))
-        index = index[~hit]
+        if crop_cache is not None and len(index):
+            # crops a neighbouring tile already ran: blend their kept CAMs, run the others
+            hit = np.array([key(int(a), int(b), int(c)) in crop_cache for a, b, c in index])
+            with torch.inference_mode():
+                for si in np.unique(index[hit, 0]):
+                    sel = index[hit & (index[:, 0] == si)][:, 1:]
+                    got = [crop_cache[key(int(si), int(b), int(c))] for b, c in sel]
+                    accumulate(int(si), sel, torch.stack([g[0] for g in got]),
+                               torch.stack([g[1] for g in got]))
+            index = index[~hit]
     total = len(index)
 
     def forward(chunk: np.ndarray):
@@ -355,7 +358,6 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
                 logits, cams = model.logits_and_cams(batch)
         return logits, cams
 
-    plan = cpu_plan(params.threads) if device.type == "cpu" else None
     streams = plan.streams if plan is not None else 1
     pool = None
     if streams > 1 and total > params.batch_size:
@@ -373,7 +375,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
                     outs = list(pool.map(forward, chunks))
                 else:
                     outs = [forward(c) for c in chunks]
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads(plan):
                 for chunk, (logits, cams) in zip(chunks, outs, strict=True):
                     cams = cams.float()
                     if cams.shape[-2:] != (k, k):
@@ -400,7 +402,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         if pool is not None:
             pool.shutdown(wait=True)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(plan):
         fused = torch.zeros(n_cls, oh, ow, device=device)
         for sg, lay in zip(grids, layers, strict=True):
             if not lay:
