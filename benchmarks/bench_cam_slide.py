@@ -64,6 +64,10 @@ def worker(args) -> dict:
     cache = tempfile.mkdtemp(prefix="wsss-bench-cam-")
     rec: dict = {"task": args.task, "threads": torch.get_num_threads()}
     region = tuple(args.region) if args.region else None
+    if region is not None and hasattr(slide_cam, "_check_region"):  # regions are records now
+        from wsss_napari.region import Region
+
+        region = Region(y=region[0], x=region[1], height=region[2], width=region[3])
     if args.task == "bare":
         model.logits_and_cams = forward
         from wsss_napari.device import cpu_plan, torch_threads
