@@ -50,11 +50,14 @@ class CamResult:
         cams: float32 ``(C, H, W)`` in ``[0, 1]`` (each class divided by its image maximum).
         scores: float32 ``(C,)`` image-level class probabilities (see module docstring).
         maxima: float32 ``(C,)`` the unnormalised per-class maxima that were divided out.
+        scale_cams: float32 ``(S, C, H, W)`` each scale's maps divided by the same maxima
+            (``CamParams.keep_scales``), else ``None``.
     """
 
     cams: np.ndarray
     scores: np.ndarray
     maxima: np.ndarray
+    scale_cams: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,13 @@ def multiscale_cam(model: Any, image: np.ndarray, params: CamParams | None = Non
     from ..progress import run_to_end
 
     params = params or CamParams()
-    raw, scores = run_to_end(iter_raw_cams(model, image, params, device=device))
+    per_scale: list | None = [] if params.keep_scales else None
+    raw, scores = run_to_end(iter_raw_cams(model, image, params, device=device,
+                                           per_scale=per_scale))
     maxima = raw.reshape(raw.shape[0], -1).max(axis=1) if raw.size else np.zeros(raw.shape[0])
-    return CamResult(normalize_cams(raw, maxima), scores, maxima.astype(np.float32))
+    scale_cams = (np.stack([normalize_cams(m, maxima) for m in per_scale])
+                  if per_scale is not None else None)
+    return CamResult(normalize_cams(raw, maxima), scores, maxima.astype(np.float32), scale_cams)
 
 
 def _check_image(image: Any) -> np.ndarray:
@@ -181,8 +188,15 @@ def _check_image(image: Any) -> np.ndarray:
 
 
 def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any = None,
-                  out_stride: int = 1) -> Generator[Any, None, tuple[np.ndarray, np.ndarray]]:
+                  out_stride: int = 1, per_scale: list | None = None
+                  ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray]]:
     """Unnormalised multi-scale CAMs of a whole image; yields ``Progress`` after every batch.
+
+    Args:
+        model, image, params, device: as in :func:`multiscale_cam`.
+        out_stride: image px per output pixel (the whole-slide path stores coarser maps).
+        per_scale: if a list, each scale's maps (float32 ``(C, h, w)``, before averaging)
+            are appended to it, in ``params.scales`` order.
 
     Returns:
         ``(raw float32 (C, ceil(H / out_stride), ceil(W / out_stride)), scores float32 (C,))``.
@@ -191,7 +205,7 @@ def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any 
     h, w = img.shape[:2]
     raw, scores, _ = yield from iter_window_cams(
         model, img, params, region_shape=(h, w), window_box=(0, 0, h, w),
-        core_box=(0, 0, h, w), out_stride=out_stride, device=device)
+        core_box=(0, 0, h, w), out_stride=out_stride, device=device, per_scale=per_scale)
     return raw, scores
 
 
@@ -200,7 +214,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
                      core_box: tuple[int, int, int, int], out_stride: int = 1,
                      keep: Sequence[np.ndarray] | None = None, device: Any = None,
                      grids: Sequence[ScaleGrid] | None = None,
-                     crop_cache: dict | None = None
+                     crop_cache: dict | None = None, per_scale: list | None = None
                      ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray, int]]:
     """Unnormalised CAMs of ``core_box`` of a region, from the pixels in ``window``.
 
@@ -220,6 +234,8 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
             tiles of a region: crops found there are not run again, and crops that reach
             past the core's bottom or right edge are added (the caller evicts rows it has
             passed, :func:`evict_crops`).
+        per_scale: if a list, each scale's maps of the core (before averaging) are
+            appended to it, in ``params.scales`` order.
 
     Returns:
         ``(raw float32 (C, ceil(h / os), ceil(w / os)), scores float32 (C,), crops run)``.
@@ -405,12 +421,17 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
     with torch.inference_mode(), torch_threads(plan):
         fused = torch.zeros(n_cls, oh, ow, device=device)
         for sg, lay in zip(grids, layers, strict=True):
-            if not lay:
+            if not lay:  # no crop of this scale touches the core (glass)
+                if per_scale is not None:
+                    per_scale.append(np.zeros((n_cls, oh, ow), np.float32))
                 continue
             wsum = lay["wsum"]
             avg = torch.where(wsum > 0, lay["sum"] / wsum.clamp_min(1e-12), 0.0)
-            fused += _resample(avg, sg, cell, out_stride, (cy, cx), (oh, ow),
-                               (lay["i0"], lay["j0"]), stride)
+            up = _resample(avg, sg, cell, out_stride, (cy, cx), (oh, ow),
+                           (lay["i0"], lay["j0"]), stride)
+            fused += up
+            if per_scale is not None:
+                per_scale.append(up.cpu().numpy().astype(np.float32))
         fused /= len(grids)
     return (fused.cpu().numpy().astype(np.float32), score_max.cpu().numpy().astype(np.float32),
             total)

@@ -85,6 +85,9 @@ class SlideCams:
             ``pixel_scale`` of the post-processing on these maps.
         postproc: the model's recommended post-processing (a ``PostprocParams`` dict) when
             the maps were computed, or ``None`` if it had none.
+        scale_cams: lazy ``(S, C, h, w)`` per-scale maps normalised like ``cams``
+            (``CamParams.keep_scales``), else ``None``.
+        slide_id: identity of the slide the maps belong to (path, size, name, mpp).
     """
 
     cams: Any
@@ -101,6 +104,8 @@ class SlideCams:
     warnings: list[str] = field(default_factory=list)
     out_stride: int = 1
     postproc: dict[str, Any] | None = None
+    scale_cams: Any = None
+    slide_id: dict[str, Any] = field(default_factory=dict)
 
     @property
     def downsample(self) -> float:
@@ -272,6 +277,11 @@ def _open_store(path: Path, key: str, plan: _Plan, model: Any, params: CamParams
                        chunks=(1, min(cs, plan.out_shape[0]), min(cs, plan.out_shape[1])),
                        fill_value=0.0)
     group.create_array("done", shape=plan.grid, dtype="uint8", chunks=plan.grid, fill_value=0)
+    if params.keep_scales:
+        group.create_array("scale_cams", shape=(len(params.scales), n_cls, *plan.out_shape),
+                           dtype="float32", chunks=(1, 1, min(cs, plan.out_shape[0]),
+                                                    min(cs, plan.out_shape[1])),
+                           fill_value=0.0)
     for name in ("tile_max", "tile_scores"):
         group.create_array(name, shape=(*plan.grid, n_cls), dtype="float32",
                            chunks=(*plan.grid, n_cls), fill_value=0.0)
@@ -323,6 +333,8 @@ def _result(group: Any, path: Path) -> SlideCams:
         scores = np.zeros(n_cls, np.float32)
     denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
     cams = da.clip(da.from_zarr(raw) / denom, 0.0, 1.0).astype(np.float32)
+    scale_cams = (da.clip(da.from_zarr(group["scale_cams"]) / denom[None], 0.0, 1.0)
+                  .astype(np.float32) if "scale_cams" in group else None)
     attrs = dict(group.attrs)
     if "geometry" in attrs:
         geometry = MaskGeometry.from_dict(attrs["geometry"])
@@ -341,6 +353,7 @@ def _result(group: Any, path: Path) -> SlideCams:
         class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
         out_stride=int(attrs.get("params", {}).get("out_stride", 1)),
         postproc=attrs.get("postproc"),
+        scale_cams=scale_cams, slide_id=dict(attrs.get("slide", {})),
     )
 
 
@@ -468,6 +481,9 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     else:
         path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
     group = _open_store(path, key, plan, model, params, explicit, slide)
+    if "slide" not in group.attrs:
+        group.attrs["slide"] = {**_slide_identity(slide), "mpp": slide_mpp(slide),
+                                "name": str(getattr(slide, "name", "") or "")}
     done = np.asarray(group["done"][...])
     grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
     keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
@@ -507,10 +523,11 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
             submit_next()
             core_box, window_box = _tile_boxes(plan, ty, tx)
             evict_crops(crop_cache, grids, core_box[0])
+            per_scale: list | None = [] if params.keep_scales else None
             gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
                                    window_box=window_box, core_box=core_box, out_stride=os_,
                                    keep=keep, device=device, grids=grids,
-                                   crop_cache=crop_cache)
+                                   crop_cache=crop_cache, per_scale=per_scale)
             while True:
                 try:
                     p = next(gen)
@@ -524,6 +541,9 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
             tw = min(T // os_, plan.out_shape[1] - ox)
             core = raw[:, :th, :tw]
             cams_arr[:, oy:oy + th, ox:ox + tw] = core
+            if per_scale is not None:
+                group["scale_cams"][:, :, oy:oy + th, ox:ox + tw] = np.stack(
+                    [m[:, :th, :tw] for m in per_scale])
             tmax_arr[ty, tx] = core.reshape(core.shape[0], -1).max(axis=1)
             tsc_arr[ty, tx] = scores
             done_arr[ty, tx] = COMPUTED  # last: a tile counts only once fully written
