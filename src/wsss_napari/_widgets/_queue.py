@@ -308,8 +308,9 @@ class QueueWidget(QWidget):
         centre = (lo + hi) / 2
         size = np.maximum(hi - lo, scale) * CONTEXT
         canvas = canvas_size(self.viewer)
-        self.viewer.camera.center = tuple(centre)
-        self.viewer.camera.zoom = float(np.min(canvas / size))
+        camera = getattr(self.viewer, "scene", self.viewer).camera  # napari >= 0.9: scene
+        camera.center = tuple(centre)
+        camera.zoom = float(np.min(canvas / size))
 
     def _key_handler(self, name: str):
         def handler(viewer: Any) -> None:
