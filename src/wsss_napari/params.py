@@ -161,7 +161,8 @@ class CamParams(ParamsBase):
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
     batch_size: int = _f(16, "crops per forward pass", (1, 1024))
     tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
-    halo: int = _f(64, "extra context px around each whole-slide tile", (0, 1024))
+    halo: int = _f(0, "minimum context px around each whole-slide tile; always raised to "
+                   "the reach of the largest crop, so tiles are seamless", (0, 4096))
     out_stride: int = _f(4, "whole-slide CAMs are stored at 1/out_stride of the model's "
                          "resolution", (1, 64))
     skip_glass: bool = _f(True, "skip whole-slide tiles without tissue")
@@ -170,6 +171,7 @@ class CamParams(ParamsBase):
     amp: bool = _f(True, "mixed precision on CUDA")
     keep_scales: bool = _f(False, "also keep each scale's maps (for the review queue's "
                            "scale-disagreement uncertainty)")
+    threads: int = _f(0, "CPU cores to use; 0 = all this process may run on", (0, 1024))
 
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
