@@ -257,9 +257,11 @@ class CamWidget(QWidget):
 
     def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
         result, meta = payload
+        meta = dict(meta)
+        preview = meta.pop("preview", False)  # the job's flag, not part of the layer record
         self.last_result = result
         # e.g. an unknown mpp: the user sees it (once, with the final maps), not only the log
-        if result.warnings and not meta.get("preview"):
+        if result.warnings and not preview:
             from napari.utils.notifications import show_warning
 
             for w in result.warnings:
