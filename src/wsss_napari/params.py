@@ -217,6 +217,18 @@ class TrainClsParams(ParamsBase):
     pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
+    # issue 11 (SAM): see wsss_napari.train.sam
+    optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
+    sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
+
+    def validate(self) -> None:
+        _check_optimizer(self.optimizer)
+
+
+def _check_optimizer(name: str) -> None:
+    choices = ("sgd", "adamw", "sam", "sam-adamw")  # == train.sam.OPTIMIZERS (torch-free here)
+    if name not in choices:
+        raise WsssError(f"optimizer must be one of {', '.join(choices)}, not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -240,10 +252,14 @@ class TrainSegParams(ParamsBase):
     pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
+    # issue 11 (SAM): see wsss_napari.train.sam
+    optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
+    sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
 
     def validate(self) -> None:
         if self.decoder not in ("deeplabv3plus", "unet"):
             raise WsssError(f"decoder must be deeplabv3plus or unet, not {self.decoder!r}")
+        _check_optimizer(self.optimizer)
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,6 @@ def train_segmenter(
     Returns:
         ``out_path``.
     """
-    import torch
     from torch.nn import functional as F
 
     params = params or TrainSegParams()
@@ -174,8 +173,9 @@ def train_segmenter(
     train_items, val_items, model, device, use_amp = prepare_training(
         params, items, val_items,
         lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9,
-                                weight_decay=1e-4)
+    from .sam import make_optimizer
+
+    optimizer = make_optimizer(model, params.optimizer, params.lr, 0.9, 1e-4, params.sam_rho)
     train_set = SegTrainSet(train_items, params)
     val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
                               False, params.seed, 0, params.workers) if val_items else None)
