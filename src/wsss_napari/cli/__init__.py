@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "pseudo",
     "train_seg",
     "export",
+    "explain",
 )
 
 
