@@ -70,3 +70,14 @@ def params_tooltip(cls: type[ParamsBase], name: str) -> str:
     if rng:
         text += f" [{rng[0]:g} .. {rng[1]:g}]"
     return f"{name}: {text}"
+
+ATTENTION = {
+    "image": "The image or slide (image layer) whose attention maps to compute.",
+    "model": "A transformer or hybrid CNN-Transformer CAM model (.safetensors), e.g. trained "
+    "with 'wsss-napari train-cls --backbone wsss_hybrid_resnet18'. CNN models have no attention.",
+    "method": "Rollout: where the class token looks, over all layers (class-agnostic). "
+    "Gradient-weighted rollout: one map per class (what supports that class).",
+    "region": "Field of view: what the canvas shows now (at most 2048 x 2048 px). "
+    "Whole image: the entire image (small images only).",
+    "run": "Compute the maps in the background; they appear as layers next to the CAMs.",
+}
