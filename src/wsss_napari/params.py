@@ -220,15 +220,27 @@ class TrainClsParams(ParamsBase):
     # issue 11 (SAM): see wsss_napari.train.sam
     optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
     sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
+    # issue 11 (stain normalisation): see wsss_napari.stain
+    stain_norm: str = _f("none", "stain normalisation of the patches: none, reinhard or "
+                         "macenko (stored in the model; inference does the same)")
+    stain_ref: str = _f("", "reference image or slide of the target stain; '' = the "
+                        "training patches' pooled stain")
 
     def validate(self) -> None:
         _check_optimizer(self.optimizer)
+        _check_stain(self.stain_norm)
 
 
 def _check_optimizer(name: str) -> None:
     choices = ("sgd", "adamw", "sam", "sam-adamw")  # == train.sam.OPTIMIZERS (torch-free here)
     if name not in choices:
         raise WsssError(f"optimizer must be one of {', '.join(choices)}, not {name!r}")
+
+
+def _check_stain(name: str) -> None:
+    choices = ("none", "reinhard", "macenko")  # == stain.METHODS
+    if name not in choices:
+        raise WsssError(f"stain_norm must be one of {', '.join(choices)}, not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -255,11 +267,17 @@ class TrainSegParams(ParamsBase):
     # issue 11 (SAM): see wsss_napari.train.sam
     optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
     sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
+    # issue 11 (stain normalisation): see wsss_napari.stain
+    stain_norm: str = _f("none", "stain normalisation of the patches: none, reinhard or "
+                         "macenko (stored in the model; inference does the same)")
+    stain_ref: str = _f("", "reference image or slide of the target stain; '' = the "
+                        "training patches' pooled stain")
 
     def validate(self) -> None:
         if self.decoder not in ("deeplabv3plus", "unet"):
             raise WsssError(f"decoder must be deeplabv3plus or unet, not {self.decoder!r}")
         _check_optimizer(self.optimizer)
+        _check_stain(self.stain_norm)
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,10 @@ class CamWidget(QWidget):
 
         yield Progress("loading model", 0, 1)
         model, path, digest = load_model_cached(source, self.models)
-        result = yield from slide_cams(slide, model, params, region=region)
+        from ..stain import slide_for_model
+
+        result = yield from slide_cams(slide_for_model(slide, model), model, params,
+                                       region=region)
         return result, {"model": model, "model_path": path, "model_hash": digest,
                         "cam_params": params}
 

@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
     from ..params import RunRecord
     from ..progress import Progress, run_to_end
+    from ..stain import image_for_model
 
     cam = params_from_args(args, CamParams, config_attr="cam_params")
     images = list_images(args.images)
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     def job():
         for i, f in enumerate(images):
-            mask = predict_mask(model, read_rgb(f), cam, post,
+            mask = predict_mask(model, image_for_model(read_rgb(f), model), cam, post,
                                 background=load_background(args.background_masks, f))
             write_palette_png(mask, out / (f.stem + ".png"))
             yield Progress("predict", i + 1, len(images), {"image": f.name})

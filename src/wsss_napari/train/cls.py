@@ -219,6 +219,9 @@ def train_classifier(
         params, items, val_items,
         lambda p: build_cam_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
 
+    from ..stain import stain_training_items
+
+    train_items, val_items = stain_training_items(params, model, train_items, val_items)
     labels = np.array([it.labels for it in train_items], dtype=np.float32)
     pw = torch.from_numpy(pos_weight(labels)).to(device)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
