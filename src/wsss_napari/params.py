@@ -129,6 +129,8 @@ class CamParams(ParamsBase):
     crop_size: int = _f(0, "crop size in px at each scale; 0 = the model's input size", (0, 4096))
     stride: int = _f(0, "stride between crops; 0 = half the crop size", (0, 4096))
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
+    tta: str = _f("none", "segmentation models: test-time augmentation set none, hflip, flips, "
+                  "rot90 or d4, optionally +scales (0.75/1/1.25)")
     batch_size: int = _f(16, "crops per forward pass", (1, 1024))
     tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
     halo: int = _f(64, "extra context px around each whole-slide tile", (0, 1024))
@@ -142,6 +144,7 @@ class CamParams(ParamsBase):
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
             raise WsssError(f"scales must be non-empty and within [0.05, 8]: {self.scales}")
+        _check_tta(self.tta)
         if self.tile_size % self.out_stride:
             raise WsssError(f"tile_size ({self.tile_size}) must be a multiple of out_stride "
                             f"({self.out_stride})")
@@ -237,6 +240,13 @@ def _check_optimizer(name: str) -> None:
         raise WsssError(f"optimizer must be one of {', '.join(choices)}, not {name!r}")
 
 
+def _check_tta(spec: str) -> None:
+    name, _, extra = str(spec).partition("+")  # == inference.tta.parse_tta (torch-free here)
+    if name not in ("none", "hflip", "flips", "rot90", "d4") or extra not in ("", "scales"):
+        raise WsssError(f"tta must be none, hflip, flips, rot90 or d4, optionally with "
+                        f"'+scales', not {spec!r}")
+
+
 def _check_stain(name: str) -> None:
     choices = ("none", "reinhard", "macenko")  # == stain.METHODS
     if name not in choices:
@@ -248,7 +258,7 @@ class TrainSegParams(ParamsBase):
     """Stage 2: a segmentation network trained on pseudo-masks."""
 
     encoder: str = _f("mobilenetv3_small_100", "timm encoder name (small: trains on a CPU)")
-    decoder: str = _f("deeplabv3plus", "deeplabv3plus or unet")
+    decoder: str = _f("deeplabv3plus", "deeplabv3plus, unet or segformer (all-MLP)")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
@@ -272,10 +282,15 @@ class TrainSegParams(ParamsBase):
                          "macenko (stored in the model; inference does the same)")
     stain_ref: str = _f("", "reference image or slide of the target stain; '' = the "
                         "training patches' pooled stain")
+    # issue 11 (HuBMAP levers)
+    loss: str = _f("ce+dice", "ce+dice (softmax) or bce+dice (one-vs-rest sigmoid per class)")
 
     def validate(self) -> None:
-        if self.decoder not in ("deeplabv3plus", "unet"):
-            raise WsssError(f"decoder must be deeplabv3plus or unet, not {self.decoder!r}")
+        if self.decoder not in ("deeplabv3plus", "unet", "segformer"):
+            raise WsssError(f"decoder must be deeplabv3plus, unet or segformer, "
+                            f"not {self.decoder!r}")
+        if self.loss not in ("ce+dice", "bce+dice"):
+            raise WsssError(f"loss must be ce+dice or bce+dice, not {self.loss!r}")
         _check_optimizer(self.optimizer)
         _check_stain(self.stain_norm)
 

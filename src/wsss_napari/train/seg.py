@@ -86,6 +86,33 @@ def dice_loss(logits, target, ignore_index: int = IGNORE, eps: float = 1.0):
     return 1.0 - dice[present].mean()
 
 
+def bce_dice_loss(logits, target, dice_weight: float = 1.0, ignore_index: int = IGNORE,
+                  eps: float = 1.0):
+    """One-vs-rest loss: per-class sigmoid BCE plus soft Dice of the sigmoid probabilities
+    (classes present in the batch), over labelled pixels only."""
+    import torch
+    from torch.nn import functional as F
+
+    n = logits.shape[1]
+    valid = (target != ignore_index)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    t = torch.where(valid, target, torch.zeros_like(target))
+    onehot = F.one_hot(t, n).permute(0, 3, 1, 2).float()
+    w = valid[:, None].float().expand_as(onehot)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), onehot, weight=w,
+                                             reduction="sum") / (w.sum() + 1e-6)
+    if dice_weight <= 0:
+        return bce
+    prob = torch.sigmoid(logits.float()) * w
+    onehot = onehot * w
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (denom + eps)
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    return bce + dice_weight * (1.0 - dice[present].mean())
+
+
 def _confusion(pred: np.ndarray, gt: np.ndarray, n: int) -> np.ndarray:
     keep = gt != IGNORE
     return np.bincount(gt[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)
@@ -195,6 +222,8 @@ def train_segmenter(
             return out
 
     def seg_loss(logits, y):
+        if params.loss == "bce+dice":
+            return bce_dice_loss(logits, y, params.dice_weight)
         loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
         if bool((y == IGNORE).all()):
             loss = logits.sum() * 0.0
