@@ -387,3 +387,26 @@ class RunRecord:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class CellParams(ParamsBase):
+    """Per-cell labels (``wsss_napari.cells``): nucleus segmentation and CAM read-out."""
+
+    nucleus_threshold: float = _f(
+        0.0, "haematoxylin threshold of a nucleus pixel; 0 = Otsu over the slide's tissue "
+        "(once per slide, from its thumbnail)", (0.0, 10.0))
+    sigma: float = _f(1.0, "Gaussian smoothing of the haematoxylin channel (px)", (0.0, 10.0))
+    min_area: int = _f(30, "smallest nucleus (level-0 px)", (1, 1_000_000))
+    max_area: int = _f(3000, "largest nucleus (level-0 px)", (1, 10_000_000))
+    min_distance: int = _f(4, "smallest distance between two nucleus centres (watershed "
+                           "seeds, px)", (1, 1000))
+    dilate: int = _f(0, "grow each nucleus by this many px before averaging its CAMs",
+                     (0, 1000))
+    tile: int = _f(1024, "tile edge (level-0 px) of whole-slide runs", (64, 16384))
+    halo: int = _f(48, "context around each tile (px); at least a nucleus diameter",
+                   (0, 1024))
+
+    def validate(self) -> None:
+        if self.max_area < self.min_area:
+            raise WsssError(f"max_area ({self.max_area}) is below min_area ({self.min_area})")

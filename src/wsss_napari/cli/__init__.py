@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "train_seg",
     "export",
     "explain",
+    "cells",
 )
 
 
