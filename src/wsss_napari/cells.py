@@ -72,18 +72,20 @@ def segment_nuclei(rgb: np.ndarray, threshold: float, params: CellParams | None 
     """Nucleus instances ``int32 (H, W)`` (0 = none) of an RGB uint8 image."""
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
-    from skimage.morphology import remove_small_objects
     from skimage.segmentation import watershed
 
     p = params or CellParams()
     mask = haematoxylin(rgb, p.sigma) > threshold
     mask = ndi.binary_opening(mask, iterations=1)
     mask = ndi.binary_fill_holes(mask)
-    mask = remove_small_objects(mask, p.min_area)
+    blobs, _ = ndi.label(mask)
+    small = np.bincount(blobs.ravel()) < p.min_area
+    small[0] = True
+    mask = ~small[blobs]
+    blobs[~mask] = 0
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     dist = ndi.distance_transform_edt(mask)
-    blobs, _ = ndi.label(mask)
     peaks = peak_local_max(dist, min_distance=p.min_distance, labels=blobs,
                            exclude_border=False)
     markers = np.zeros(mask.shape, np.int32)
@@ -226,6 +228,85 @@ def check_instances(instances: Any, slide_shape: tuple[int, int], region: Any) -
                         "(same shape and scale as the slide)")
 
 
+def iter_cells(slide: Any, cams: Any, params: CellParams | None = None, region: Any = None,
+               instances: Any = None, sink: Any = None
+               ) -> Generator[Progress, None, dict[str, Any]]:
+    """The tile loop of :func:`slide_cells`: each tile's :class:`CellTable` goes to
+    ``sink(table)``; returns ``{'names', 'mpp', 'threshold'}``.
+
+    Raises:
+        WsssError: CAMs of another slide, instance labels of another shape, glass only.
+    """
+    from .region import Region
+
+    p = params or CellParams()
+    h0, w0 = slide.shape
+    ds, (oy, ox) = float(cams.downsample), cams.origin
+    ch, cw = cams.cams.shape[1:]
+    if oy + (ch - 1) * ds >= h0 or ox + (cw - 1) * ds >= w0:
+        raise WsssError(f"the CAMs cover level-0 px up to ({oy + ch * ds:g}, {ox + cw * ds:g}), "
+                        f"beyond this slide ({h0} x {w0}): are they of another slide?")
+    if region is None:
+        region = Region(y=oy, x=ox, height=ch * ds, width=cw * ds)
+    region = region.clip(h0, w0)
+    y0, x0 = int(region.y), int(region.x)
+    rh, rw = int(round(region.height)), int(round(region.width))
+    inst_offset = (0, 0)
+    if instances is not None:
+        check_instances(instances, (h0, w0), region)
+        if tuple(instances.shape[:2]) != (h0, w0):
+            inst_offset = (y0, x0)
+    threshold = None
+    if instances is None:
+        threshold = p.nucleus_threshold or slide_threshold(slide.thumbnail(2048))
+    names = tuple(cams.class_names) or tuple(f"class{c}" for c in range(cams.cams.shape[0]))
+    tiles = list(_tiles(y0, x0, rh, rw, p.tile))
+    halo, n_cells = p.halo, 0
+    yield Progress("cells", 0, len(tiles), {"cells": 0})
+    for i, (ty, tx, th, tw) in enumerate(tiles):
+        hy0, hx0 = max(ty - halo, 0), max(tx - halo, 0)
+        hy1, hx1 = min(ty + th + halo, h0), min(tx + tw + halo, w0)
+        if instances is not None:
+            inst = np.asarray(instances[hy0 - inst_offset[0]:hy1 - inst_offset[0],
+                                        hx0 - inst_offset[1]:hx1 - inst_offset[1]])
+        else:
+            rgb = np.asarray(slide.read_region(0, hy0, hx0, hy1 - hy0, hx1 - hx0))
+            inst = segment_nuclei(rgb, threshold, p)
+        # the CAM window under this halo'd tile only (bounded memory)
+        cy0 = int(max(math.floor((hy0 - oy) / ds), 0))
+        cx0 = int(max(math.floor((hx0 - ox) / ds), 0))
+        cy1 = int(min(math.ceil((hy1 - oy) / ds) + 1, ch))
+        cx1 = int(min(math.ceil((hx1 - ox) / ds) + 1, cw))
+        if cy1 > cy0 and cx1 > cx0:
+            window = np.asarray(cams.cams[:, cy0:cy1, cx0:cx1], dtype=np.float32)
+
+            def keep(cy, cx, ty=ty, tx=tx, th=th, tw=tw):  # centroid in this tile's core
+                return (cy >= ty) & (cy < ty + th) & (cx >= tx) & (cx < tx + tw)
+
+            table = classify_instances(inst, window, (hy0, hx0),
+                                       (oy + cy0 * ds, ox + cx0 * ds), ds, p.dilate, keep)
+            n_cells += len(table)
+            if sink is not None and len(table):
+                sink(table)
+        yield Progress("cells", i + 1, len(tiles), {"cells": n_cells})
+    return {"names": names, "mpp": getattr(slide, "mpp", None), "threshold": threshold}
+
+
+def collect_cells(slide: Any, cams: Any, params: CellParams | None = None, region: Any = None,
+                  instances: Any = None) -> Generator[Progress, None, tuple[CellTable, tuple]]:
+    """All cells of a (small) region in memory: ``(table, class_names)`` (napari uses it)."""
+    tables: list[CellTable] = []
+    info = yield from iter_cells(slide, cams, params, region, instances, tables.append)
+    n_cls = cams.cams.shape[0]
+    if not tables:
+        return CellTable(np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
+                         np.zeros((0, n_cls)), np.zeros(0, np.int64), np.zeros(0)), info["names"]
+    cat = CellTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in (
+        "centroid_y", "centroid_x", "area", "mean_cam", "label", "confidence")),
+        outlines=[o for t in tables for o in t.outlines])
+    return cat, info["names"]
+
+
 def slide_cells(slide: Any, cams: Any, out_dir: str | Path, params: CellParams | None = None,
                 region: Any = None, instances: Any = None
                 ) -> Generator[Progress, None, CellsResult]:
@@ -247,85 +328,40 @@ def slide_cells(slide: Any, cams: Any, out_dir: str | Path, params: CellParams |
 
     from .classes import PALETTE
     from .io.atomic import atomic_path, check_writable_dir
-    from .region import Region
 
-    p = params or CellParams()
     out = check_writable_dir(out_dir)
-    h0, w0 = slide.shape
-    ds, (oy, ox) = float(cams.downsample), cams.origin
-    ch, cw = cams.cams.shape[1:]
-    if oy + (ch - 1) * ds >= h0 or ox + (cw - 1) * ds >= w0:
-        raise WsssError(f"the CAMs cover level-0 px up to ({oy + ch * ds:g}, {ox + cw * ds:g}), "
-                        f"beyond this slide ({h0} x {w0}): are they of another slide?")
-    if region is None:
-        region = Region(y=oy, x=ox, height=ch * ds, width=cw * ds)
-    region = region.clip(h0, w0)
-    y0, x0 = int(region.y), int(region.x)
-    rh, rw = int(round(region.height)), int(round(region.width))
-    inst_offset = (0, 0)
-    if instances is not None:
-        check_instances(instances, (h0, w0), region)
-        if tuple(instances.shape[:2]) != (h0, w0):
-            inst_offset = (y0, x0)
-    threshold = None
-    if instances is None:
-        threshold = p.nucleus_threshold or slide_threshold(slide.thumbnail(2048))
     names = tuple(cams.class_names) or tuple(f"class{c}" for c in range(cams.cams.shape[0]))
     mpp = getattr(slide, "mpp", None)
-    tiles = list(_tiles(y0, x0, rh, rw, p.tile))
     counts = dict.fromkeys(names, 0)
-    n_cells, t_start = 0, time.perf_counter()
-    halo = p.halo
+    state = {"n": 0, "first": True}
+    t_start = time.perf_counter()
     csv_path, gj_path = out / "cells.csv", out / "cells.geojson"
-    yield Progress("cells", 0, len(tiles), {"cells": 0})
     with atomic_path(csv_path) as tmp_csv, atomic_path(gj_path) as tmp_gj, \
             open(tmp_csv, "w", newline="") as fc, open(tmp_gj, "w") as fg:
         writer = csv.writer(fc)
         writer.writerow([*CSV_COLUMNS, *(f"cam_{n}" for n in names)])
         fg.write('{"type": "FeatureCollection", "features": [\n')
-        first = True
-        for i, (ty, tx, th, tw) in enumerate(tiles):
-            hy0, hx0 = max(ty - halo, 0), max(tx - halo, 0)
-            hy1, hx1 = min(ty + th + halo, h0), min(tx + tw + halo, w0)
-            if instances is not None:
-                inst = np.asarray(instances[hy0 - inst_offset[0]:hy1 - inst_offset[0],
-                                            hx0 - inst_offset[1]:hx1 - inst_offset[1]])
-            else:
-                rgb = np.asarray(slide.read_region(0, hy0, hx0, hy1 - hy0, hx1 - hx0))
-                inst = segment_nuclei(rgb, threshold, p)
-            # the CAM window under this halo'd tile only (bounded memory)
-            cy0 = int(max(math.floor((hy0 - oy) / ds), 0))
-            cx0 = int(max(math.floor((hx0 - ox) / ds), 0))
-            cy1 = int(min(math.ceil((hy1 - oy) / ds) + 1, ch))
-            cx1 = int(min(math.ceil((hx1 - ox) / ds) + 1, cw))
-            if cy1 <= cy0 or cx1 <= cx0:
-                yield Progress("cells", i + 1, len(tiles), {"cells": n_cells})
-                continue
-            window = np.asarray(cams.cams[:, cy0:cy1, cx0:cx1], dtype=np.float32)
 
-            def keep(cy, cx, ty=ty, tx=tx, th=th, tw=tw):  # centroid in this tile's core
-                return (cy >= ty) & (cy < ty + th) & (cx >= tx) & (cx < tx + tw)
-
-            table = classify_instances(inst, window, (hy0, hx0),
-                                       (oy + cy0 * ds, ox + cx0 * ds), ds, p.dilate, keep)
+        def sink(table: CellTable) -> None:
             for k in range(len(table)):
-                n_cells += 1
+                state["n"] += 1
+                cid = state["n"]
                 cls = names[table.label[k]]
                 counts[cls] += 1
                 cyk, cxk = float(table.centroid_y[k]), float(table.centroid_x[k])
                 um = (f"{cxk * mpp:.3f}", f"{cyk * mpp:.3f}",
                       f"{table.area[k] * mpp * mpp:.3f}") if mpp else ("", "", "")
-                writer.writerow([n_cells, f"{cxk:.2f}", f"{cyk:.2f}", um[0], um[1],
+                writer.writerow([cid, f"{cxk:.2f}", f"{cyk:.2f}", um[0], um[1],
                                  int(table.area[k]), um[2], cls,
                                  f"{table.confidence[k]:.4f}",
                                  *(f"{v:.4f}" for v in table.mean_cam[k])])
-                ring = table.outlines[k]
-                coords = [[round(float(x), 2), round(float(y), 2)] for x, y in ring]
+                coords = [[round(float(x), 2), round(float(y), 2)]
+                          for x, y in table.outlines[k]]
                 coords.append(coords[0])
-                color = list(PALETTE[table.label[k]]) if table.label[k] < len(PALETTE) else [
-                    128, 128, 128]
+                label = int(table.label[k])
+                color = list(PALETTE[label]) if label < len(PALETTE) else [128, 128, 128]
                 feature = {
-                    "type": "Feature", "id": n_cells,
+                    "type": "Feature", "id": cid,
                     "geometry": {"type": "Polygon", "coordinates": [coords]},
                     "properties": {
                         "objectType": "detection",
@@ -337,9 +373,10 @@ def slide_cells(slide: Any, cams: Any, out_dir: str | Path, params: CellParams |
                                                             strict=True)}},
                     },
                 }
-                fg.write(("" if first else ",\n") + json.dumps(feature))
-                first = False
-            yield Progress("cells", i + 1, len(tiles), {"cells": n_cells})
+                fg.write(("" if state["first"] else ",\n") + json.dumps(feature))
+                state["first"] = False
+
+        info = yield from iter_cells(slide, cams, params, region, instances, sink)
         fg.write("\n]}\n")
-    return CellsResult(csv_path, gj_path, n_cells, counts, threshold,
+    return CellsResult(csv_path, gj_path, state["n"], counts, info["threshold"],
                        time.perf_counter() - t_start)

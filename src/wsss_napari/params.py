@@ -398,7 +398,7 @@ class CellParams(ParamsBase):
         "(once per slide, from its thumbnail)", (0.0, 10.0))
     sigma: float = _f(1.0, "Gaussian smoothing of the haematoxylin channel (px)", (0.0, 10.0))
     min_area: int = _f(30, "smallest nucleus (level-0 px)", (1, 1_000_000))
-    max_area: int = _f(3000, "largest nucleus (level-0 px)", (1, 10_000_000))
+    max_area: int = _f(1500, "largest nucleus (level-0 px)", (1, 10_000_000))
     min_distance: int = _f(4, "smallest distance between two nucleus centres (watershed "
                            "seeds, px)", (1, 1000))
     dilate: int = _f(0, "grow each nucleus by this many px before averaging its CAMs",

@@ -34,10 +34,8 @@ def test_attention_widget_adds_rollout_and_class_layers(qtbot, viewer, hybrid_mo
     assert widget.run() is None  # no model chosen: refused with a message
     assert any("choose a transformer" in m for m in notifications)
     widget.model_source = str(hybrid_model_path)
-    worker = widget.run()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
     names = ["Attention rollout", "Attention tumor", "Attention stroma", "Attention normal"]
     for name in names:
         layer = viewer.layers[name]

@@ -81,3 +81,14 @@ ATTENTION = {
     "Whole image: the entire image (small images only).",
     "run": "Compute the maps in the background; they appear as layers next to the CAMs.",
 }
+
+CELLS = {
+    "cams": "The CAM layer (from the CAM widget) whose maps label the cells; its slide is "
+    "the one whose nuclei are found.",
+    "instances": "Use the nuclei of a Labels layer (e.g. from stardist or cellpose; level-0 "
+    "shape of the slide) instead of the built-in haematoxylin watershed.",
+    "dilate": "Grow each nucleus by this many px before averaging its CAMs (0 = the nucleus).",
+    "region": "Field of view: what the canvas shows now. Whole slide: the CAMs' extent.",
+    "run": "Find the nuclei and label each with the class whose CAM is highest over it; "
+    "adds a Points layer coloured by class (confidence and class in its features).",
+}
