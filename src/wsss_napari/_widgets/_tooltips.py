@@ -92,3 +92,15 @@ CELLS = {
     "run": "Find the nuclei and label each with the class whose CAM is highest over it; "
     "adds a Points layer coloured by class (confidence and class in its features).",
 }
+
+STAIN = {
+    "image": "The slide (image layer) to normalise.",
+    "method": "Macenko: stain vectors in optical density (H&E-specific). Reinhard: colour "
+    "statistics in CIELAB (fast, any stain).",
+    "shapes": "Target stain from the region drawn on this Shapes layer (a rectangle over "
+    "well-stained tissue).",
+    "reference": "Or a reference image / slide file whose stain is the target (used when "
+    "given).",
+    "run": "Estimate the slide's stain once (from its thumbnail's tissue) and add the "
+    "normalised slide as a layer above the original: toggle its visibility to compare.",
+}
