@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from wsss_napari.classes import NORMAL, TUMOR
+from wsss_napari.labels_encoding import from_layer, layer_value
 from wsss_napari.params import CamParams, ExportFormat, ExportParams, FinetuneParams
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -45,13 +46,14 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     layer = review.edit_region()
     assert layer is not None and layer.data.shape == tune.mask_layer.data.shape
     layer.brush_size = 21
-    layer.paint((40, 40), TUMOR)
+    assert layer.selected_label == layer_value(TUMOR)  # a real class, not napari's 0
+    layer.paint((40, 40), layer_value(TUMOR))
     before_second = layer.data.copy()
-    layer.paint((90, 90), NORMAL)
-    assert (layer.data[85:95, 85:95] == NORMAL).all()
+    layer.paint((90, 90), layer_value(NORMAL))
+    assert (layer.data[85:95, 85:95] == layer_value(NORMAL)).all()
     layer.undo()
     np.testing.assert_array_equal(layer.data, before_second)
-    assert (layer.data[35:45, 35:45] == TUMOR).all()
+    assert (layer.data[35:45, 35:45] == layer_value(TUMOR)).all()
     review.flush()
     store = EditStore.open(review.store.root, read_only=True)
     saved = store.read(0, 0, *layer.data.shape)
@@ -59,7 +61,7 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     assert (saved != 255).sum() > 200
 
     review.write_back()
-    corrected = np.array(tune.mask_layer.data)
+    corrected = from_layer(tune.mask_layer.data)  # core labels: 0 tumor .. 3 background
     assert (corrected[35:45, 35:45] == TUMOR).all()
 
     # --- fine-tune a few steps in the background; the new version is saved; apply + compare

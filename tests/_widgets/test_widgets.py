@@ -108,7 +108,8 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     assert calls == []  # the network never ran
     assert tune.mask_layer.data is array  # updated in place
     assert not np.array_equal(before, layer.data)
-    assert not (layer.data == 1).any()  # stroma suppressed
+    assert not (layer.data == 2).any()  # stroma (layer value class + 1) suppressed
+    assert set(np.unique(layer.data)) <= {1, 2, 3, 4}  # every pixel has a class, none is 0
 
 
 def test_reset_and_undo_of_the_tuning_sliders(qtbot, viewer, small_slide, tiny_model_path):

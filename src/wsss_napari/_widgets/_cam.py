@@ -243,6 +243,11 @@ class CamWidget(QWidget):
     def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
         result, meta = payload
         self.last_result = result
+        if result.warnings:  # e.g. an unknown mpp: the user sees it, not only the terminal
+            from napari.utils.notifications import show_warning
+
+            for w in result.warnings:
+                show_warning(w)
         meta = {**meta, "slide_cams": result, "source": slide_layer.name,
                 "slide": slide_layer.metadata.get("slide"), "downsample": result.downsample}
         for data, kwargs, _ in cam_layers_data(result, slide_layer, meta):

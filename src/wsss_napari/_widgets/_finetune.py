@@ -106,12 +106,12 @@ class FinetunePanel(QWidget):
             if meta.get("model") is None:
                 raise WsssError("the maps' model is unknown: recompute the maps (CAM widget)")
             params = self.params
-            painted = self.review.painted
-            if not params.pseudo_elsewhere and not painted.any():
+            corrected, edited = self.review.corrected()
+            if not params.pseudo_elsewhere and not edited.any():
                 raise WsssError("no corrected pixels yet: paint on the 'Correction' layer, or "
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
-            labels = np.where(painted | params.pseudo_elsewhere, layer.data, 255).astype(np.uint8)
+            labels = np.where(edited | params.pseudo_elsewhere, corrected, 255).astype(np.uint8)
             image = region_rgb(meta["slide"], meta["downsample"], meta["origin"], labels.shape)
         except WsssError as err:
             notify_error(err)

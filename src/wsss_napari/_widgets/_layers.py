@@ -16,7 +16,8 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox
 
 from .. import WsssError
-from ..classes import CLASS_NAMES, PALETTE, label_colors_rgba
+from ..classes import CLASS_NAMES, PALETTE
+from ..labels_encoding import core_labels, layer_colors
 
 WSSS = "wsss"
 
@@ -172,14 +173,19 @@ def class_colormap(index: int):
     return Colormap(np.array([[0, 0, 0, 1], [*rgb, 1]]), name=f"wsss-{CLASS_NAMES[index]}")
 
 
-def labels_colormap():
-    """WSSS4LUAD label colours for a Labels layer (background translucent)."""
+def labels_colormap(background_alpha: float = 0.0):
+    """WSSS4LUAD colours for a layer-encoded Labels layer (:mod:`wsss_napari.labels_encoding`:
+    ``class + 1``, ``0`` = nothing, transparent); background at ``background_alpha``."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors: dict[Any, Any] = dict(label_colors_rgba())
-    colors[None] = (0.0, 0.0, 0.0, 0.0)
-    colors[255] = (0.0, 0.0, 0.0, 0.0)
-    return DirectLabelColormap(color_dict=colors)
+    return DirectLabelColormap(color_dict=layer_colors(background_alpha))
+
+
+def layer_mask(layer: Any) -> np.ndarray:
+    """A Labels layer's map in the core encoding (``0`` tumor .. ``3``, ``255`` none): the one
+    place where widgets read labels back from a layer."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return core_labels(data, layer.metadata)
 
 
 def install_lifecycle(viewer: Any) -> None:

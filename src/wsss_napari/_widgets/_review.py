@@ -6,6 +6,10 @@ the tissue map (the field of view, or all of it when small) into a Labels layer
 :class:`~wsss_napari.corrections.store.EditStore`. Paint events mark the painted box for the
 :class:`~wsss_napari.corrections.store.Autosaver` (written within seconds); napari's own
 undo/redo keeps working because the layer's data is never replaced while editing.
+
+The layer holds :mod:`wsss_napari.labels_encoding` values (``class + 1``; ``0`` = not
+corrected), so napari's eraser means "forget my correction here" (the store keeps ``255``,
+and the automatic map shows through), never "tumor".
 """
 
 from __future__ import annotations
@@ -29,15 +33,34 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import TUMOR
+from ..labels_encoding import (
+    ENCODING,
+    LAYER_NOTHING,
+    UNLABELLED,
+    core_labels,
+    from_layer,
+    is_layer_encoded,
+    layer_value,
+    to_layer,
+)
 from . import _tooltips as tips
 from ._finetune import FinetunePanel
-from ._layers import WSSS, LayerCombo, field_of_view, install_lifecycle, labels_colormap, wsss_meta
+from ._layers import (
+    WSSS,
+    LayerCombo,
+    field_of_view,
+    install_lifecycle,
+    labels_colormap,
+    layer_mask,
+    wsss_meta,
+)
 from ._worker import notify_error
 
 CORRECTION_LAYER = "Correction"
 #: Maps up to this edge (px) are edited whole; larger ones by field of view.
 WHOLE_MAP_EDGE = 2048
-UNEDITED = 255
+#: Opacity of background (glass) in the Correction layer, so painted background shows.
+BACKGROUND_ALPHA = 0.6
 
 
 def _is_mask_layer(layer: Any) -> bool:
@@ -76,7 +99,8 @@ class ReviewWidget(QWidget):
         install_lifecycle(viewer)
         self.store: Any = None
         self.autosaver: Any = None
-        self.painted: np.ndarray | None = None
+        self.painted: np.ndarray | None = None  # pixels touched since the region opened
+        self.base: np.ndarray | None = None  # the map under the region when it was opened
         self._dirty: list = []
         self.autosave_failed.connect(lambda err: notify_error(err, "autosave"))
 
@@ -156,10 +180,15 @@ class ReviewWidget(QWidget):
         d = float(meta.get("downsample", 1.0))
         oy, ox = (int(round(o / d)) for o in meta.get("origin", (0, 0)))
         sy, sx = oy + y, ox + x  # region in store (slide-level map) pixels
-        base = np.array(mask_layer.data[y:y + h, x:x + w], dtype=np.uint8)
-        edits = self.store.read(sy, sx, h, w)
-        self.painted = edits != UNEDITED
-        data = np.where(self.painted, edits, base).astype(np.uint8)
+        try:
+            base = layer_mask(mask_layer)[y:y + h, x:x + w]
+            edits = self.store.read(sy, sx, h, w)
+            self.painted = edits != UNLABELLED
+            self.base = base
+            data = to_layer(np.where(self.painted, edits, base))
+        except WsssError as err:
+            notify_error(err)
+            return None
         if CORRECTION_LAYER in self.viewer.layers:
             self.viewer.layers.remove(CORRECTION_LAYER)
         scale = np.asarray(mask_layer.scale[-2:])
@@ -167,14 +196,15 @@ class ReviewWidget(QWidget):
         layer = self.viewer.add_labels(
             data, name=CORRECTION_LAYER, scale=tuple(scale), translate=tuple(translate),
             units=tuple(mask_layer.units)[-2:],
-            colormap=labels_colormap(), opacity=0.7,
-            metadata={WSSS: {**meta, "region": (y, x, h, w), "store_region": (sy, sx, h, w),
+            colormap=labels_colormap(BACKGROUND_ALPHA), opacity=0.7,
+            metadata={WSSS: {**meta, "label_encoding": ENCODING, "region": (y, x, h, w),
+                             "store_region": (sy, sx, h, w),
                              "origin": (meta.get("origin", (0, 0))[0] + y * d,
                                         meta.get("origin", (0, 0))[1] + x * d),
                              "mask_layer": mask_layer.name, "edit_store": self.store}})
         layer.events.paint.connect(self._on_correction_paint)
         layer.events.set_data.connect(self._on_correction_set_data)
-        layer.selected_label = TUMOR
+        layer.selected_label = layer_value(TUMOR)
         layer.mode = "paint"
         n = int(self.painted.sum())
         self.status.setText(f"editing {w} x {h} px" + (f"; {n} earlier edited px restored"
@@ -194,13 +224,31 @@ class ReviewWidget(QWidget):
             return
         y, x, h, w = meta["region"]
         target = self.viewer.layers[name]
-        target.data[y:y + h, x:x + w] = np.where(self.painted, layer.data, target.data[y:y + h,
-                                                                                     x:x + w])
+        try:
+            corrected, edited = self.corrected()
+        except WsssError as err:
+            notify_error(err)
+            return
+        region = target.data[y:y + h, x:x + w]
+        # erased pixels go back to the map as it was when the region was opened
+        new = np.where(self.painted, corrected, core_labels(region, target.metadata))
+        region[...] = to_layer(new) if is_layer_encoded(target.metadata) else new
         target.metadata[WSSS]["edit_store"] = self.store
         target.refresh()
         self.flush()
         self.status.setText(f"written back into '{name}'; "
-                            f"{int(self.painted.sum())} corrected px saved")
+                            f"{int(edited.sum())} corrected px saved")
+
+    def corrected(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Correction layer's region in core labels (erased pixels show the map they were
+        opened with) and the bitmap of pixels that hold a correction now."""
+        layer = self.correction_layer
+        if layer is None or self.painted is None:
+            raise WsssError("nothing corrected: use 'Edit region' first")
+        values = np.asarray(layer.data)
+        core = from_layer(values)
+        edited = self.painted & (values != LAYER_NOTHING)
+        return np.where(edited, core, self.base).astype(np.uint8), edited
 
     def flush(self) -> None:
         """Write pending edits now (before fine-tuning, export or closing)."""
@@ -219,8 +267,12 @@ class ReviewWidget(QWidget):
         if layer is None or self.autosaver is None:
             return
         sy, sx, _, _ = wsss_meta(layer)["store_region"]
-        labels = np.where(self.painted[y:y + h, x:x + w], layer.data[y:y + h, x:x + w],
-                          UNEDITED).astype(np.uint8)
+        try:
+            core = from_layer(layer.data[y:y + h, x:x + w])  # erased (0) -> 255, uncorrected
+        except WsssError as err:
+            notify_error(err, "saving edits")
+            return
+        labels = np.where(self.painted[y:y + h, x:x + w], core, UNLABELLED).astype(np.uint8)
         self.autosaver.mark(sy + y, sx + x, h, w, labels, np.ones((h, w), bool))
 
     def _on_correction_paint(self, event: Any) -> None:

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES, LABEL_NAMES
+from ..labels_encoding import ENCODING, core_labels, to_layer
 from ..params import PostprocParams
 from . import _tooltips as tips
 from ._layers import (
@@ -278,10 +279,12 @@ class TuneWidget(QWidget):
             **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
             "slide_cams_id": id(cams), "origin": tuple(cams.origin),
             "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
+            "label_encoding": ENCODING,
         }
         if old.get("slide_cams_id") == id(cams) and "edit_store" in old:
             new_meta["edit_store"] = old["edit_store"]
             mask = _with_edits(mask, old["edit_store"], cams)  # the pathologist's edits win
+        mask = to_layer(mask)  # class + 1, 0 = nothing: what napari's tools expect
         if layer is not None and old.get("slide_cams_id") == id(cams) \
                 and layer.data.shape == mask.shape:
             np.copyto(layer.data, mask)
@@ -444,7 +447,8 @@ def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
     xs = where["translate"][1] + np.arange(w) * where["scale"][1]
     gt_y = np.round((ys - gt_layer.translate[-2]) / gt_layer.scale[-2]).astype(int)
     gt_x = np.round((xs - gt_layer.translate[-1]) / gt_layer.scale[-1]).astype(int)
-    data = np.asarray(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data)
+    data = core_labels(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data,
+                       gt_layer.metadata)
     inside = (gt_y >= 0) & (gt_y < data.shape[-2])
     inside_x = (gt_x >= 0) & (gt_x < data.shape[-1])
     if not inside.any() or not inside_x.any():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..labels_encoding import core_labels
 from ..params import ExportParams, ParamsBase, RunRecord
 
 
@@ -52,7 +53,8 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     from ..io.export import export_mask, format_for_path
 
     params = ExportParams(format=format_for_path(path))
-    mask = data[0] if isinstance(data, list) else data
-    out = export_mask(mask, path, params, **export_kwargs(meta.get("metadata", {}) or {},
+    metadata = meta.get("metadata", {}) or {}
+    mask = core_labels(data[0] if isinstance(data, list) else data, metadata)
+    out = export_mask(mask, path, params, **export_kwargs(metadata,
                                                           meta.get("name", Path(path).stem)))
     return [str(out)]

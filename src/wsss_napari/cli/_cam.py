@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
                                 model_hash=getattr(model, "file_hash", ""),
                                 slide=str(Path(args.slide).resolve()), slide_mpp=slide.mpp)
     atomic_write_text(Path(str(args.out).rstrip("/") + ".run.json"), record.to_json())
-    for w in result.warnings:
-        print(f"warning: {w}")  # noqa: T201
+    # result.warnings (e.g. an unknown mpp) were logged once by slide_cams already
     print(f"CAMs: {result.path}  shape {tuple(result.raw.shape)}  "  # noqa: T201
           f"downsample {result.downsample:g}  origin {tuple(result.origin)}")
     print("image-level scores: " + ", ".join(  # noqa: T201

@@ -587,9 +587,14 @@ def open_mask_source(path: str | os.PathLike,
     name = p.name.lower()
     if name.endswith((".tif", ".tiff")):
         labels, meta = read_exported_mask(p)
+        check_label_values(labels, p, max(len(meta.get("class_names") or ()), len(PALETTE)))
         return labels, {k: meta[k] for k in ("downsample", "origin", "mpp", "class_names")
                         if meta.get(k) is not None}
     return _read_image_mask(p), {}
+
+
+#: Largest share of an RGB mask's pixels whose colour may be outside the palette.
+MAX_OFF_PALETTE = 0.01
 
 
 def _read_image_mask(p: Path) -> np.ndarray:
@@ -598,6 +603,9 @@ def _read_image_mask(p: Path) -> np.ndarray:
     try:
         with Image.open(p) as im:
             mode = im.mode
+            if mode in ("LA", "La", "PA"):
+                raise WsssError(f"'{p}' has 2 channels ({mode}: a value and an alpha); a mask "
+                                "must be one channel of labels (palette or grey PNG)")
             a = np.asarray(im.convert("RGB") if mode not in ("P", "L", "I;16", "I") else im)
     except (OSError, UnidentifiedImageError) as err:
         raise WsssError(f"cannot read the mask '{p}': {err}") from err
@@ -605,10 +613,26 @@ def _read_image_mask(p: Path) -> np.ndarray:
         labels = np.full(a.shape[:2], UNLABELLED, np.uint8)
         for i, rgb in enumerate(PALETTE):
             labels[(a == np.asarray(rgb, np.uint8)).all(axis=2)] = i
+        off = float(np.mean(labels == UNLABELLED)) if labels.size else 0.0
+        if off > MAX_OFF_PALETTE:
+            raise WsssError(f"'{p}' is not a label mask: {off:.0%} of its pixels have colours "
+                            "outside the WSSS4LUAD palette (an RGB photo?); give a palette or "
+                            "grey PNG of labels 0..3")
         return labels
-    if a.max(initial=0) > 255:
-        raise WsssError(f"'{p}' holds values above 255: not a label mask")
+    check_label_values(a, p)
     return a.astype(np.uint8)
+
+
+def check_label_values(labels: np.ndarray, source: Any,
+                       n_classes: int = len(PALETTE)) -> None:
+    """Refuse values that are neither a class (``0..n_classes - 1``) nor ``255`` (none)."""
+    values = np.unique(np.asarray(labels))
+    bad = values[(values >= n_classes) & (values != UNLABELLED)]
+    if bad.size:
+        raise WsssError(f"'{source}' holds label {int(bad[0])}"
+                        + (f" (and {bad.size - 1} other values)" if bad.size > 1 else "")
+                        + f": mask values must be 0..{n_classes - 1} (0 tumor, 1 stroma, "
+                        f"2 normal, 3 background) or {UNLABELLED} (none)")
 
 
 def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[str, Any]]:
@@ -619,7 +643,8 @@ def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as err:  # noqa: BLE001 - any zarr failure means "not a mask zarr"
-        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store: {err}") from err
+        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store "
+                        "(no zarr metadata inside)") from err
     if isinstance(node, zarr.Group) and node.attrs.get("format") == FORMAT:
         store = EditStore.open(p, read_only=True)
         meta = {"downsample": store.downsample, "class_names": list(store.class_names)}
