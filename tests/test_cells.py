@@ -136,7 +136,7 @@ def test_cells_cli_with_real_cam_store_and_bad_instances(tmp_path):
     save_model(CamNet(ModelConfig(backbone="test_resnet", input_size=64)), model)
     store = tmp_path / "c.zarr"
     assert main(["cam", str(img), "--model", str(model), "--out", str(store), "--scales", "1",
-                 "--no-skip-glass", "--device", "cpu"]) == 0
+                 "--tile-size", "320", "--halo", "0", "--no-skip-glass", "--device", "cpu"]) == 0
     out = tmp_path / "cells"
     assert main(["cells", str(img), "--cams", str(store), "--out", str(out),
                  "--min-area", "20", "--tile", "128"]) == 0

@@ -184,7 +184,8 @@ def test_training_stores_the_target_and_inference_matches(tmp_path):
     slide_path = tmp_path / "s.png"
     Image.fromarray(rgb).save(slide_path)
     assert main(["cam", str(slide_path), "--model", str(out), "--out",
-                 str(tmp_path / "c.zarr"), "--scales", "1", "--device", "cpu"]) == 0
+                 str(tmp_path / "c.zarr"), "--scales", "1", "--crop-size", "64",
+                 "--tile-size", "128", "--halo", "0", "--device", "cpu"]) == 0
     assert slide_for_model(slide, load_model(Path(str(out)))) is not slide
     with pytest.raises(WsssError, match="stain_norm must be one of"):
         main_params = {"stain_norm": "vahadane"}
