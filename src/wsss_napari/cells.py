@@ -228,6 +228,15 @@ def check_instances(instances: Any, slide_shape: tuple[int, int], region: Any) -
                         "(same shape and scale as the slide)")
 
 
+def cam_geometry(cams: Any) -> tuple[float, float, float]:
+    """``(downsample, y, x)`` of a CAM store: its ``geometry`` (``SlideCams``), or
+    ``downsample`` / ``origin`` attributes (plain records)."""
+    geo = getattr(cams, "geometry", None)
+    if geo is not None:
+        return float(geo.downsample), float(geo.y), float(geo.x)
+    return float(cams.downsample), float(cams.origin[0]), float(cams.origin[1])
+
+
 def iter_cells(slide: Any, cams: Any, params: CellParams | None = None, region: Any = None,
                instances: Any = None, sink: Any = None
                ) -> Generator[Progress, None, dict[str, Any]]:
@@ -241,7 +250,7 @@ def iter_cells(slide: Any, cams: Any, params: CellParams | None = None, region: 
 
     p = params or CellParams()
     h0, w0 = slide.shape
-    ds, (oy, ox) = float(cams.downsample), cams.origin
+    ds, oy, ox = cam_geometry(cams)
     ch, cw = cams.cams.shape[1:]
     if oy + (ch - 1) * ds >= h0 or ox + (cw - 1) * ds >= w0:
         raise WsssError(f"the CAMs cover level-0 px up to ({oy + ch * ds:g}, {ox + cw * ds:g}), "

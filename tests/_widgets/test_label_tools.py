@@ -53,12 +53,14 @@ def _drag(layer, start: tuple[int, int], end: tuple[int, int]) -> None:
 def review_on_known_map(viewer, small_slide, tmp_path):
     """The review widget with the Correction layer open over a map whose classes are known."""
     from wsss_napari.params import PostprocParams
+    from wsss_napari.region import MaskGeometry
 
     (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
     slide = slide_layer.metadata["slide"]
     viewer.add_labels(to_layer(_known_map()), name="Pseudo-mask", scale=(DS * 0.5,) * 2,
                       metadata={"wsss": {"postproc_params": PostprocParams(), "slide": slide,
-                                         "downsample": float(DS), "source": slide_layer.name,
+                                         "geometry": MaskGeometry(downsample=float(DS), mpp=0.5),
+                                         "source": slide_layer.name,
                                          "label_encoding": ENCODING}})
     _, review = viewer.window.add_plugin_dock_widget("wsss-napari", "Review and fine-tune")
     review.project = tmp_path / "project"

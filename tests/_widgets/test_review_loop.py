@@ -94,14 +94,13 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     # --- reopen and check
     labels, meta = read_exported_mask(out / "corrected.ome.tif")
     np.testing.assert_array_equal(labels, corrected)
-    assert meta["downsample"] == pytest.approx(cam.last_result.downsample)
+    assert meta["geometry"] == cam.last_result.geometry
     np.testing.assert_array_equal(np.asarray(Image.open(out / "corrected.png")), corrected)
     (rle,) = read_rle_csv(out / "corrected.csv").values()
     np.testing.assert_array_equal(rle, corrected)
     geo = json.loads((out / "corrected.geojson").read_text())
     assert geo["type"] == "FeatureCollection" and geo["features"]
-    raster = geojson_to_mask(geo, corrected.shape, downsample=meta["downsample"],
-                             origin=tuple(meta.get("origin", (0, 0))))
+    raster = geojson_to_mask(geo, corrected.shape, geometry=meta["geometry"])
     fg = corrected != 3
     np.testing.assert_array_equal(raster[fg], corrected[fg])
     record = json.loads((out / "corrected.ome.tif.run.json").read_text())

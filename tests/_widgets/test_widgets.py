@@ -47,7 +47,8 @@ def test_cam_widget_adds_one_aligned_layer_per_class(qtbot, viewer, small_slide,
     for layer in layers:
         np.testing.assert_allclose(layer.scale, np.asarray(slide_layer.scale) * result.downsample)
         expected = np.asarray(slide_layer.translate) + (
-            np.asarray(result.origin) + (result.downsample - 1) / 2) * np.asarray(slide_layer.scale)
+            np.asarray([result.geometry.y, result.geometry.x]) + (result.downsample - 1) / 2
+        ) * np.asarray(slide_layer.scale)
         np.testing.assert_allclose(layer.translate, expected)
         assert layer.blending == "additive"
     # the maps cover the slide: their world extent matches the slide's

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 from .. import WsssError
 from ..classes import PALETTE
 from ..params import CellParams
+from ..region import MaskGeometry
 from . import _tooltips as tips
 from ._layers import (
     WSSS,
@@ -102,8 +103,6 @@ class CellsWidget(QWidget):
 
     def run(self):
         """Label the cells with the current choices; returns the worker (None if refused)."""
-        from ..region import Region
-
         try:
             cam_layer = self.cam_combo.layer
             if cam_layer is None:
@@ -114,10 +113,7 @@ class CellsWidget(QWidget):
             if slide is None or source not in self.viewer.layers:
                 raise WsssError("the slide of these CAMs is no longer open")
             slide_layer = self.viewer.layers[source]
-            region = None
-            if self.region_mode == "Field of view":
-                y, x, h, w = field_of_view(slide_layer)
-                region = Region(y=y, x=x, height=h, width=w)
+            region = field_of_view(slide_layer) if self.region_mode == "Field of view" else None
             instances = None
             if self.use_labels.isChecked():
                 labels = self.labels_combo.layer
@@ -152,7 +148,7 @@ class CellsWidget(QWidget):
             features={"class": [names[c] for c in table.label],
                       "confidence": np.asarray(table.confidence, float)},
             metadata={WSSS: {"cells": len(table)}},
-            **placement(slide_layer, 1.0, (0.0, 0.0)))
+            **placement(slide_layer, MaskGeometry()))
         self.status.setText(f"{len(table)} cells: " + ", ".join(
             f"{n} {int((table.label == c).sum())}" for c, n in enumerate(names)))
 

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
+from ..region import MaskGeometry
 from . import _tooltips as tips
 from ._cam import load_model_cached
 from ._layers import (
@@ -111,8 +112,6 @@ class AttentionWidget(QWidget):
 
     def run(self):
         """Compute the maps with the current choices; returns the worker (None if refused)."""
-        from ..region import Region
-
         try:
             layer = self.image_combo.layer
             if layer is None:
@@ -120,10 +119,7 @@ class AttentionWidget(QWidget):
             if not self.model_source:
                 raise WsssError("choose a transformer or hybrid model checkpoint (.safetensors)")
             slide = slide_of(layer)
-            region = None
-            if self.region_mode == "Field of view":
-                y, x, h, w = field_of_view(layer)
-                region = Region(y=y, x=x, height=h, width=w)
+            region = field_of_view(layer) if self.region_mode == "Field of view" else None
             source, methods = self.model_source, self.methods
             preload_torch()
             return self.runner.start(lambda: self._job(slide, source, methods, region),
@@ -164,7 +160,7 @@ class AttentionWidget(QWidget):
                     contrast_limits=(0.0, 1.0), opacity=0.7,
                     metadata={WSSS: {"attention": maps.method, "model_path": path,
                                      "region": where.to_dict()}},
-                    **placement(slide_layer, 1.0, (where.y, where.x)))
+                    **placement(slide_layer, MaskGeometry(y=where.y, x=where.x)))
 
     def _on_run_clicked(self) -> None:
         self.run()

@@ -4,7 +4,7 @@ napari cannot paint multiscale labels, so "Edit region" copies a single-resoluti
 the tissue map (the field of view, or all of it when small) into a Labels layer
 "Correction", with earlier edits of the slide restored from its on-disk
 :class:`~wsss_napari.corrections.store.EditStore`. Paint events mark the painted box for the
-:class:`~wsss_napari.corrections.store.Autosaver` (written within seconds); napari's own
+:class:`~wsss_napari.corrections.autosave.Autosaver` (written within seconds); napari's own
 undo/redo keeps working because the layer's data is never replaced while editing.
 
 The layer holds :mod:`wsss_napari.labels_encoding` values (``class + 1``; ``0`` = not
@@ -43,6 +43,7 @@ from ..labels_encoding import (
     layer_value,
     to_layer,
 )
+from ..region import MaskGeometry, Region
 from . import _tooltips as tips
 from ._finetune import FinetunePanel
 from ._layers import (
@@ -73,7 +74,7 @@ def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None
     """The slide's edit store (created on first use) at the tissue map's resolution."""
     from ..corrections.store import EditStore, edits_path, slide_identity
 
-    slide, d = meta.get("slide"), float(meta.get("downsample", 1.0))
+    slide, d = meta.get("slide"), float(meta["geometry"].downsample)
     path = getattr(slide, "path", None)
     name = getattr(slide, "name", None) or meta.get("source", "slide")
     if project:
@@ -155,21 +156,29 @@ class ReviewWidget(QWidget):
             else None
         return lyr if lyr is not None and "region" in wsss_meta(lyr) else None
 
-    def edit_region(self, region: tuple[int, int, int, int] | None = None):
-        """Open the editable "Correction" layer for ``region`` ``(y, x, h, w)`` in map pixels
-        (default: the field of view, or the whole map when small); returns the layer."""
-        from ..corrections.store import Autosaver
+    def edit_region(self, region: Region | None = None):
+        """Open the editable "Correction" layer over the map pixels that cover the level-0
+        ``region`` (default: the field of view, or the whole map when small); returns the
+        layer."""
+        from ..corrections.autosave import Autosaver
 
         try:
             mask_layer = self.mask_combo.layer
             if mask_layer is None:
                 raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
             meta = wsss_meta(mask_layer)
+            geo: MaskGeometry = meta["geometry"]
             full = mask_layer.data.shape[-2:]
             if region is None:
-                region = (0, 0, *full) if max(full) <= WHOLE_MAP_EDGE else \
-                    field_of_view(mask_layer)
-            y, x, h, w = region
+                fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
+                    field_of_view(mask_layer)  # in map pixels: the layer's data
+                y, x, h, w = int(fov.y), int(fov.x), int(fov.height), int(fov.width)
+            else:
+                ys, xs = geo.slices(region)
+                y, x = max(ys.start, 0), max(xs.start, 0)
+                h, w = min(ys.stop, full[0]) - y, min(xs.stop, full[1]) - x
+                if h <= 0 or w <= 0:
+                    raise WsssError(f"region {region.describe()} lies outside the tissue map")
             self._close_store()
             self._dirty = []
             self.store = open_edit_store(meta, full, self.project)
@@ -177,8 +186,7 @@ class ReviewWidget(QWidget):
         except WsssError as err:
             notify_error(err)
             return None
-        d = float(meta.get("downsample", 1.0))
-        oy, ox = (int(round(o / d)) for o in meta.get("origin", (0, 0)))
+        oy, ox = (int(round(v)) for v in self.store.geometry.from_level0(geo.y, geo.x))
         sy, sx = oy + y, ox + x  # region in store (slide-level map) pixels
         try:
             base = layer_mask(mask_layer)[y:y + h, x:x + w]
@@ -198,9 +206,7 @@ class ReviewWidget(QWidget):
             units=tuple(mask_layer.units)[-2:],
             colormap=labels_colormap(BACKGROUND_ALPHA), opacity=0.7,
             metadata={WSSS: {**meta, "label_encoding": ENCODING, "region": (y, x, h, w),
-                             "store_region": (sy, sx, h, w),
-                             "origin": (meta.get("origin", (0, 0))[0] + y * d,
-                                        meta.get("origin", (0, 0))[1] + x * d),
+                             "store_region": (sy, sx, h, w), "geometry": geo.crop(y, x),
                              "mask_layer": mask_layer.name, "edit_store": self.store}})
         layer.events.paint.connect(self._on_correction_paint)
         layer.events.set_data.connect(self._on_correction_set_data)

@@ -97,8 +97,6 @@ class StainWidget(QWidget):
 
     def run(self):
         """Estimate and add the normalised layer; returns the worker (None if refused)."""
-        from ..region import Region
-
         try:
             layer = self.image_combo.layer
             if layer is None:
@@ -111,8 +109,7 @@ class StainWidget(QWidget):
                 if shapes is None:
                     raise WsssError("draw the target region on a Shapes layer, or give a "
                                     "reference file")
-                y, x, h, w = shapes_bbox(shapes, layer)
-                region = Region(y=max(y, 0), x=max(x, 0), height=h, width=w)
+                region = shapes_bbox(shapes, layer)
             method = self.method
             return self.runner.start(lambda: self._job(slide, method, region, reference),
                                      lambda res: self._on_job_returned(res, layer), "stain")

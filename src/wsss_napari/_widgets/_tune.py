@@ -50,8 +50,6 @@ MASK_LAYER = "Pseudo-mask"
 DEBOUNCE_MS = 150
 #: Below this edge (px) the preview is skipped: the full map is as cheap.
 MIN_PREVIEW = 256
-#: Larger maps are tuned without glass detection (the RGB would not fit in memory).
-MAX_GLASS_PIXELS = 8192 * 8192
 
 
 def _is_ground_truth(layer: Any) -> bool:
@@ -277,7 +275,7 @@ class TuneWidget(QWidget):
         old = wsss_meta(layer) if layer is not None else {}
         new_meta = {
             **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
-            "slide_cams_id": id(cams), "origin": tuple(cams.origin),
+            "slide_cams_id": id(cams), "geometry": cams.geometry,
             "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
             "label_encoding": ENCODING,
         }
@@ -294,7 +292,7 @@ class TuneWidget(QWidget):
             if layer is not None:
                 self.viewer.layers.remove(layer)
             slide_layer = self._slide_layer(meta)
-            where = placement(slide_layer, cams.downsample, cams.origin) if slide_layer else {}
+            where = placement(slide_layer, cams.geometry) if slide_layer else {}
             self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5, colormap=labels_colormap(),
                                    metadata={WSSS: new_meta}, **where)
         self.status.setText("preview (release the slider for full resolution)" if is_preview
@@ -413,28 +411,28 @@ class TuneWidget(QWidget):
 
 def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
     """``mask`` with the stored corrections painted over it."""
-    oy, ox = (int(round(o / cams.downsample)) for o in cams.origin)
+    oy, ox = (int(round(v)) for v in store.geometry.from_level0(cams.geometry.y,
+                                                                 cams.geometry.x))
     edits = store.read(oy, ox, *mask.shape)
     return np.where(edits != 255, edits, mask).astype(np.uint8)
 
 
 def _make_tuner(meta: dict):
     """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
-    from ..postproc import LiveTuner
+    from ..inference.slide_mask import cams_tuner
 
-    cams = meta["slide_cams"]
-    origin = tuple(int(round(o / cams.downsample)) for o in cams.origin)
-    return LiveTuner(np.asarray(cams.cams), image=_region_rgb(meta), scores=cams.scores,
-                     origin=origin, pixel_scale=cams.out_stride)
+    return cams_tuner(meta["slide_cams"], meta.get("slide"))
 
 
 def _region_rgb(meta: dict) -> np.ndarray | None:
     """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
+    from ..inference.slide_mask import MAX_GLASS_PIXELS
+
     slide, cams = meta.get("slide"), meta["slide_cams"]
     shape = tuple(cams.cams.shape[-2:])
     if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
         return None
-    return region_rgb(slide, cams.downsample, cams.origin, shape)
+    return region_rgb(slide, cams.geometry, shape)
 
 
 def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
@@ -442,7 +440,7 @@ def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
     h, w = cams.cams.shape[-2:]
     if slide_layer is None:
         raise WsssError("the slide layer of these maps is no longer open")
-    where = placement(slide_layer, cams.downsample, cams.origin)
+    where = placement(slide_layer, cams.geometry)
     ys = where["translate"][0] + np.arange(h) * where["scale"][0]
     xs = where["translate"][1] + np.arange(w) * where["scale"][1]
     gt_y = np.round((ys - gt_layer.translate[-2]) / gt_layer.scale[-2]).astype(int)

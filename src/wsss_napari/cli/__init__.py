@@ -27,6 +27,10 @@ SUBCOMMANDS = (
     "pseudo",
     "train_seg",
     "export",
+    "slide",
+    "batch",
+    "fine_tune",
+    "uncertainty",
     "explain",
     "cells",
 )

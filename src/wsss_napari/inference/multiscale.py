@@ -39,11 +39,14 @@ class CamResult:
         cams: float32 ``(C, H, W)`` in ``[0, 1]`` (each class divided by its image maximum).
         scores: float32 ``(C,)`` image-level class probabilities (see module docstring).
         maxima: float32 ``(C,)`` the unnormalised per-class maxima that were divided out.
+        scale_cams: float32 ``(S, C, H, W)`` each scale's maps divided by the same maxima
+            (``CamParams.keep_scales``), else ``None``.
     """
 
     cams: np.ndarray
     scores: np.ndarray
     maxima: np.ndarray
+    scale_cams: np.ndarray | None = None
 
 
 def crop_geometry(model: Any, params: CamParams) -> tuple[int, int]:
@@ -90,9 +93,13 @@ def multiscale_cam(model: Any, image: np.ndarray, params: CamParams | None = Non
     from ..progress import run_to_end
 
     params = params or CamParams()
-    raw, scores = run_to_end(iter_raw_cams(model, image, params, device=device))
+    per_scale: list | None = [] if params.keep_scales else None
+    raw, scores = run_to_end(iter_raw_cams(model, image, params, device=device,
+                                           per_scale=per_scale))
     maxima = raw.reshape(raw.shape[0], -1).max(axis=1) if raw.size else np.zeros(raw.shape[0])
-    return CamResult(normalize_cams(raw, maxima), scores, maxima.astype(np.float32))
+    scale_cams = (np.stack([normalize_cams(m, maxima) for m in per_scale])
+                  if per_scale is not None else None)
+    return CamResult(normalize_cams(raw, maxima), scores, maxima.astype(np.float32), scale_cams)
 
 
 def _check_image(image: Any) -> np.ndarray:
@@ -105,7 +112,7 @@ def _check_image(image: Any) -> np.ndarray:
 
 
 def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any = None,
-                  out_size: tuple[int, int] | None = None
+                  out_size: tuple[int, int] | None = None, per_scale: list | None = None
                   ) -> Generator[Any, None, tuple[np.ndarray, np.ndarray]]:
     """Unnormalised multi-scale CAMs; yields ``Progress`` after every batch.
 
@@ -229,5 +236,7 @@ def iter_raw_cams(model: Any, image: np.ndarray, params: CamParams, device: Any 
             up = F.interpolate(avg[None], size=(max(th, oh), max(tw, ow)), mode="bilinear",
                                align_corners=False)[0]
             fused += up[:, :oh, :ow]
+            if per_scale is not None:
+                per_scale.append(up[:, :oh, :ow].cpu().numpy().astype(np.float32))
         fused /= len(scales)
     return fused.cpu().numpy().astype(np.float32), score_max.cpu().numpy().astype(np.float32)

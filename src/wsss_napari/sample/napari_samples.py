@@ -64,6 +64,7 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     """Sample: a 4096 x 4096 synthetic H&E slide (pyramidal TIFF) and its true tissue map."""
     from ..io.reader import slide_layer_data
     from ..io.slide import Slide
+    from ..region import MaskGeometry
     from .synth import mask_region
 
     path = sample_slide_path()
@@ -84,8 +85,9 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
             "opacity": 0.5,
             "visible": False,
             "metadata": {"wsss": {"ground_truth": True, "classes": list(LABEL_NAMES),
-                                  "label_encoding": ENCODING,
-                                  "downsample": ds, "source": "synthetic H&E"}},
+                                  "label_encoding": ENCODING, "source": "synthetic H&E",
+                                  "geometry": MaskGeometry(downsample=ds, mpp=SAMPLE_MPP,
+                                                           slide=str(path))}},
         },
         "labels",
     )
