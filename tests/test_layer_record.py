@@ -7,7 +7,7 @@ import pytest
 from wsss_napari import WsssError
 from wsss_napari.layer_record import KEY, VERSION, LayerRecord, geometry_of
 from wsss_napari.params import PostprocParams
-from wsss_napari.region import MaskGeometry
+from wsss_napari.region import MaskGeometry, Region
 
 
 class _Layer:
@@ -44,6 +44,8 @@ def test_geometry_as_a_dict_is_read_as_mask_geometry():
     assert geometry_of({"geometry": geo.to_dict()}) == geo  # a layer made elsewhere
     assert geometry_of(rec.to_metadata()) == geo
     assert geometry_of({}) is None
+    region = Region(y=5, x=6, height=7, width=8).to_dict()  # a Region's dict: (y, x, h, w)
+    assert LayerRecord(kind="attention", region=region).region == (5, 6, 7, 8)
 
 
 @pytest.mark.parametrize(("metadata", "message"), [

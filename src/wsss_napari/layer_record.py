@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from . import WsssError
-from .region import MaskGeometry
+from .region import MaskGeometry, Region
 
 #: Key of the record in ``layer.metadata``.
 KEY = "wsss"
@@ -30,9 +30,10 @@ KEY = "wsss"
 VERSION = 1
 #: What a layer is: per-class maps, a pseudo-mask (tuned), the review widget's editable
 #: region, a ground truth, a mask opened from an export, the review queue's uncertainty map
-#: and its brush over one queue item.
+#: and its brush over one queue item, a stain-normalised copy of a slide, attention maps,
+#: the cells' points.
 KINDS = ("cams", "mask", "correction", "ground_truth", "mask_file", "uncertainty",
-         "queue_brush")
+         "queue_brush", "stain", "attention", "cells")
 
 _TUPLE4 = ("region", "store_region")
 
@@ -77,6 +78,12 @@ class LayerRecord:
     #: Review queue: the item a brush layer paints; the metric an uncertainty map shows.
     queue_item: Any = None
     uncertainty: str | None = None
+    #: Stain-normalised image: the normaliser's dict and whether it fell back to identity.
+    stain: Mapping[str, Any] | None = None
+    fallback: bool | None = None
+    #: Attention maps: the method (``rollout``/``grad-rollout``); cells: how many.
+    attention: str | None = None
+    cells: int | None = None
     #: Keys written by a newer helper that this version does not know (kept on round trips).
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -90,6 +97,9 @@ class LayerRecord:
             raise WsssError(f"layer geometry must be a MaskGeometry, not {type(geo).__name__}")
         for name in _TUPLE4:
             v = getattr(self, name)
+            if isinstance(v, Mapping):  # a Region's dict (level-0 y, x, height, width)
+                v = Region.from_dict(dict(v))
+                v = (v.y, v.x, v.height, v.width)
             if v is not None:
                 if len(v) != 4:
                     raise WsssError(f"layer {name} must be (y, x, h, w), got {v!r}")

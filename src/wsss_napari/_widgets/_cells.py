@@ -23,18 +23,18 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import PALETTE
+from ..layer_record import LayerRecord
 from ..params import CellParams
 from ..region import MaskGeometry
 from . import _tooltips as tips
 from ._layers import (
-    WSSS,
     LayerCombo,
     field_of_view,
     install_lifecycle,
     is_cam_layer,
     is_labels_layer,
     placement,
-    wsss_meta,
+    record_of,
 )
 from ._worker import JobRunner
 
@@ -51,7 +51,7 @@ class CellsWidget(QWidget):
         self._base_params = CellParams()
         self.last_cells: Any = None
         self.cam_combo = LayerCombo(viewer, is_cam_layer,
-                                    unique_by=lambda lyr: id(wsss_meta(lyr)["slide_cams"]))
+                                    unique_by=lambda lyr: id(record_of(lyr).slide_cams))
         self.cam_combo.setToolTip(tips.CELLS["cams"])
         self.use_labels = QCheckBox("Nuclei from a Labels layer")
         self.use_labels.setToolTip(tips.CELLS["instances"])
@@ -107,9 +107,8 @@ class CellsWidget(QWidget):
             cam_layer = self.cam_combo.layer
             if cam_layer is None:
                 raise WsssError("no CAM layer: compute maps with the CAM widget first")
-            meta = wsss_meta(cam_layer)
-            cams, slide = meta["slide_cams"], meta.get("slide")
-            source = meta.get("source")
+            meta = LayerRecord.from_layer(cam_layer)
+            cams, slide, source = meta.slide_cams, meta.slide, meta.source
             if slide is None or source not in self.viewer.layers:
                 raise WsssError("the slide of these CAMs is no longer open")
             slide_layer = self.viewer.layers[source]
@@ -147,7 +146,7 @@ class CellsWidget(QWidget):
             points.reshape(-1, 2), name="Cells", face_color=colors, size=8, border_width=0,
             features={"class": [names[c] for c in table.label],
                       "confidence": np.asarray(table.confidence, float)},
-            metadata={WSSS: {"cells": len(table)}},
+            metadata=LayerRecord(kind="cells", cells=len(table)).to_metadata(),
             **placement(slide_layer, MaskGeometry()))
         self.status.setText(f"{len(table)} cells: " + ", ".join(
             f"{n} {int((table.label == c).sum())}" for c, n in enumerate(names)))

@@ -24,11 +24,11 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
+from ..layer_record import LayerRecord
 from ..region import MaskGeometry
 from . import _tooltips as tips
 from ._cam import load_model_cached
 from ._layers import (
-    WSSS,
     LayerCombo,
     class_colormap,
     field_of_view,
@@ -158,8 +158,9 @@ class AttentionWidget(QWidget):
                 self.viewer.add_image(
                     maps.maps[k], name=title, colormap=cmap, blending="additive",
                     contrast_limits=(0.0, 1.0), opacity=0.7,
-                    metadata={WSSS: {"attention": maps.method, "model_path": path,
-                                     "region": where.to_dict()}},
+                    metadata=LayerRecord(kind="attention", attention=maps.method,
+                                         model_path=path, region=where.to_dict(),
+                                         ).to_metadata(),
                     **placement(slide_layer, MaskGeometry(y=where.y, x=where.x)))
 
     def _on_run_clicked(self) -> None:

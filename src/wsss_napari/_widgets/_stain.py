@@ -21,9 +21,9 @@ from qtpy.QtWidgets import (
 )
 
 from .. import WsssError
+from ..layer_record import LayerRecord
 from . import _tooltips as tips
 from ._layers import (
-    WSSS,
     LayerCombo,
     install_lifecycle,
     is_shapes_layer,
@@ -146,8 +146,8 @@ class StainWidget(QWidget):
             levels if layer.multiscale else levels[0], name=name, rgb=True,
             multiscale=layer.multiscale, scale=layer.scale, translate=layer.translate,
             units=layer.units,
-            metadata={WSSS: {"stain": normalizer.to_dict(), "source": layer.name,
-                             "fallback": normalizer.fallback}})
+            metadata=LayerRecord(kind="stain", stain=normalizer.to_dict(), source=layer.name,
+                                 fallback=normalizer.fallback).to_metadata())
         note = " (slide tissue degenerate: left as is)" if normalizer.fallback else ""
         self.status.setText(f"{name}: toggle its visibility to compare{note}")
 
