@@ -113,9 +113,12 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
                                 cutmix=args.cutmix, mosaic=args.mosaic, seed=fold,
                                 rot90=args.rot90, balance=args.balance,
-                                device="cpu", lr=args.lr)
+                                device="cpu", lr=args.lr, pretrained=args.pretrained)
     cam_path = work / f"fold{fold}" / "cam.safetensors"
-    run_to_end(train_classifier(items, cam_path, cls_params))
+    if args.reuse and cam_path.is_file():
+        print(f"fold {fold}: reusing {cam_path}", flush=True)
+    else:
+        run_to_end(train_classifier(items, cam_path, cls_params))
     t_cls = time.perf_counter()
     cam_model = load_model(cam_path)
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
@@ -189,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a class is in a patch's label if it covers this fraction")
     ap.add_argument("--max-background", type=float, default=0.8)
     ap.add_argument("--backbone", default="mobilenetv3_small_100")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="start from ImageNet weights (local for efficientnet_lite0)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the CAM models already in --work (stage-2 / post-processing "
+                    "experiments on the same classifiers)")
     ap.add_argument("--decoder", default="deeplabv3plus")
     ap.add_argument("--epochs-cls", type=int, default=10)
     ap.add_argument("--epochs-seg", type=int, default=20)
