@@ -209,12 +209,15 @@ class TrainClsParams(ParamsBase):
     cutmix: float = _f(0.0, "probability of label-consistent CutMix", (0.0, 1.0))
     mosaic: float = _f(0.0, "probability of a mosaic of single-label patches", (0.0, 1.0))
     stain_jitter: float = _f(0.03, "HED stain jitter strength; 0 disables", (0.0, 0.5))
+    puzzle: float = _f(0.0, "Puzzle-CAM: weight of the tile-vs-whole CAM consistency (L1) "
+                       "loss, ramped up over the first half; 0 disables", (0.0, 100.0))
     val_fraction: float = _f(0.1, "fraction of patches held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    pretrained: bool = _f(False, "start from ImageNet weights (offline for efficientnet_lite0 "
+                          "and tf_efficientnet_lite0; other backbones download from the hub)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
 
@@ -237,7 +240,8 @@ class TrainSegParams(ParamsBase):
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    pretrained: bool = _f(False, "start from ImageNet weights (offline for efficientnet_lite0 "
+                          "and tf_efficientnet_lite0; other encoders download from the hub)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
 

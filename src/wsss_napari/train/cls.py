@@ -252,8 +252,22 @@ def train_classifier(
             yield Progress("train-cls", total, total, {"epoch": start_epoch})
             return out
 
+    compute_loss = None
+    if params.puzzle > 0:
+        from .puzzle import PIECES, puzzle_loss, puzzle_weight
+
+        unit = PIECES * int(getattr(model, "stride", 1))
+        if params.crop_size % unit or not hasattr(model, "class_maps") or model.needs_grad:
+            raise WsssError(f"--puzzle needs a CNN CAM model and a crop size that is a "
+                            f"multiple of {unit} (2 x the CAM stride), not {params.crop_size}")
+
+        def compute_loss(m, x, y, step):
+            alpha = puzzle_weight(params.puzzle, step, total)
+            return puzzle_loss(m, x, y, criterion, alpha)[0]
+
     return (yield from fit_epochs(
         "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
+        compute_loss=compute_loss,
         use_amp=use_amp, start_epoch=start_epoch, history=history,
         steps_per_epoch=steps_per_epoch,
         evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))

@@ -191,14 +191,16 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, names: tuple[str,
 
 def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out, device,
                use_amp: bool, start_epoch: int, history: list[dict[str, Any]],
-               steps_per_epoch: int, evaluate=None):
+               steps_per_epoch: int, evaluate=None, compute_loss=None):
     """The epoch loop shared by the classification and segmentation trainers.
 
     Poly learning-rate decay per step, AMP on CUDA, a divergence check, one
     :class:`~wsss_napari.progress.Progress` per step (loss, lr) and per epoch (the history
     record, validation included), and after every epoch the model and the resumable training
     state written atomically. ``loss_fn(logits, y)`` gives the loss; ``evaluate(model)``
-    returns validation metrics or is ``None``.
+    returns validation metrics or is ``None``. ``compute_loss(model, x, y, step)`` (``x``
+    normalised) replaces ``loss_fn(model(x), y)`` when the loss needs more than the logits
+    (Puzzle-CAM).
     """
     import torch
 
@@ -223,8 +225,10 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             with autocast(device, use_amp):
-                logits = model(model.normalize(x))
-            loss = loss_fn(logits.float(), y)
+                if compute_loss is not None:
+                    loss = compute_loss(model, model.normalize(x), y, step)
+                else:
+                    loss = loss_fn(model(model.normalize(x)).float(), y)
             if not math.isfinite(loss.item()):
                 raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
                                 "lower --lr")
