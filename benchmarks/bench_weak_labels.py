@@ -63,22 +63,10 @@ def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
                 min_fraction: float, max_background: float
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Patches and their image-level labels (classes covering >= min_fraction of the patch)."""
-    h, w = gt.shape
-    ys = list(range(0, max(h - size, 0) + 1, stride)) or [0]
-    xs = list(range(0, max(w - size, 0) + 1, stride)) or [0]
-    out = []
-    for y in ys:
-        for x in xs:
-            m = gt[y:y + size, x:x + size]
-            if m.shape != (size, size):
-                continue
-            counts = np.bincount(m.ravel(), minlength=4)
-            if counts[3] > max_background * m.size:
-                continue
-            labels = (counts[:3] >= min_fraction * m.size).astype(np.uint8)
-            if labels.any():
-                out.append((rgb[y:y + size, x:x + size].copy(), labels))
-    return out
+    from wsss_napari.train.weak import cut_weak_patches
+
+    return [(patch, labels) for _, _, patch, labels in
+            cut_weak_patches(rgb, gt, size, stride, min_fraction, max_background)]
 
 
 def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
