@@ -100,7 +100,7 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
                                 cutmix=args.cutmix, mosaic=args.mosaic, seed=fold,
-                                rot90=args.rot90, balance=args.balance,
+                                rot90=args.rot90, balance=args.balance, puzzle=args.puzzle,
                                 device="cpu", lr=args.lr, pretrained=args.pretrained)
     cam_path = work / f"fold{fold}" / "cam.safetensors"
     if args.reuse and cam_path.is_file():
@@ -154,7 +154,8 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     seg_params = TrainSegParams(encoder=args.backbone, decoder=args.decoder,
                                 epochs=args.epochs_seg, batch_size=args.batch_seg,
                                 crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
-                                lr=args.lr, weights=str(cam_path), rot90=args.rot90)
+                                lr=args.lr, weights=str(cam_path), rot90=args.rot90,
+                                mosaic=args.seg_mosaic)
     seg_path = work / f"fold{fold}" / "seg.safetensors"
     run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     seg_model = load_model(seg_path)
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--mosaic", type=float, default=0.0)
+    ap.add_argument("--seg-mosaic", type=float, default=0.0,
+                    help="stage 2: probability of a mosaic of single-label patches")
+    ap.add_argument("--puzzle", type=float, default=0.0, help="Puzzle-CAM weight (stage 1)")
     ap.add_argument("--balance", action="store_true", help="class-balanced patch sampling")
     ap.add_argument("--rot90", action="store_true", help="random 90-degree rotations")
     ap.add_argument("--ignore-margin", type=float, default=0.0,

@@ -235,6 +235,8 @@ class TrainSegParams(ParamsBase):
     blur: float = _f(0.5, "probability of Gaussian blur augmentation", (0.0, 1.0))
     rot90: bool = _f(False, "also rotate crops by random multiples of 90 degrees")
     dice_weight: float = _f(1.0, "weight of the Dice term added to cross-entropy", (0.0, 100.0))
+    mosaic: float = _f(0.0, "probability of a 2x2 mosaic of single-label patches with their "
+                       "masks (exact multi-class training images)", (0.0, 1.0))
     val_fraction: float = _f(0.1, "fraction held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
