@@ -145,9 +145,13 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
         return confs
 
     mask_dir = work / f"fold{fold}" / "pseudo"
-    run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
-                                 tuned.best if args.pseudo_tuned else post,
-                                 ignore_margin=args.ignore_margin))
+    seg_path = work / f"fold{fold}" / f"seg{args.seg_tag}.safetensors"
+    if args.reuse and (mask_dir / "pseudo.run.json").is_file():
+        print(f"fold {fold}: reusing the pseudo-masks in {mask_dir}", flush=True)
+    else:
+        run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
+                                     tuned.best if args.pseudo_tuned else post,
+                                     ignore_margin=args.ignore_margin))
     seg_items = [PatchItem(it.path, it.labels, mask_dir / (it.path.stem + ".png"))
                  for it in items]
     t_pseudo = time.perf_counter()
@@ -156,8 +160,10 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
                                 crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
                                 lr=args.lr, weights=str(cam_path), rot90=args.rot90,
                                 mosaic=args.seg_mosaic)
-    seg_path = work / f"fold{fold}" / "seg.safetensors"
-    run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
+    if args.reuse and seg_path.is_file():
+        print(f"fold {fold}: reusing {seg_path}", flush=True)
+    else:
+        run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     seg_model = load_model(seg_path)
     for _, rgb, gt in test:
         seg_cam = CamParams(device="cpu", batch_size=32)
@@ -186,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the CAM models already in --work (stage-2 / post-processing "
                     "experiments on the same classifiers)")
+    ap.add_argument("--seg-tag", default="",
+                    help="suffix of the stage-2 model's file name in --work (variants side by "
+                    "side with --reuse)")
     ap.add_argument("--decoder", default="deeplabv3plus")
     ap.add_argument("--epochs-cls", type=int, default=10)
     ap.add_argument("--epochs-seg", type=int, default=20)
@@ -234,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             train = [im for i, im in enumerate(images) if i % 3 != fold]
             for m, c in run_fold(fold, train, test, args, work).items():
                 total[m] += c
+                if c.any():
+                    r = iou_report(c)
+                    print(f"fold {fold}: {m}: mIoU {r['miou']:.3f} "
+                          f"({', '.join(f'{k} {v:.3f}' for k, v in r['iou'].items())})",
+                          flush=True)
     elapsed = time.perf_counter() - t0
 
     print()

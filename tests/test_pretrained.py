@@ -100,7 +100,8 @@ def test_pretrained_cam_model_uses_the_weights_and_their_input_scaling(use_cache
                                          crop_size=64))
     assert seg.config.std == (0.5, 0.5, 0.5)
     # from scratch: the H&E statistics, as before
-    scratch = build_cam_model(TrainClsParams(backbone="test_resnet", crop_size=64))
+    scratch = build_cam_model(TrainClsParams(backbone="test_resnet", pretrained=False,
+                                             crop_size=64))
     assert scratch.config.mean == HE_MEAN and scratch.config.std == HE_STD
 
 

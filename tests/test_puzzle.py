@@ -51,8 +51,8 @@ def test_consistency_term_is_zero_without_context_and_weight_ramps_up():
 
 def test_train_cls_with_puzzle(tmp_path):
     data = write_patch_dataset(tmp_path / "p", 12, size=64, seed=2)
-    params = TrainClsParams(backbone="test_resnet", epochs=1, batch_size=6, crop_size=64,
-                            val_fraction=0.0, puzzle=4.0, seed=0, device="cpu")
+    params = TrainClsParams(backbone="test_resnet", pretrained=False, epochs=1, batch_size=6,
+                            crop_size=64, val_fraction=0.0, puzzle=4.0, seed=0, device="cpu")
     out = run_to_end(train_classifier(data, tmp_path / "m.safetensors", params))
     model = load_model(out)
     assert model.config.extra["train"]["puzzle"] == 4.0

@@ -58,7 +58,8 @@ def test_cli_train_cls_from_masks(tmp_path):
     out = tmp_path / "m.safetensors"
     rc = main(["train-cls", str(tmp_path / "patches"), "--from-masks", str(root),
                "--patch-size", "64", "--patch-stride", "64", "--out", str(out),
-               "--backbone", "test_resnet", "--epochs", "1", "--crop-size", "32",
+               "--backbone", "test_resnet", "--no-pretrained", "--epochs", "1",
+               "--crop-size", "32",
                "--batch-size", "4"])
     assert rc == 0
     assert "labelled by the classes" in load_model(out).config.extra["data"]

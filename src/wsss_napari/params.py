@@ -196,8 +196,9 @@ class PostprocParams(ParamsBase):
 class TrainClsParams(ParamsBase):
     """Stage 1: the CAM classifier trained from patch-level multi-labels."""
 
-    backbone: str = _f("mobilenetv3_small_100", "timm backbone name (small: trains on a CPU)")
-    epochs: int = _f(20, "training epochs", (1, 10_000))
+    backbone: str = _f("tf_efficientnet_lite0", "timm backbone name (the default has local "
+                       "ImageNet weights and trains on a CPU)")
+    epochs: int = _f(6, "training epochs", (1, 10_000))
     batch_size: int = _f(20, "patches per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
     momentum: float = _f(0.9, "SGD momentum", (0.0, 1.0))
@@ -216,8 +217,9 @@ class TrainClsParams(ParamsBase):
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from ImageNet weights (offline for efficientnet_lite0 "
-                          "and tf_efficientnet_lite0; other backbones download from the hub)")
+    pretrained: bool = _f(True, "start from ImageNet weights (offline for efficientnet_lite0 "
+                          "and tf_efficientnet_lite0; other backbones download from the hub; "
+                          "--no-pretrained: random init)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
 
