@@ -21,6 +21,7 @@ def main(size: int = 8192) -> None:
     import zarr
 
     from wsss_napari.io.export import export_ome_tiff
+    from wsss_napari.region import MaskGeometry
 
     tmp = Path(tempfile.mkdtemp())
     z = zarr.create_array(str(tmp / "mask.zarr"), shape=(size, size), chunks=(512, 512),
@@ -41,7 +42,7 @@ def main(size: int = 8192) -> None:
                 tw.write(lv, tile=(512, 512), compression="zlib", subfiletype=1)
 
     def tiled() -> None:
-        export_ome_tiff(z, tmp / "tiled.ome.tif", mpp=0.5)
+        export_ome_tiff(z, tmp / "tiled.ome.tif", geometry=MaskGeometry(mpp=0.5))
 
     res = {}
     for name, fn in (("naive", naive), ("tiled", tiled)):

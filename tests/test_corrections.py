@@ -142,3 +142,52 @@ def test_autosaver_writes_within_the_delay_and_flushes_on_close(slide_file):
     assert not errors
     with Autosaver(store) as saver, pytest.raises(WsssError, match="shape"):
         saver.mark(0, 0, 3, 3, np.zeros((2, 2), np.uint8))
+
+
+def _as_format_1(store: EditStore) -> None:
+    """Rewrite a store's attrs as the format-1 writer left them (no encoding record)."""
+    attrs = dict(store._group.attrs)
+    attrs["format_version"] = 1
+    attrs.pop("encoding", None)
+    store._group.attrs.clear()
+    store._group.attrs.update(attrs)
+
+
+def test_format_1_stores_are_refused_in_one_line_then_upgraded(slide_file):
+    from wsss_napari.corrections.store import FORMAT_VERSION, upgrade_store
+
+    store = _open(slide_file)
+    labels = np.full((40, 40), UNEDITED, np.uint8)
+    labels[:20] = 0  # "tumor": in format 1 maybe napari's eraser
+    labels[20:] = 2
+    store.write(300, 300, labels)
+    _as_format_1(store)
+    with pytest.raises(WsssError) as err:
+        EditStore.open(store.root)
+    message = str(err.value)
+    assert "\n" not in message and "format 1" in message and "eraser" in message
+    assert "upgrade_store" in message
+
+    assert upgrade_store(store.root, drop_tumor=True) == 20 * 40
+    again = EditStore.open(store.root)
+    assert again._group.attrs["format_version"] == FORMAT_VERSION
+    region = again.read(300, 300, 40, 40)
+    assert (region[:20] == UNEDITED).all() and (region[20:] == 2).all()
+    assert upgrade_store(store.root) == 0  # already current: untouched
+
+
+def test_upgrade_keeps_tumor_unless_asked(slide_file):
+    from wsss_napari.corrections.store import upgrade_store
+
+    store = _open(slide_file)
+    store.write(0, 0, np.zeros((10, 10), np.uint8))
+    _as_format_1(store)
+    assert upgrade_store(store.root) == 0
+    assert (EditStore.open(store.root).read(0, 0, 10, 10) == 0).all()
+
+
+def test_newer_store_format_is_refused(slide_file):
+    store = _open(slide_file)
+    store._group.attrs["format_version"] = 99
+    with pytest.raises(WsssError, match="newer than this wsss-napari"):
+        EditStore.open(store.root)

@@ -27,7 +27,11 @@ from wsss_napari.io.export import (
     rle_encode,
 )
 from wsss_napari.params import ExportParams, PostprocParams, RunRecord
+from wsss_napari.region import MaskGeometry
 from wsss_napari.sample.synth import mask_region
+
+#: a mask at level 0 of its own image (patch-like)
+LEVEL0 = MaskGeometry()
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +58,14 @@ def _sidecar(path):
 
 
 def test_ome_tiff_pyramid_round_trip(tmp_path, mask):
-    out = export_ome_tiff(mask, tmp_path / "m.ome.tif", mpp=0.25, downsample=4, origin=(64, 32),
-                          record=_record(), tile=128)
+    geo = MaskGeometry(y=64, x=32, downsample=4, mpp=0.25, slide="case1.svs")
+    out = export_ome_tiff(mask, tmp_path / "m.ome.tif", geometry=geo, record=_record(), tile=128)
     labels, meta = read_exported_mask(out)
     np.testing.assert_array_equal(labels, mask)
     assert meta["class_names"] == list(LABEL_NAMES)
     assert meta["class_colors"] == [list(c) for c in PALETTE]
-    assert meta["mpp"] == 0.25 and meta["pixel_size_um"] == pytest.approx(1.0)
-    assert meta["downsample"] == 4 and meta["origin"] == [64, 32]
+    assert meta["pixel_size_um"] == pytest.approx(1.0)
+    assert meta["geometry"] == geo
     assert meta["record"]["model_hash"] == "abc123"
     # pyramid: halves until it fits a tile, nearest neighbour keeps label values
     assert meta["levels"] == [(300, 420), (150, 210), (75, 105)]
@@ -79,16 +83,17 @@ def test_ome_tiff_from_lazy_zarr_edit_store(tmp_path, mask):
     store = EditStore.open_or_create(tmp_path / "edits.zarr", "s", mask.shape, 4.0, tile=64)
     store.write(100, 100, np.full((50, 60), 1, np.uint8))
     view = store.merged_view(mask)
-    out = export_ome_tiff(view, tmp_path / "merged.ome.tif", tile=64)
+    out = export_ome_tiff(view, tmp_path / "merged.ome.tif", geometry=store.geometry, tile=64)
     labels, meta = read_exported_mask(out)
     expect = mask.copy()
     expect[100:150, 100:160] = 1
     np.testing.assert_array_equal(labels, expect)
-    assert "pixel_size_um" not in meta and meta["mpp"] is None  # unknown mpp is never guessed
+    # unknown mpp is never guessed
+    assert "pixel_size_um" not in meta and meta["geometry"].mpp is None
 
 
 def test_png_has_the_wsss4luad_palette(tmp_path, mask):
-    out = export_png(mask, tmp_path / "patch.png", record=_record())
+    out = export_png(mask, tmp_path / "patch.png", geometry=LEVEL0, record=_record())
     with Image.open(out) as im:
         assert im.mode == "P"
         assert im.getpalette()[: 3 * len(PALETTE)] == palette_flat()[: 3 * len(PALETTE)]
@@ -100,8 +105,9 @@ def test_png_has_the_wsss4luad_palette(tmp_path, mask):
 def test_geojson_polygons_rasterise_back(tmp_path, mask, simplify):
     from skimage.draw import polygon2mask
 
-    ds, origin = 4.0, (1000.0, 2000.0)
-    out = export_geojson(mask, tmp_path / "m.geojson", downsample=ds, origin=origin,
+    ds, origin = 4.0, (1000.0, 2000.0)  # level-0 x, y of the mask's corner
+    geo = MaskGeometry(y=origin[1], x=origin[0], downsample=ds)
+    out = export_geojson(mask, tmp_path / "m.geojson", geometry=geo,
                          simplify=simplify, include_background=True, record=_record())
     fc = json.loads(out.read_text())
     assert fc["type"] == "FeatureCollection" and fc["features"]
@@ -129,17 +135,18 @@ def test_geojson_polygons_rasterise_back(tmp_path, mask, simplify):
         iou = (a & b).sum() / (a | b).sum()
         assert iou > (0.999 if simplify == 0 else 0.98), (c, iou)
     # the library's own rasteriser agrees (used by the GUI loop test)
-    again = geojson_to_mask(out, mask.shape, downsample=ds, origin=origin)
+    again = geojson_to_mask(out, mask.shape, geometry=geo)
     assert (again == mask).mean() > (0.999 if simplify == 0 else 0.98)
 
 
 def test_geojson_one_multipolygon_per_class(tmp_path, mask):
     out = export_mask(mask, tmp_path / "m.geojson",
-                      ExportParams(format="geojson", geojson_group="class", simplify=0))
+                      ExportParams(format="geojson", geojson_group="class", simplify=0),
+                      geometry=LEVEL0)
     fc = json.loads(out.read_text())
     assert sorted(f["properties"]["name"] for f in fc["features"]) == ["Normal", "Stroma", "Tumor"]
     assert all(f["geometry"]["type"] == "MultiPolygon" for f in fc["features"])
-    back = geojson_to_mask(fc, mask.shape)
+    back = geojson_to_mask(fc, mask.shape, geometry=LEVEL0)
     fg = mask < 3
     assert (back[fg] == mask[fg]).all()
 
@@ -149,7 +156,7 @@ def test_rle_round_trip(tmp_path, mask, order):
     b = np.array([[0, 1, 1], [1, 0, 1]], bool)
     assert rle_encode(b, "F") == "2 2 5 2" and rle_encode(b, "C") == "2 3 6 1"
     out = export_rle({"a": mask, "b": mask[:50, :60]}, tmp_path / "m.csv", order=order,
-                     record=_record())
+                     geometry=LEVEL0, record=_record())
     rows = out.read_text().splitlines()
     assert rows[0] == "image_id,class,rle,height,width" and len(rows) == 1 + 2 * 4
     decoded = read_rle_csv(out, order=order)
@@ -162,14 +169,14 @@ def test_unwritable_target_gives_a_clear_error_and_no_file(tmp_path, mask):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(WsssError, match="cannot create output folder"):
-        export_png(mask, blocker / "sub" / "m.png")
+        export_png(mask, blocker / "sub" / "m.png", geometry=LEVEL0)
     if os.geteuid() != 0:  # root ignores permissions
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o500)
         try:
             with pytest.raises(WsssError, match="not writable"):
-                export_ome_tiff(mask, ro / "m.ome.tif")
+                export_ome_tiff(mask, ro / "m.ome.tif", geometry=LEVEL0)
         finally:
             ro.chmod(0o700)
 
@@ -190,20 +197,20 @@ class _FailingDisk:
 def test_full_disk_midway_leaves_no_half_written_file(tmp_path, mask):
     src = _FailingDisk(mask)
     with pytest.raises(WsssError, match="No space left"):
-        export_ome_tiff(src, tmp_path / "m.ome.tif", tile=64)
+        export_ome_tiff(src, tmp_path / "m.ome.tif", geometry=LEVEL0, tile=64)
     assert src.reads > 3
     assert list(tmp_path.iterdir()) == []
     # an existing export is not clobbered by a failed one
-    good = export_png(mask, tmp_path / "m.png")
+    good = export_png(mask, tmp_path / "m.png", geometry=LEVEL0)
     before = good.read_bytes()
     with pytest.raises(WsssError):
-        export_png(np.zeros((10, 10, 3)), tmp_path / "m.png")
+        export_png(np.zeros((10, 10, 3)), tmp_path / "m.png", geometry=LEVEL0)
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "m.png.run.json"]
 
 
 def test_cli_exports_an_edit_store_over_its_base(tmp_path, mask, capsys):
-    base = export_png(mask, tmp_path / "base.png")
+    base = export_png(mask, tmp_path / "base.png", geometry=MaskGeometry(downsample=2.0))
     store = EditStore.open_or_create(tmp_path / "edits.zarr", {"name": "s", "mpp": 0.5},
                                      mask.shape, 2.0, tile=64)
     store.write(0, 0, np.full((40, 40), 3, np.uint8))
@@ -218,7 +225,7 @@ def test_cli_exports_an_edit_store_over_its_base(tmp_path, mask, capsys):
     expect = mask.copy()
     expect[:40, :40] = 3
     np.testing.assert_array_equal(labels, expect)
-    assert meta["mpp"] == 0.5 and meta["downsample"] == 2.0
+    assert meta["geometry"] == MaskGeometry(downsample=2.0, mpp=0.5, slide="s")
     assert _sidecar(tmp_path / "o.csv")["model_hash"] == "abc123"
     np.testing.assert_array_equal(read_rle_csv(tmp_path / "o.csv")["o"], expect)
     # the format follows the suffix when not given; errors are one clear line

@@ -48,3 +48,32 @@ def test_forced_background_and_errors():
         confusion_matrix(pred, np.zeros((3, 3), np.uint8))
     with pytest.raises(WsssError, match="outside"):
         confusion_matrix(pred + 7, pred)
+
+
+def test_segmentation_validation_uses_the_same_miou_as_eval():
+    """train-seg's ``val_miou`` is the tumor / stroma / normal mIoU of :func:`iou_report`
+    (it was the mean over the 4 labels present); the 4-label mean is ``val_miou_bg``."""
+    import torch
+
+    from wsss_napari.train.seg import evaluate_segmenter
+
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [3, 3, 3, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [0, 0, 1, 3], [3, 3, 0, 2]], np.uint8)
+
+    class Fixed(torch.nn.Module):  # predicts ``pred`` whatever the input
+        config = type("C", (), {"num_classes": 3})()
+
+        def normalize(self, x):
+            return x.float()
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.from_numpy(pred).long(), 4).permute(
+                2, 0, 1)[None].float()
+
+    loader = [(torch.zeros(1, 3, 3, 4, dtype=torch.uint8),
+               torch.from_numpy(gt.astype(np.int64))[None])]
+    val = evaluate_segmenter(Fixed(), loader, torch.device("cpu"), use_amp=False)
+    rep = iou_report(confusion_matrix(pred, gt))
+    assert val["miou"] == pytest.approx(rep["miou"]) and val["miou"] == pytest.approx(0.6)
+    assert val["miou_bg"] == pytest.approx(rep["miou_bg"])
+    assert val["pixel_acc"] == pytest.approx(rep["accuracy"])

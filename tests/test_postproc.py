@@ -22,6 +22,7 @@ from wsss_napari.postproc.glass import glass_mask
 from wsss_napari.postproc.islands import islands_in_normal, small_normal_to_stroma
 from wsss_napari.postproc.knn import knn_relabel, label_regions
 from wsss_napari.postproc.reference import reference_postprocess
+from wsss_napari.region import MaskGeometry, Region
 
 #: Every rule off: the chain is the plain argmax with the background channel.
 PLAIN = PostprocParams(white_method="none", min_area_pct=0.0, min_region=0, island_rule=False,
@@ -206,14 +207,22 @@ def test_preview_region_and_cancel():
     small = tuner.preview(p, max_size=100)
     assert small.shape == (67, 100)
     assert (small == full[::3, ::3]).mean() > 0.9
-    crop = tuner.run(p, region=(50, 60, 150, 200))
+    box = Region(y=50, x=60, height=100, width=140)  # level-0 = map pixels here
+    crop = tuner.run(p, region=box)
     np.testing.assert_array_equal(crop, full[50:150, 60:200])  # pointwise rules: exact
-    both = tuner.run(p, region=(50, 60, 150, 200), downsample=2)
+    both = tuner.run(p, region=box, downsample=2)
     assert both.shape == (50, 70)
     with pytest.raises(Cancelled):
         tuner.run(p.replace(bg_exponent=2.0), should_stop=lambda: True)
     with pytest.raises(WsssError, match="outside"):
-        tuner.run(p, region=(500, 500, 600, 600))
+        tuner.run(p, region=Region(y=500, x=500, height=100, width=100))
+    # maps of a region of a slide at 1/4: the region is asked in level-0 slide pixels
+    geo = MaskGeometry(y=400, x=800, downsample=4)
+    placed = LiveTuner(cams, geometry=geo)
+    crop = placed.run(p, region=Region(y=400 + 50 * 4, x=800 + 60 * 4, height=400, width=560))
+    np.testing.assert_array_equal(crop, full[50:150, 60:200])
+    with pytest.raises(WsssError, match="outside"):  # map coordinates are not level-0 ones
+        placed.run(p, region=Region(y=50, x=60, height=100, width=140))
 
 
 def test_tuner_is_safe_from_threads():
@@ -270,7 +279,7 @@ def test_tiny_maps_equal_the_reference(shape):
                                       reference_postprocess(cams, p, image=img))
     tuner = LiveTuner(cams, image=img, pixel_scale=4)
     assert tuner.run(PostprocParams()).shape == shape
-    assert tuner.run(PostprocParams(), region=(0, 0, 1, 1)).shape == (1, 1)
+    assert tuner.run(PostprocParams(), region=Region(y=0, x=0, height=1, width=1)).shape == (1, 1)
 
 
 def test_bad_inputs_are_clear_errors():

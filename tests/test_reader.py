@@ -100,7 +100,8 @@ def test_sample_data(tmp_path, monkeypatch):
     assert napari_samples.sample_slide_path((1024, 1536)).exists()
     mask = truth[0]
     assert truth[2] == "labels" and mask.shape == (256, 384)
-    assert set(np.unique(mask)) <= {0, 1, 2, 3}
+    assert set(np.unique(mask)) <= {1, 2, 3, 4}  # layer encoding: class + 1, 0 = nothing
+    assert truth[1]["metadata"]["wsss"]["label_encoding"] == "class+1"
     assert truth[1]["scale"] == (2.0, 2.0)
     image[1]["metadata"]["slide"].close()
     [(ihc, kw, kind)] = napari_samples.immunohistochemistry()

@@ -13,6 +13,7 @@ from wsss_napari.models.config import ModelConfig
 from wsss_napari.models.registry import build_model
 from wsss_napari.params import CamParams
 from wsss_napari.progress import run_to_end
+from wsss_napari.region import Region
 
 torch.set_num_threads(1)
 
@@ -48,7 +49,7 @@ def test_whole_slide_skips_glass(slide, model, tmp_path):
     assert res.done.shape == (4, 6) and set(np.unique(res.done)) <= {COMPUTED, GLASS}
     assert (res.done == GLASS).any() and (res.done == COMPUTED).any()
     assert res.raw.shape == (3, 1024 // 8, 1536 // 8) and res.downsample == 8.0
-    assert res.origin == (0.0, 0.0)
+    assert (res.geometry.y, res.geometry.x, res.geometry.mpp) == (0, 0, 0.5)
     cams = np.asarray(res.cams)
     assert cams.dtype == np.float32 and cams.min() >= 0 and cams.max() == pytest.approx(1.0)
     # glass tiles hold no CAM; the tissue mask of those tiles is (nearly) empty
@@ -94,17 +95,42 @@ def test_resume_after_interruption_and_cache_reuse(slide, model, tmp_path):
 
 
 def test_region_and_explicit_out(slide, model, tmp_path):
-    region = (256, 512, 300, 500)
+    region = Region(y=256, x=512, height=300, width=500)
     out = tmp_path / "roi.zarr"
     res = run_to_end(slide_cams(slide, model, PARAMS, region=region, out=out))
-    assert res.path == out and res.origin == (256.0, 512.0)
+    assert res.path == out and (res.geometry.y, res.geometry.x) == (256, 512)
+    assert res.region == region and SlideCams.open(out).geometry == res.geometry
+    assert res.geometry.slide == str(slide.path.resolve())
     assert res.raw.shape == (3, -(-300 // 8), -(-500 // 8))
     # the maps' pixel size in model pixels, kept for the post-processing's pixel_scale
     assert res.out_stride == PARAMS.out_stride == SlideCams.open(out).out_stride
     with pytest.raises(WsssError, match="another slide, model, region"):
-        run_to_end(slide_cams(slide, model, PARAMS, region=(0, 0, 300, 500), out=out))
+        run_to_end(slide_cams(slide, model, PARAMS, region=Region(y=0, x=0, height=300,
+                                                                   width=500), out=out))
     with pytest.raises(WsssError, match="outside the slide"):
-        run_to_end(slide_cams(slide, model, PARAMS, region=(5000, 0, 10, 10), out=out))
+        run_to_end(slide_cams(slide, model, PARAMS, region=Region(y=5000, x=0, height=10,
+                                                                   width=10), out=out))
+    with pytest.raises(WsssError, match="must be a wsss_napari.region.Region"):
+        run_to_end(slide_cams(slide, model, PARAMS, region=(256, 512, 300, 500), out=out))
+
+
+def test_format_1_stores_still_open(slide, model, tmp_path):
+    """Stores of format 1 kept ``origin: [y, x]``; they open with that origin."""
+    import zarr
+
+    out = tmp_path / "old.zarr"
+    res = run_to_end(slide_cams(slide, model, PARAMS, out=out,
+                                region=Region(y=256, x=512, height=256, width=512)))
+    group = zarr.open_group(str(out), mode="a")
+    attrs = dict(group.attrs)
+    for k in ("geometry", "region", "postproc"):
+        del attrs[k]
+    group.attrs.clear()
+    group.attrs.update({**attrs, "format": "wsss-napari-cams/1", "origin": [256, 512],
+                        "downsample": 8.0, "region": [256, 512, 256, 512]})
+    old = SlideCams.open(out)
+    assert (old.geometry.y, old.geometry.x, old.downsample) == (256, 512, 8.0)
+    assert old.region == res.region
 
 
 def test_unknown_mpp_uses_level0_and_warns(model, tmp_path):

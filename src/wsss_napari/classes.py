@@ -22,9 +22,3 @@ def palette_flat() -> list[int]:
     flat = [c for rgb in PALETTE for c in rgb]
     return flat + [0] * (768 - len(flat))
 
-
-def label_colors_rgba() -> dict[int, tuple[float, float, float, float]]:
-    """Label value -> RGBA in [0, 1], for napari Labels layers (background translucent)."""
-    colors = {i: (*(c / 255 for c in rgb), 1.0) for i, rgb in enumerate(PALETTE)}
-    colors[BACKGROUND] = (1.0, 1.0, 1.0, 0.0)
-    return colors

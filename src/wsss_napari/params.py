@@ -38,6 +38,10 @@ class ParamsBase:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             rng = f.metadata.get("range")
             v = getattr(self, f.name)
+            if rng is not None and v is not None and (
+                    isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise WsssError(f"{type(self).__name__}.{f.name}={v!r} is not a number "
+                                f"(expected one in [{rng[0]}, {rng[1]}])")
             if rng is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
                 lo, hi = rng
                 if not (lo <= v <= hi) or (isinstance(v, float) and math.isnan(v)):
@@ -96,11 +100,24 @@ class ParamsBase:
             else:
                 data = json.loads(text)
         except Exception as err:  # noqa: BLE001 - any parse error is a user error here
-            raise WsssError(f"cannot parse parameter file '{p}': {err}") from err
+            mark = getattr(err, "problem_mark", None)  # YAML: say where, in one line
+            what = getattr(err, "problem", None) or " ".join(str(err).split())
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise WsssError(f"cannot parse parameter file '{p}': {what}{where}") from err
         if not isinstance(data, dict):
             raise WsssError(f"parameter file '{p}' must hold a mapping")
-        data = data.get(cls.__name__, data.get(cls.key(), data))
-        return cls.from_dict(data, strict=strict)
+        section = data.get(cls.__name__, data.get(cls.key()))
+        if isinstance(section, dict):  # this class's own section: every key must be ours
+            data, strict = section, True
+        else:  # a flat file: keys of other parameter sets may sit beside ours, typos may not
+            known = _known_keys()
+            typos = sorted(k for k in data if k not in known)
+            if typos:
+                raise WsssError(f"unknown parameter(s) in '{p}': {', '.join(map(str, typos))}")
+        try:
+            return cls.from_dict(data, strict=strict)
+        except WsssError as err:
+            raise WsssError(f"'{p}': {err}") from err
 
     @classmethod
     def key(cls) -> str:
@@ -109,6 +126,19 @@ class ParamsBase:
 
     def replace(self: P, **changes: Any) -> P:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _known_keys() -> set[str]:
+    """Field names and section keys of every parameter class."""
+    known: set[str] = set()
+    todo = list(ParamsBase.__subclasses__())
+    while todo:
+        c = todo.pop()
+        todo += c.__subclasses__()
+        known |= {c.key(), c.__name__}
+        if dataclasses.is_dataclass(c):
+            known |= {f.name for f in dataclasses.fields(c)}
+    return known
 
 
 class WhiteMethod(StrEnum):

@@ -8,6 +8,8 @@ the CLI and tests drive them with :func:`run_to_end`.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,10 +31,51 @@ class Progress:
         return self.done / self.total if self.total else 0.0
 
 
+#: Seconds between two progress lines when stderr is not a terminal (a log file, a pipe).
+LOG_INTERVAL = 30.0
+
+
+class _LineBar:
+    """tqdm's interface, as plain lines: on start, every LOG_INTERVAL s, and at the end."""
+
+    def __init__(self, total: int | None, desc: str) -> None:
+        self.total, self.desc, self.n = total, desc, 0
+        self._last = time.monotonic()
+        self._said: int | None = None
+        self._write()
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        """Not shown in logs."""
+
+    def refresh(self) -> None:
+        if time.monotonic() - self._last >= LOG_INTERVAL:
+            self._write()
+
+    def close(self) -> None:
+        if self._said != self.n:
+            self._write()
+
+    def _write(self) -> None:
+        self._last, self._said = time.monotonic(), self.n
+        of = f"/{self.total}" if self.total else ""
+        print(f"{self.desc}: {self.n}{of}", file=sys.stderr, flush=True)  # noqa: T201
+
+
+def _progress_bar(total: int | None, desc: str) -> Any:
+    """A tqdm bar on a terminal; a few plain lines otherwise (logs are not flooded)."""
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        return _LineBar(total, desc)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="")
+
+
 def run_to_end(gen: Generator[Progress, None, T], show: bool = False, desc: str | None = None) -> T:
     """Drive a progress generator to completion and return its result.
 
-    With ``show=True`` a tqdm bar per stage is printed to stderr (used by the CLI).
+    With ``show=True`` progress goes to stderr (used by the CLI): a tqdm bar per stage on a
+    terminal, else one line per stage at its start and end and every :data:`LOG_INTERVAL`
+    seconds between.
     """
     bar = None
     stage = None
@@ -44,10 +87,8 @@ def run_to_end(gen: Generator[Progress, None, T], show: bool = False, desc: str 
             if p.stage != stage:
                 if bar is not None:
                     bar.close()
-                from tqdm.auto import tqdm
-
                 stage = p.stage
-                bar = tqdm(total=p.total or None, desc=desc or p.stage, unit="")
+                bar = _progress_bar(p.total or None, desc or p.stage)
             bar.total = p.total or None
             bar.n = p.done
             if p.info:

@@ -140,6 +140,15 @@ class MaskGeometry:
         """Map ``(row, col)`` of level-0 ``(y, x)``: the inverse of :meth:`to_level0`."""
         return (y - self.y) / self.downsample, (x - self.x) / self.downsample
 
+    def slices(self, region: Region) -> tuple[slice, slice]:
+        """Rows and columns of this map that cover level-0 ``region`` (not clipped to any
+        shape: the caller clips)."""
+        r0, c0 = self.from_level0(region.y, region.x)
+        r1, c1 = self.from_level0(region.y1, region.x1)
+        eps = 1e-9
+        return (slice(int(math.floor(r0 + eps)), int(math.ceil(r1 - eps))),
+                slice(int(math.floor(c0 + eps)), int(math.ceil(c1 - eps))))
+
     def area_mm2(self, n_pixels: float) -> float | None:
         """Area in mm² of ``n_pixels`` map pixels, ``None`` when the mpp is unknown."""
         if self.mpp is None:

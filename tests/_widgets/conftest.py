@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("napari")
 
-# timm imports triton (via torchvision and torch._dynamo); its bundled LLVM must load before
-# Mesa's (napari's OpenGL under Xvfb) or the process crashes; see _worker.preload_torch.
+# timm imports triton (via torchvision and torch._dynamo); loaded after Mesa's LLVM (napari's
+# OpenGL under Xvfb) it crashes unless pre-loaded as _widgets._triton does. Tests call the core
+# directly, so torch is imported here first; test_triton.py checks the other order.
 import timm  # noqa: E402, F401
 
 

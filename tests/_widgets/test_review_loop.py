@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from wsss_napari.classes import NORMAL, TUMOR
+from wsss_napari.labels_encoding import from_layer, layer_value
 from wsss_napari.params import CamParams, ExportFormat, ExportParams, FinetuneParams
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -45,13 +46,14 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     layer = review.edit_region()
     assert layer is not None and layer.data.shape == tune.mask_layer.data.shape
     layer.brush_size = 21
-    layer.paint((40, 40), TUMOR)
+    assert layer.selected_label == layer_value(TUMOR)  # a real class, not napari's 0
+    layer.paint((40, 40), layer_value(TUMOR))
     before_second = layer.data.copy()
-    layer.paint((90, 90), NORMAL)
-    assert (layer.data[85:95, 85:95] == NORMAL).all()
+    layer.paint((90, 90), layer_value(NORMAL))
+    assert (layer.data[85:95, 85:95] == layer_value(NORMAL)).all()
     layer.undo()
     np.testing.assert_array_equal(layer.data, before_second)
-    assert (layer.data[35:45, 35:45] == TUMOR).all()
+    assert (layer.data[35:45, 35:45] == layer_value(TUMOR)).all()
     review.flush()
     store = EditStore.open(review.store.root, read_only=True)
     saved = store.read(0, 0, *layer.data.shape)
@@ -59,7 +61,7 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     assert (saved != 255).sum() > 200
 
     review.write_back()
-    corrected = np.array(tune.mask_layer.data)
+    corrected = from_layer(tune.mask_layer.data)  # core labels: 0 tumor .. 3 background
     assert (corrected[35:45, 35:45] == TUMOR).all()
 
     # --- fine-tune a few steps in the background; the new version is saved; apply + compare
@@ -92,14 +94,13 @@ def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide
     # --- reopen and check
     labels, meta = read_exported_mask(out / "corrected.ome.tif")
     np.testing.assert_array_equal(labels, corrected)
-    assert meta["downsample"] == pytest.approx(cam.last_result.downsample)
+    assert meta["geometry"] == cam.last_result.geometry
     np.testing.assert_array_equal(np.asarray(Image.open(out / "corrected.png")), corrected)
     (rle,) = read_rle_csv(out / "corrected.csv").values()
     np.testing.assert_array_equal(rle, corrected)
     geo = json.loads((out / "corrected.geojson").read_text())
     assert geo["type"] == "FeatureCollection" and geo["features"]
-    raster = geojson_to_mask(geo, corrected.shape, downsample=meta["downsample"],
-                             origin=tuple(meta.get("origin", (0, 0))))
+    raster = geojson_to_mask(geo, corrected.shape, geometry=meta["geometry"])
     fg = corrected != 3
     np.testing.assert_array_equal(raster[fg], corrected[fg])
     record = json.loads((out / "corrected.ome.tif.run.json").read_text())

@@ -47,7 +47,8 @@ def test_cam_widget_adds_one_aligned_layer_per_class(qtbot, viewer, small_slide,
     for layer in layers:
         np.testing.assert_allclose(layer.scale, np.asarray(slide_layer.scale) * result.downsample)
         expected = np.asarray(slide_layer.translate) + (
-            np.asarray(result.origin) + (result.downsample - 1) / 2) * np.asarray(slide_layer.scale)
+            np.asarray([result.geometry.y, result.geometry.x]) + (result.downsample - 1) / 2
+        ) * np.asarray(slide_layer.scale)
         np.testing.assert_allclose(layer.translate, expected)
         assert layer.blending == "additive"
     # the maps cover the slide: their world extent matches the slide's
@@ -108,7 +109,8 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     assert calls == []  # the network never ran
     assert tune.mask_layer.data is array  # updated in place
     assert not np.array_equal(before, layer.data)
-    assert not (layer.data == 1).any()  # stroma suppressed
+    assert not (layer.data == 2).any()  # stroma (layer value class + 1) suppressed
+    assert set(np.unique(layer.data)) <= {1, 2, 3, 4}  # every pixel has a class, none is 0
 
 
 def test_reset_and_undo_of_the_tuning_sliders(qtbot, viewer, small_slide, tiny_model_path):

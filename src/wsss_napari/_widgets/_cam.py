@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 from .. import WsssError
 from ..classes import CLASS_NAMES
 from ..params import CamParams
+from ..region import Region
 from . import _tooltips as tips
 from ._layers import (
     WSSS,
@@ -63,7 +64,7 @@ def cam_layers_data(result: Any, slide_layer: Any, meta: dict) -> list[tuple]:
     """Layer-data tuples of the per-class maps of ``result`` (a ``SlideCams``)."""
     cams = result.cams
     n, h, w = cams.shape
-    where = placement(slide_layer, result.downsample, result.origin)
+    where = placement(slide_layer, result.geometry)
     out = []
     for c in range(n):
         data = _class_levels(cams, c) if h * w > MULTISCALE_PIXELS else np.asarray(cams[c])
@@ -193,7 +194,7 @@ class CamWidget(QWidget):
         """True while maps are being computed."""
         return self.runner.running
 
-    def region(self, layer: Any) -> tuple[int, int, int, int] | None:
+    def region(self, layer: Any) -> Region | None:
         """The chosen region in level-0 pixels of ``layer`` (None = whole slide)."""
         mode = self.region_mode
         if mode == "Whole slide":
@@ -240,8 +241,13 @@ class CamWidget(QWidget):
     def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
         result, meta = payload
         self.last_result = result
+        if result.warnings:  # e.g. an unknown mpp: the user sees it, not only the terminal
+            from napari.utils.notifications import show_warning
+
+            for w in result.warnings:
+                show_warning(w)
         meta = {**meta, "slide_cams": result, "source": slide_layer.name,
-                "slide": slide_layer.metadata.get("slide"), "downsample": result.downsample}
+                "slide": slide_layer.metadata.get("slide"), "geometry": result.geometry}
         for data, kwargs, _ in cam_layers_data(result, slide_layer, meta):
             name = kwargs["name"]
             if name in self.viewer.layers:

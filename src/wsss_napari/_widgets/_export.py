@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -28,7 +27,7 @@ from .. import WsssError
 from ..params import ExportFormat, ExportParams
 from ..progress import Progress
 from . import _tooltips as tips
-from ._layers import LayerCombo, is_labels_layer
+from ._layers import LayerCombo, is_labels_layer, layer_mask
 from ._worker import JobRunner, notify_error
 from ._writer import export_kwargs
 
@@ -125,8 +124,7 @@ class ExportWidget(QWidget):
             if not self.formats:
                 raise WsssError("choose at least one format")
             name = self.name_edit.text().strip() or layer.name
-            mask = layer.data[0] if layer.multiscale else layer.data
-            mask = np.array(mask, dtype=np.uint8) if isinstance(mask, np.ndarray) else mask
+            mask = layer_mask(layer)  # core labels (0 tumor .. 3 background, 255 none)
             kwargs = export_kwargs(layer.metadata, name)
             jobs = [(fmt, self.folder / f"{name}{FORMATS[fmt][1]}") for fmt in self.formats]
         except WsssError as err:

@@ -106,13 +106,13 @@ class FinetunePanel(QWidget):
             if meta.get("model") is None:
                 raise WsssError("the maps' model is unknown: recompute the maps (CAM widget)")
             params = self.params
-            painted = self.review.painted
-            if not params.pseudo_elsewhere and not painted.any():
+            corrected, edited = self.review.corrected()
+            if not params.pseudo_elsewhere and not edited.any():
                 raise WsssError("no corrected pixels yet: paint on the 'Correction' layer, or "
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
-            labels = np.where(painted | params.pseudo_elsewhere, layer.data, 255).astype(np.uint8)
-            image = region_rgb(meta["slide"], meta["downsample"], meta["origin"], labels.shape)
+            labels = np.where(edited | params.pseudo_elsewhere, corrected, 255).astype(np.uint8)
+            image = region_rgb(meta["slide"], meta["geometry"], labels.shape)
         except WsssError as err:
             notify_error(err)
             return None
@@ -186,7 +186,8 @@ class FinetunePanel(QWidget):
             self.plot.append(float(loss))
 
     def _on_job_returned(self, result: Any) -> None:
-        self.new_model, self.new_model_path = result
+        self.new_model, path = result
+        self.new_model_path = str(path)
         self.apply_button.setEnabled(True)
         self.status.setText(f"saved {self.new_model_path}")
 
@@ -210,13 +211,11 @@ class FinetunePanel(QWidget):
 
 def _finetune_job(meta: dict, image: np.ndarray, labels: np.ndarray, params: FinetuneParams,
                   control: Any, models_dir: Path):
-    """Worker: fine-tune on one corrected region, then save the new version."""
-    from ..models.versioning import save_version
-    from ..train.finetune import finetune
+    """Worker: fine-tune on one corrected region, then save the new version (core)."""
+    from ..train.versioned import finetune_version
 
-    model = meta["model"]
-    result = yield from finetune(model, [(image, labels)], params, control=control)
-    summary = result.summary(slides=[meta.get("source", "")],
-                             regions=[list(meta.get("origin", (0, 0)))])
-    path = save_version(result.model, models_dir, getattr(model, "file_hash", ""), summary)
-    return result.model, str(path)
+    slide = meta.get("slide")
+    return (yield from finetune_version(
+        meta["model"], [(image, labels)], params, models_dir,
+        slides=[str(getattr(slide, "path", None) or meta.get("source", ""))],
+        regions=[meta["geometry"].region(labels.shape)], control=control))

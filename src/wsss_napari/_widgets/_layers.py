@@ -3,8 +3,9 @@
 Layers made by the widgets carry their provenance in ``layer.metadata['wsss']`` (a dict):
 ``slide_cams`` (the cached CAMs the tuning widget recomputes from), ``model`` and
 ``model_path``/``model_hash``, ``cam_params``/``postproc_params``, ``source`` (the slide
-layer's name) and ``downsample``. That is how the widgets find each other's results without
-any global state.
+layer's name) and ``geometry`` (the :class:`~wsss_napari.region.MaskGeometry` placing the
+layer's data on the slide; exports and edits read it). That is how the widgets find each
+other's results without any global state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox
 
 from .. import WsssError
-from ..classes import CLASS_NAMES, PALETTE, label_colors_rgba
+from ..classes import CLASS_NAMES, PALETTE
+from ..labels_encoding import core_labels, layer_colors
+from ..region import MaskGeometry, Region
 
 WSSS = "wsss"
 
@@ -115,8 +118,8 @@ def slide_of(layer: Any):
     return slide
 
 
-def field_of_view(layer: Any) -> tuple[int, int, int, int]:
-    """The region ``(y, x, h, w)`` in level-0 pixels that the canvas shows of ``layer``.
+def field_of_view(layer: Any) -> Region:
+    """The level-0 region of ``layer``'s data that the canvas shows.
 
     For a multiscale layer napari keeps the corner pixels at the displayed data level; they
     are mapped back to level 0 with that level's downsample factors (as stardist-napari does).
@@ -133,32 +136,36 @@ def field_of_view(layer: Any) -> tuple[int, int, int, int]:
     hi = np.clip(np.ceil(corners[1]), 0, shape0).astype(int)
     if np.any(hi - lo <= 0):
         raise WsssError("the slide is not in view: zoom or pan to it, or choose 'Whole slide'")
-    return int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])
+    return Region(y=int(lo[0]), x=int(lo[1]), height=int(hi[0] - lo[0]),
+                  width=int(hi[1] - lo[1]))
 
 
-def shapes_bbox(shapes_layer: Any, image_layer: Any) -> tuple[int, int, int, int]:
-    """Bounding box ``(y, x, h, w)`` in level-0 pixels of ``image_layer`` of all shapes."""
+def shapes_bbox(shapes_layer: Any, image_layer: Any) -> Region:
+    """Bounding box in level-0 pixels of ``image_layer`` of all shapes."""
     if len(shapes_layer.data) == 0:
         raise WsssError(f"Shapes layer '{shapes_layer.name}' is empty: draw a rectangle first")
     pts = np.concatenate([np.asarray(s)[:, -2:] for s in shapes_layer.data])
     world = np.array([shapes_layer.data_to_world(p) for p in pts])[:, -2:]
     data = np.array([image_layer.world_to_data(p) for p in world])[:, -2:]
-    lo = np.floor(data.min(0)).astype(int)
+    lo = np.maximum(np.floor(data.min(0)), 0).astype(int)
     hi = np.ceil(data.max(0)).astype(int)
-    return int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])
+    if np.any(hi - lo <= 0):
+        raise WsssError(f"the shapes of '{shapes_layer.name}' enclose no pixel of the slide")
+    return Region(y=int(lo[0]), x=int(lo[1]), height=int(hi[0] - lo[0]),
+                  width=int(hi[1] - lo[1]))
 
 
-def placement(slide_layer: Any, downsample: float, origin: tuple[float, float]) -> dict:
-    """``scale``/``translate`` that align an array at ``downsample`` starting at level-0
-    pixel ``origin`` with ``slide_layer``.
+def placement(slide_layer: Any, geometry: MaskGeometry) -> dict:
+    """``scale``/``translate`` that put an array placed by ``geometry`` on ``slide_layer``.
 
-    A pixel at downsample ``d`` covers level-0 pixels ``[d*i, d*i + d)``, whose centre is
-    at ``d*i + (d - 1) / 2``; napari puts pixel centres at ``translate + i * scale``.
+    Map pixel ``i`` covers level-0 pixels ``[o + d*i, o + d*i + d)``, whose centre is at
+    ``o + d*i + (d - 1) / 2`` in level-0 pixel-centre coordinates; napari puts pixel centres
+    at ``translate + i * scale``.
     """
     s = np.asarray(slide_layer.scale[-2:], dtype=float)
     t = np.asarray(slide_layer.translate[-2:], dtype=float)
-    d = float(downsample)
-    origin = np.asarray(origin, dtype=float)
+    d = float(geometry.downsample)
+    origin = np.array([geometry.y, geometry.x], dtype=float)
     return {"scale": tuple(s * d), "translate": tuple(t + (origin + (d - 1) / 2) * s),
             "units": tuple(slide_layer.units)[-2:]}
 
@@ -172,14 +179,19 @@ def class_colormap(index: int):
     return Colormap(np.array([[0, 0, 0, 1], [*rgb, 1]]), name=f"wsss-{CLASS_NAMES[index]}")
 
 
-def labels_colormap():
-    """WSSS4LUAD label colours for a Labels layer (background translucent)."""
+def labels_colormap(background_alpha: float = 0.0):
+    """WSSS4LUAD colours for a layer-encoded Labels layer (:mod:`wsss_napari.labels_encoding`:
+    ``class + 1``, ``0`` = nothing, transparent); background at ``background_alpha``."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors: dict[Any, Any] = dict(label_colors_rgba())
-    colors[None] = (0.0, 0.0, 0.0, 0.0)
-    colors[255] = (0.0, 0.0, 0.0, 0.0)
-    return DirectLabelColormap(color_dict=colors)
+    return DirectLabelColormap(color_dict=layer_colors(background_alpha))
+
+
+def layer_mask(layer: Any) -> np.ndarray:
+    """A Labels layer's map in the core encoding (``0`` tumor .. ``3``, ``255`` none): the one
+    place where widgets read labels back from a layer."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return core_labels(data, layer.metadata)
 
 
 def install_lifecycle(viewer: Any) -> None:
@@ -208,18 +220,8 @@ def _on_layers_removed(event: Any) -> None:
     close_layer_slide(meta)
 
 
-def region_rgb(slide: Any, downsample: float, origin: tuple[float, float],
-               shape: tuple[int, int]) -> np.ndarray:
-    """The slide's RGB pixels under a map of ``shape`` at ``downsample`` from level-0
-    ``origin``, read at the nearest pyramid level and resized to ``shape``."""
-    import cv2
+def region_rgb(slide: Any, geometry: MaskGeometry, shape: tuple[int, int]) -> np.ndarray:
+    """The slide's RGB under a map of ``shape`` placed by ``geometry``."""
+    from ..inference.slide_mask import region_rgb as _core
 
-    d = float(downsample)
-    level = slide.level_for_downsample(d)
-    ds = float(slide.downsamples[level])
-    y, x = (int(round(o / ds)) for o in origin)
-    h, w = (max(1, int(round(n * d / ds))) for n in shape)
-    rgb = np.asarray(slide.read_region(level, y, x, h, w))
-    if rgb.shape[:2] != tuple(shape):
-        rgb = cv2.resize(rgb, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
-    return rgb
+    return _core(slide, geometry, shape)

@@ -4,7 +4,8 @@ The core reader (:mod:`wsss_napari.io.reader`) raises a :class:`~wsss_napari.Wss
 a bad file. Raised from a reader, napari's File > Open turns it into a modal "choose another
 reader" dialog that buries the message; here it becomes one error notification instead and
 napari opens nothing (the ``[(None,)]`` "empty file" answer). Reading a slide also makes sure
-the viewer closes a slide's file when its layer is removed.
+the viewer closes a slide's file when its layer is removed, and offers once to make this the
+reader for slide files (:mod:`._readerpref`: napari's built-in reader claims them too).
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ def read_with_notifications(path: str | list[str]) -> list:
 
     _watch_current_viewer()
     try:
-        return read_slides(path)
+        layers = read_slides(path)
     except WsssError as err:
         from napari.utils.notifications import show_error
 
         show_error(str(err))
         return [(None,)]
+    from ._readerpref import offer_preference
+
+    offer_preference(path if isinstance(path, str) else path[0])
+    return layers
 
 
 def _watch_current_viewer() -> None:

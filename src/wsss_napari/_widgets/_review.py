@@ -6,6 +6,10 @@ the tissue map (the field of view, or all of it when small) into a Labels layer
 :class:`~wsss_napari.corrections.store.EditStore`. Paint events mark the painted box for the
 :class:`~wsss_napari.corrections.store.Autosaver` (written within seconds); napari's own
 undo/redo keeps working because the layer's data is never replaced while editing.
+
+The layer holds :mod:`wsss_napari.labels_encoding` values (``class + 1``; ``0`` = not
+corrected), so napari's eraser means "forget my correction here" (the store keeps ``255``,
+and the automatic map shows through), never "tumor".
 """
 
 from __future__ import annotations
@@ -29,15 +33,35 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import TUMOR
+from ..labels_encoding import (
+    ENCODING,
+    LAYER_NOTHING,
+    UNLABELLED,
+    core_labels,
+    from_layer,
+    is_layer_encoded,
+    layer_value,
+    to_layer,
+)
+from ..region import MaskGeometry, Region
 from . import _tooltips as tips
 from ._finetune import FinetunePanel
-from ._layers import WSSS, LayerCombo, field_of_view, install_lifecycle, labels_colormap, wsss_meta
+from ._layers import (
+    WSSS,
+    LayerCombo,
+    field_of_view,
+    install_lifecycle,
+    labels_colormap,
+    layer_mask,
+    wsss_meta,
+)
 from ._worker import notify_error
 
 CORRECTION_LAYER = "Correction"
 #: Maps up to this edge (px) are edited whole; larger ones by field of view.
 WHOLE_MAP_EDGE = 2048
-UNEDITED = 255
+#: Opacity of background (glass) in the Correction layer, so painted background shows.
+BACKGROUND_ALPHA = 0.6
 
 
 def _is_mask_layer(layer: Any) -> bool:
@@ -50,7 +74,7 @@ def open_edit_store(meta: dict, mask_shape: tuple[int, int], project: str | None
     """The slide's edit store (created on first use) at the tissue map's resolution."""
     from ..corrections.store import EditStore, edits_path, slide_identity
 
-    slide, d = meta.get("slide"), float(meta.get("downsample", 1.0))
+    slide, d = meta.get("slide"), float(meta["geometry"].downsample)
     path = getattr(slide, "path", None)
     name = getattr(slide, "name", None) or meta.get("source", "slide")
     if project:
@@ -76,7 +100,8 @@ class ReviewWidget(QWidget):
         install_lifecycle(viewer)
         self.store: Any = None
         self.autosaver: Any = None
-        self.painted: np.ndarray | None = None
+        self.painted: np.ndarray | None = None  # pixels touched since the region opened
+        self.base: np.ndarray | None = None  # the map under the region when it was opened
         self._dirty: list = []
         self.autosave_failed.connect(lambda err: notify_error(err, "autosave"))
 
@@ -131,9 +156,10 @@ class ReviewWidget(QWidget):
             else None
         return lyr if lyr is not None and "region" in wsss_meta(lyr) else None
 
-    def edit_region(self, region: tuple[int, int, int, int] | None = None):
-        """Open the editable "Correction" layer for ``region`` ``(y, x, h, w)`` in map pixels
-        (default: the field of view, or the whole map when small); returns the layer."""
+    def edit_region(self, region: Region | None = None):
+        """Open the editable "Correction" layer over the map pixels that cover the level-0
+        ``region`` (default: the field of view, or the whole map when small); returns the
+        layer."""
         from ..corrections.store import Autosaver
 
         try:
@@ -141,11 +167,18 @@ class ReviewWidget(QWidget):
             if mask_layer is None:
                 raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
             meta = wsss_meta(mask_layer)
+            geo: MaskGeometry = meta["geometry"]
             full = mask_layer.data.shape[-2:]
             if region is None:
-                region = (0, 0, *full) if max(full) <= WHOLE_MAP_EDGE else \
-                    field_of_view(mask_layer)
-            y, x, h, w = region
+                fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
+                    field_of_view(mask_layer)  # in map pixels: the layer's data
+                y, x, h, w = int(fov.y), int(fov.x), int(fov.height), int(fov.width)
+            else:
+                ys, xs = geo.slices(region)
+                y, x = max(ys.start, 0), max(xs.start, 0)
+                h, w = min(ys.stop, full[0]) - y, min(xs.stop, full[1]) - x
+                if h <= 0 or w <= 0:
+                    raise WsssError(f"region {region.describe()} lies outside the tissue map")
             self._close_store()
             self._dirty = []
             self.store = open_edit_store(meta, full, self.project)
@@ -153,13 +186,17 @@ class ReviewWidget(QWidget):
         except WsssError as err:
             notify_error(err)
             return None
-        d = float(meta.get("downsample", 1.0))
-        oy, ox = (int(round(o / d)) for o in meta.get("origin", (0, 0)))
+        oy, ox = (int(round(v)) for v in self.store.geometry.from_level0(geo.y, geo.x))
         sy, sx = oy + y, ox + x  # region in store (slide-level map) pixels
-        base = np.array(mask_layer.data[y:y + h, x:x + w], dtype=np.uint8)
-        edits = self.store.read(sy, sx, h, w)
-        self.painted = edits != UNEDITED
-        data = np.where(self.painted, edits, base).astype(np.uint8)
+        try:
+            base = layer_mask(mask_layer)[y:y + h, x:x + w]
+            edits = self.store.read(sy, sx, h, w)
+            self.painted = edits != UNLABELLED
+            self.base = base
+            data = to_layer(np.where(self.painted, edits, base))
+        except WsssError as err:
+            notify_error(err)
+            return None
         if CORRECTION_LAYER in self.viewer.layers:
             self.viewer.layers.remove(CORRECTION_LAYER)
         scale = np.asarray(mask_layer.scale[-2:])
@@ -167,14 +204,13 @@ class ReviewWidget(QWidget):
         layer = self.viewer.add_labels(
             data, name=CORRECTION_LAYER, scale=tuple(scale), translate=tuple(translate),
             units=tuple(mask_layer.units)[-2:],
-            colormap=labels_colormap(), opacity=0.7,
-            metadata={WSSS: {**meta, "region": (y, x, h, w), "store_region": (sy, sx, h, w),
-                             "origin": (meta.get("origin", (0, 0))[0] + y * d,
-                                        meta.get("origin", (0, 0))[1] + x * d),
+            colormap=labels_colormap(BACKGROUND_ALPHA), opacity=0.7,
+            metadata={WSSS: {**meta, "label_encoding": ENCODING, "region": (y, x, h, w),
+                             "store_region": (sy, sx, h, w), "geometry": geo.crop(y, x),
                              "mask_layer": mask_layer.name, "edit_store": self.store}})
         layer.events.paint.connect(self._on_correction_paint)
         layer.events.set_data.connect(self._on_correction_set_data)
-        layer.selected_label = TUMOR
+        layer.selected_label = layer_value(TUMOR)
         layer.mode = "paint"
         n = int(self.painted.sum())
         self.status.setText(f"editing {w} x {h} px" + (f"; {n} earlier edited px restored"
@@ -194,13 +230,31 @@ class ReviewWidget(QWidget):
             return
         y, x, h, w = meta["region"]
         target = self.viewer.layers[name]
-        target.data[y:y + h, x:x + w] = np.where(self.painted, layer.data, target.data[y:y + h,
-                                                                                     x:x + w])
+        try:
+            corrected, edited = self.corrected()
+        except WsssError as err:
+            notify_error(err)
+            return
+        region = target.data[y:y + h, x:x + w]
+        # erased pixels go back to the map as it was when the region was opened
+        new = np.where(self.painted, corrected, core_labels(region, target.metadata))
+        region[...] = to_layer(new) if is_layer_encoded(target.metadata) else new
         target.metadata[WSSS]["edit_store"] = self.store
         target.refresh()
         self.flush()
         self.status.setText(f"written back into '{name}'; "
-                            f"{int(self.painted.sum())} corrected px saved")
+                            f"{int(edited.sum())} corrected px saved")
+
+    def corrected(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Correction layer's region in core labels (erased pixels show the map they were
+        opened with) and the bitmap of pixels that hold a correction now."""
+        layer = self.correction_layer
+        if layer is None or self.painted is None:
+            raise WsssError("nothing corrected: use 'Edit region' first")
+        values = np.asarray(layer.data)
+        core = from_layer(values)
+        edited = self.painted & (values != LAYER_NOTHING)
+        return np.where(edited, core, self.base).astype(np.uint8), edited
 
     def flush(self) -> None:
         """Write pending edits now (before fine-tuning, export or closing)."""
@@ -219,8 +273,12 @@ class ReviewWidget(QWidget):
         if layer is None or self.autosaver is None:
             return
         sy, sx, _, _ = wsss_meta(layer)["store_region"]
-        labels = np.where(self.painted[y:y + h, x:x + w], layer.data[y:y + h, x:x + w],
-                          UNEDITED).astype(np.uint8)
+        try:
+            core = from_layer(layer.data[y:y + h, x:x + w])  # erased (0) -> 255, uncorrected
+        except WsssError as err:
+            notify_error(err, "saving edits")
+            return
+        labels = np.where(self.painted[y:y + h, x:x + w], core, UNLABELLED).astype(np.uint8)
         self.autosaver.mark(sy + y, sx + x, h, w, labels, np.ones((h, w), bool))
 
     def _on_correction_paint(self, event: Any) -> None:

@@ -24,8 +24,8 @@ CAM = {
 TUNE = {
     "cams": "The class activation maps to turn into a tissue map (from the CAM widget).",
     "suppress": "Force this class out of the tissue map (its pixels go to the next best class).",
-    "gt": "A Labels layer with ground truth (0 tumor, 1 stroma, 2 normal, 3 background) "
-    "covering the same area as the maps.",
+    "gt": "A Labels layer with ground truth covering the same area as the maps: a mask file "
+    "(0 tumor, 1 stroma, 2 normal, 3 background) or a layer made by this plugin.",
     "fit": "Search the post-processing parameters that best match the ground truth "
     "(mean IoU) and set the sliders to them.",
     "load": "Load post-processing parameters from a JSON or YAML file.",
@@ -40,7 +40,8 @@ REVIEW = {
     "level": "Pyramid level to edit at: 0 = full resolution of the map; higher = coarser, "
     "larger area.",
     "edit": "Copy the visible part of the tissue map into an editable layer 'Correction'. "
-    "Earlier edits of this slide are restored. Paint with napari's brush; Ctrl+Z undoes.",
+    "Earlier edits of this slide are restored. Paint with napari's brush (1 tumor, 2 stroma, "
+    "3 normal, 4 background); the eraser forgets a correction; Ctrl+Z undoes.",
     "write_back": "Merge the corrected pixels into the whole-slide tissue map.",
     "folder": "Where edits are autosaved (default: next to the slide).",
     "steps": "Optimisation steps of fine-tuning.",

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from .. import WsssError
 from ..classes import CLASS_NAMES, LABEL_NAMES
+from ..labels_encoding import ENCODING, core_labels, to_layer
 from ..params import PostprocParams
 from . import _tooltips as tips
 from ._layers import (
@@ -49,8 +50,6 @@ MASK_LAYER = "Pseudo-mask"
 DEBOUNCE_MS = 150
 #: Below this edge (px) the preview is skipped: the full map is as cheap.
 MIN_PREVIEW = 256
-#: Larger maps are tuned without glass detection (the RGB would not fit in memory).
-MAX_GLASS_PIXELS = 8192 * 8192
 
 
 def _is_ground_truth(layer: Any) -> bool:
@@ -276,12 +275,14 @@ class TuneWidget(QWidget):
         old = wsss_meta(layer) if layer is not None else {}
         new_meta = {
             **{k: v for k, v in meta.items() if k not in ("slide_cams", "class_index")},
-            "slide_cams_id": id(cams), "origin": tuple(cams.origin),
+            "slide_cams_id": id(cams), "geometry": cams.geometry,
             "postproc_params": params, "present": present, "label_names": LABEL_NAMES,
+            "label_encoding": ENCODING,
         }
         if old.get("slide_cams_id") == id(cams) and "edit_store" in old:
             new_meta["edit_store"] = old["edit_store"]
             mask = _with_edits(mask, old["edit_store"], cams)  # the pathologist's edits win
+        mask = to_layer(mask)  # class + 1, 0 = nothing: what napari's tools expect
         if layer is not None and old.get("slide_cams_id") == id(cams) \
                 and layer.data.shape == mask.shape:
             np.copyto(layer.data, mask)
@@ -291,7 +292,7 @@ class TuneWidget(QWidget):
             if layer is not None:
                 self.viewer.layers.remove(layer)
             slide_layer = self._slide_layer(meta)
-            where = placement(slide_layer, cams.downsample, cams.origin) if slide_layer else {}
+            where = placement(slide_layer, cams.geometry) if slide_layer else {}
             self.viewer.add_labels(mask, name=MASK_LAYER, opacity=0.5, colormap=labels_colormap(),
                                    metadata={WSSS: new_meta}, **where)
         self.status.setText("preview (release the slider for full resolution)" if is_preview
@@ -410,28 +411,28 @@ class TuneWidget(QWidget):
 
 def _with_edits(mask: np.ndarray, store: Any, cams: Any) -> np.ndarray:
     """``mask`` with the stored corrections painted over it."""
-    oy, ox = (int(round(o / cams.downsample)) for o in cams.origin)
+    oy, ox = (int(round(v)) for v in store.geometry.from_level0(cams.geometry.y,
+                                                                 cams.geometry.x))
     edits = store.read(oy, ox, *mask.shape)
     return np.where(edits != 255, edits, mask).astype(np.uint8)
 
 
 def _make_tuner(meta: dict):
     """A LiveTuner over the cached maps (and the slide's pixels there, for glass detection)."""
-    from ..postproc import LiveTuner
+    from ..inference.slide_mask import cams_tuner
 
-    cams = meta["slide_cams"]
-    origin = tuple(int(round(o / cams.downsample)) for o in cams.origin)
-    return LiveTuner(np.asarray(cams.cams), image=_region_rgb(meta), scores=cams.scores,
-                     origin=origin, pixel_scale=cams.out_stride)
+    return cams_tuner(meta["slide_cams"], meta.get("slide"))
 
 
 def _region_rgb(meta: dict) -> np.ndarray | None:
     """RGB under the maps for glass detection (None when the slide is unknown or huge)."""
+    from ..inference.slide_mask import MAX_GLASS_PIXELS
+
     slide, cams = meta.get("slide"), meta["slide_cams"]
     shape = tuple(cams.cams.shape[-2:])
     if slide is None or shape[0] * shape[1] > MAX_GLASS_PIXELS:
         return None
-    return region_rgb(slide, cams.downsample, cams.origin, shape)
+    return region_rgb(slide, cams.geometry, shape)
 
 
 def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
@@ -439,12 +440,13 @@ def _resample_to_cams(gt_layer: Any, slide_layer: Any, cams: Any) -> np.ndarray:
     h, w = cams.cams.shape[-2:]
     if slide_layer is None:
         raise WsssError("the slide layer of these maps is no longer open")
-    where = placement(slide_layer, cams.downsample, cams.origin)
+    where = placement(slide_layer, cams.geometry)
     ys = where["translate"][0] + np.arange(h) * where["scale"][0]
     xs = where["translate"][1] + np.arange(w) * where["scale"][1]
     gt_y = np.round((ys - gt_layer.translate[-2]) / gt_layer.scale[-2]).astype(int)
     gt_x = np.round((xs - gt_layer.translate[-1]) / gt_layer.scale[-1]).astype(int)
-    data = np.asarray(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data)
+    data = core_labels(gt_layer.data[0] if gt_layer.multiscale else gt_layer.data,
+                       gt_layer.metadata)
     inside = (gt_y >= 0) & (gt_y < data.shape[-2])
     inside_x = (gt_x >= 0) & (gt_x < data.shape[-1])
     if not inside.any() or not inside_x.any():

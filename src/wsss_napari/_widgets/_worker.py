@@ -36,16 +36,13 @@ def notify_error(err: BaseException, what: str = "") -> None:
 def preload_torch() -> None:
     """Import torch, timm and the model code on the GUI thread before a worker needs them.
 
-    timm imports torchvision, which imports torch._dynamo, which imports triton when it is
-    installed. triton's library carries its own LLVM; loaded after Mesa's software OpenGL
-    (llvmpipe, which napari uses under Xvfb or without a GPU driver) the two LLVMs clash and
-    the process segfaults. wsss-napari never compiles kernels, so once a viewer exists triton
-    is kept out (torch then works as on any CPU-only install).
+    torch imports triton when it is installed, and triton's LLVM clashes with Mesa's when a
+    viewer already uses Mesa's OpenGL: :func:`._triton.load_triton_isolated` pre-loads it
+    so that it does not (no global side effect: triton and ``torch.compile`` keep working).
     """
-    import sys
+    from ._triton import load_triton_isolated
 
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment] # import triton -> ImportError
+    load_triton_isolated()
     import timm  # noqa: F401
     import torch  # noqa: F401
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import WsssError
+from ..labels_encoding import core_labels
 from ..params import ExportParams, ParamsBase, RunRecord
+from ..region import MaskGeometry
 
 
 def run_record(metadata: dict) -> RunRecord:
@@ -34,17 +37,22 @@ def run_record(metadata: dict) -> RunRecord:
 
 
 def export_kwargs(metadata: dict, name: str) -> dict[str, Any]:
-    """Geometry + provenance keyword arguments of ``io.export.export_mask`` for a layer."""
+    """Geometry + provenance keyword arguments of ``io.export.export_mask`` for a layer.
+
+    The geometry is the layer's ``metadata['wsss']['geometry']`` (set by the widgets) or
+    ``metadata['geometry']`` (a :class:`~wsss_napari.region.MaskGeometry` or its dict, for
+    layers made elsewhere); a layer without one is refused (a mask is never exported at a
+    guessed place).
+    """
     w = metadata.get("wsss", {}) if isinstance(metadata.get("wsss"), dict) else {}
-    slide = w.get("slide") or metadata.get("slide")
-    origin = w.get("origin", (0.0, 0.0))
-    return {
-        "mpp": getattr(slide, "mpp", None),
-        "downsample": float(w.get("downsample", 1.0)),
-        "origin": (float(origin[0]), float(origin[1])),
-        "record": run_record(metadata),
-        "image_id": name,
-    }
+    geometry = w.get("geometry", metadata.get("geometry"))
+    if isinstance(geometry, dict):
+        geometry = MaskGeometry.from_dict(geometry)
+    if not isinstance(geometry, MaskGeometry):
+        raise WsssError(f"layer '{name}' does not say where it lies on the slide (no "
+                        "geometry in its metadata): export the maps' pseudo-mask, or set "
+                        "layer.metadata['geometry'] to a MaskGeometry")
+    return {"geometry": geometry, "record": run_record(metadata), "image_id": name}
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
@@ -52,7 +60,8 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     from ..io.export import export_mask, format_for_path
 
     params = ExportParams(format=format_for_path(path))
-    mask = data[0] if isinstance(data, list) else data
-    out = export_mask(mask, path, params, **export_kwargs(meta.get("metadata", {}) or {},
+    metadata = meta.get("metadata", {}) or {}
+    mask = core_labels(data[0] if isinstance(data, list) else data, metadata)
+    out = export_mask(mask, path, params, **export_kwargs(metadata,
                                                           meta.get("name", Path(path).stem)))
     return [str(out)]

@@ -27,6 +27,9 @@ SUBCOMMANDS = (
     "pseudo",
     "train_seg",
     "export",
+    "slide",
+    "batch",
+    "fine_tune",
 )
 
 

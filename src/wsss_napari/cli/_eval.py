@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
                   background_dir: str | Path | None = None) -> dict:
     """Report (see ``metrics.iou_report``) over all masks of ``gt_dir``; adds ``images``."""
     from ..metrics import confusion_matrix, force_background, iou_report
-    from ._predict import find_match, list_images, read_labels
+    from ._predict import IMAGE_SUFFIXES, find_match, list_images, read_labels
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
@@ -56,6 +57,12 @@ def evaluate_dirs(pred_dir: str | Path, gt_dir: str | Path,
             raise WsssError(f"'{g.name}': {err}") from err
     report = iou_report(conf)
     report["images"] = len(gts)
+    stems = {g.stem for g in gts}
+    unscored = sorted(f.name for f in pred_dir.iterdir()
+                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                      and f.stem not in stems)
+    if unscored:
+        report["unscored"] = unscored
     return report
 
 
@@ -63,6 +70,12 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import format_report
 
     report = evaluate_dirs(args.pred, args.gt, args.background_masks)
+    unscored = report.get("unscored", [])
+    if unscored:
+        more = f" and {len(unscored) - 5} more" if len(unscored) > 5 else ""
+        print(f"warning: {len(unscored)} prediction(s) have no ground truth in "  # noqa: T201
+              f"'{args.gt}' and are not scored: {', '.join(unscored[:5])}{more}",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))  # noqa: T201
     else:

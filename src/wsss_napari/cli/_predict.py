@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import WsssError
 from ..params import CamParams, PostprocParams
+from ..region import MaskGeometry
 from ._params import add_params_arguments, params_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -32,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="post-processing parameters (JSON/YAML, e.g. from 'wsss-napari tune'); "
                    "default: the model's recommended ones ('tune --into-model'), if it has any")
     p.add_argument("--cam-params", metavar="FILE", help="CAM parameters (JSON/YAML)")
+    p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
+                   help="unreadable images (or ones without a background mask): skip them, "
+                   "each reported, or stop before writing anything (default: skip)")
     add_params_arguments(p, PostprocParams)
     add_params_arguments(p, CamParams)
     p.set_defaults(func=run)
@@ -87,17 +91,26 @@ def find_match(folder: Path, image: Path, what: str) -> Path:
     raise WsssError(f"no {what} for '{image.name}' in '{folder}'")
 
 
-def write_palette_png(mask: np.ndarray, path: Path) -> None:
-    """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels)."""
-    from PIL import Image
+def write_palette_png(mask: np.ndarray, path: Path, geometry: MaskGeometry | None = None) -> None:
+    """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels) that carries its
+    geometry (default: the mask lies on the image of the same name, at its full size)."""
+    from ..io.export import write_label_png
 
-    from ..classes import palette_flat
-    from ..io.atomic import atomic_path
+    write_label_png(mask, path, geometry or MaskGeometry(slide=path.name))
 
-    img = Image.fromarray(np.asarray(mask, np.uint8), mode="P")
-    img.putpalette(palette_flat())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+
+def check_image(path: Path) -> str | None:
+    """Why ``path`` cannot be predicted (a cheap header and checksum check), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        return f"not a readable image ({' '.join(str(err).split()) or type(err).__name__})"
+    except Image.DecompressionBombError as err:
+        return f"too large ({err})"
+    return None
 
 
 def _has_flags(args: argparse.Namespace, cls: type) -> bool:
@@ -118,14 +131,34 @@ def run(args: argparse.Namespace) -> int:
     from ..params import RunRecord
     from ..progress import Progress, run_to_end
 
+    # everything is validated before OUT_DIR is created: a bad model, parameter file or
+    # image folder leaves nothing behind
     cam = params_from_args(args, CamParams, config_attr="cam_params")
     images = list_images(args.images)
-    out = check_writable_dir(args.out)
     model = load_model(args.model)
     recommended = None
     if not args.params and model.config.kind == "cam" and POSTPROC_KEY in model.config.extra:
         recommended = recommended_postproc(model)
     post = params_from_args(args, PostprocParams, config_attr="params", base=recommended)
+    bad: dict[str, str] = {}
+    for f in images:
+        why = check_image(f)
+        if why is None and args.background_masks:
+            try:
+                find_match(Path(args.background_masks), f, "background mask")
+            except WsssError as err:
+                why = str(err)
+        if why is not None:
+            bad[f.name] = why
+            _report_bad(f.name, why, args.on_bad)
+    if bad and args.on_bad == "stop":
+        raise WsssError(f"{len(bad)} bad image(s) in '{args.images}' (listed above); nothing "
+                        "was written: fix or remove them, or use --on-bad skip")
+    todo = [f for f in images if f.name not in bad]
+    if not todo:
+        raise WsssError(f"none of the {len(images)} image(s) in '{args.images}' can be read; "
+                        "nothing was written")
+    out = check_writable_dir(args.out)
     if model.config.kind == "cam":
         source = (f"from {args.params}" if args.params else
                   "recommended by the model" if recommended is not None else "defaults")
@@ -133,15 +166,35 @@ def run(args: argparse.Namespace) -> int:
               + (" (+ command-line flags)" if _has_flags(args, PostprocParams) else ""))
 
     def job():
-        for i, f in enumerate(images):
-            mask = predict_mask(model, read_rgb(f), cam, post,
-                                background=load_background(args.background_masks, f))
-            write_palette_png(mask, out / (f.stem + ".png"))
-            yield Progress("predict", i + 1, len(images), {"image": f.name})
+        for i, f in enumerate(todo):
+            try:  # damage the header check could not see shows up when decoding
+                mask = predict_mask(model, read_rgb(f), cam, post,
+                                    background=load_background(args.background_masks, f))
+            except WsssError as err:
+                if args.on_bad == "stop":
+                    raise
+                bad[f.name] = str(err)
+                _report_bad(f.name, str(err), args.on_bad)
+            else:
+                write_palette_png(mask, out / (f.stem + ".png"), MaskGeometry(slide=f.name))
+            yield Progress("predict", i + 1, len(todo), {"image": f.name})
 
     run_to_end(job(), show=True, desc="predict")
     record = RunRecord.make(post, cam, model_name=str(args.model),
                             model_hash=getattr(model, "file_hash", ""))
     atomic_write_text(out / "predict.run.json", record.to_json())
-    print(f"{len(images)} masks written to {out}")  # noqa: T201
+    if bad:
+        atomic_write_text(out / "predict.skipped.tsv",
+                          "".join(f"{name}\t{why}\n" for name, why in sorted(bad.items())))
+    written = len(todo) - sum(f.name in bad for f in todo)
+    print(f"{written} masks written to {out}"  # noqa: T201
+          + (f"; {len(bad)} image(s) skipped, listed in predict.skipped.tsv" if bad else ""))
     return 0
+
+
+def _report_bad(name: str, why: str, on_bad: str) -> None:
+    """One line per bad image, on stderr, as it is found."""
+    import sys
+
+    verb = "skipped" if on_bad == "skip" else "bad"
+    print(f"{verb}: {name}: {why}", file=sys.stderr)  # noqa: T201

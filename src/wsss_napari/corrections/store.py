@@ -9,7 +9,14 @@ slide (or ``<project>/<slide name>.wsss/edits.zarr`` in a chosen project folder)
 - ``tile_mtime``: one ``float64`` per tile, the UNIX time of its last edit (``0`` = never),
   which is the per-tile "edited" bitmap.
 - attrs: the slide's identity (name, path, size, mtime, mpp), mask shape, downsample, tile
-  size and class names, checked when the store is reopened.
+  size and class names, checked when the store is reopened, and the label encoding.
+
+Values are the core's (challenge) classes, ``0`` tumor .. ``3`` background, and ``255`` for
+"not corrected", distinct from every class. Format 2 (this one) is written by widgets that
+translate napari's layer encoding (``class + 1``, ``0`` = erased) at the boundary
+(:mod:`wsss_napari.labels_encoding`). Format 1 stores were written while napari's eraser
+saved ``0`` = tumor; :meth:`EditStore.open` refuses them with one line and
+:func:`upgrade_store` migrates them (keeping, or dropping, their tumor corrections).
 
 Durability: :meth:`EditStore.write` returns only after zarr has written every touched chunk
 file, and zarr's local store writes each chunk to a temporary file and renames it into place,
@@ -40,11 +47,14 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import LABEL_NAMES
+from ..region import MaskGeometry
 
 #: Label value meaning "not edited" (the same as "unlabelled" in masks).
 UNEDITED = 255
 FORMAT = "wsss-napari-edits"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: What the stored values mean (written into the store's attrs).
+ENCODING = {"classes": "0 tumor, 1 stroma, 2 normal, 3 background", "uncorrected": UNEDITED}
 _TIME_CHUNK = 64  # tiles per side in one chunk of the tile-time array
 
 
@@ -77,6 +87,43 @@ def edits_path(slide_path: str | os.PathLike, project_dir: str | os.PathLike | N
     sp = Path(slide_path)
     base = Path(project_dir) if project_dir is not None else sp.parent
     return base / f"{sp.name}.wsss" / "edits.zarr"
+
+
+def upgrade_store(root: str | os.PathLike, drop_tumor: bool = False) -> int:
+    """Migrate a format-1 edit store to the current format, in place.
+
+    Format 1 cannot tell a tumor correction from a pixel napari's eraser set to ``0``; the
+    values are kept as they are unless ``drop_tumor``, which forgets every tumor correction
+    (repaint the real ones). Already current stores are left alone.
+
+    Returns:
+        The number of tumor pixels dropped.
+    """
+    import zarr
+
+    root = Path(root)
+    try:
+        group = zarr.open_group(str(root), mode="r+")
+    except Exception as err:  # noqa: BLE001 - not a zarr group of any kind
+        raise WsssError(f"cannot open the edit store '{root}': {err}") from err
+    if group.attrs.get("format") != FORMAT:
+        raise WsssError(f"'{root}' is not a wsss-napari edit store")
+    if int(group.attrs.get("format_version", 1)) >= FORMAT_VERSION:
+        return 0
+    dropped = 0
+    if drop_tumor:
+        labels = group["labels"]
+        for ty, tx in zip(*np.nonzero(np.asarray(group["tile_mtime"][...])), strict=True):
+            t = labels.chunks[0]
+            sl = (slice(int(ty) * t, (int(ty) + 1) * t), slice(int(tx) * t, (int(tx) + 1) * t))
+            block = np.asarray(labels[sl])
+            tumor = block == 0
+            if tumor.any():
+                dropped += int(tumor.sum())
+                labels[sl] = np.where(tumor, UNEDITED, block).astype(np.uint8)
+    group.attrs.update({"format_version": FORMAT_VERSION, "encoding": ENCODING,
+                        "upgraded_from": 1, "upgraded": time.time()})
+    return dropped
 
 
 @dataclass(frozen=True)
@@ -112,6 +159,15 @@ class EditStore:
         self.slide_id: dict[str, Any] = dict(attrs["slide"])
         self.class_names: tuple[str, ...] = tuple(attrs["class_names"])
         self._lock = threading.RLock()
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        """Where :attr:`labels` lies on the slide: the whole slide (origin 0, 0) at
+        :attr:`downsample`, with the slide's mpp and file (what exports record)."""
+        mpp = self.slide_id.get("mpp")
+        return MaskGeometry(y=0, x=0, downsample=self.downsample,
+                            mpp=None if mpp is None else float(mpp),
+                            slide=str(self.slide_id.get("path") or self.slide_id.get("name", "")))
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -155,7 +211,8 @@ class EditStore:
             group.create_array("tile_mtime", shape=grid, dtype="float64", fill_value=0.0,
                                chunks=(min(_TIME_CHUNK, grid[0]), min(_TIME_CHUNK, grid[1])))
             group.attrs.update({
-                "format": FORMAT, "format_version": FORMAT_VERSION, "slide": ident,
+                "format": FORMAT, "format_version": FORMAT_VERSION, "encoding": ENCODING,
+                "slide": ident,
                 "shape": list(shape), "downsample": float(downsample), "tile": int(tile),
                 "class_names": list(class_names), "created": time.time(),
             })
@@ -178,6 +235,15 @@ class EditStore:
             raise WsssError(f"cannot open the edit store '{root}': {err}") from err
         if group.attrs.get("format") != FORMAT:
             raise WsssError(f"'{root}' is a zarr group but not a wsss-napari edit store")
+        version = int(group.attrs.get("format_version", 1))
+        if version < FORMAT_VERSION:
+            raise WsssError(
+                f"the edit store '{root}' has format {version}, written while napari's eraser "
+                "saved erased pixels as tumor: upgrade it with wsss_napari.corrections.store."
+                "upgrade_store(path, drop_tumor=...) or move it away")
+        if version > FORMAT_VERSION:
+            raise WsssError(f"the edit store '{root}' has format {version}, newer than this "
+                            f"wsss-napari reads ({FORMAT_VERSION}): update wsss-napari")
         return cls(root, group, read_only=read_only)
 
     def _check_matches(self, ident: dict[str, Any], shape: tuple[int, int],
@@ -207,8 +273,9 @@ class EditStore:
             y, x: top-left corner of the region in mask pixels.
             labels: ``uint8 (h, w)`` labels of the region.
             edited_mask: ``bool (h, w)``, which pixels to write; default ``labels != 255``.
-                Pixels outside it keep their stored value (so ``255`` never erases an edit;
-                use :meth:`clear` for that).
+                Pixels outside it keep their stored value. A ``255`` inside it forgets the
+                edit there (what the review widget's eraser does); :meth:`clear` also resets
+                the tile's edit time.
 
         Returns:
             The number of pixels written.
@@ -315,9 +382,6 @@ class EditStore:
             counts += np.bincount(self.read(tile.y, tile.x, tile.h, tile.w).ravel(),
                                   minlength=256)
         return {name: int(counts[i]) for i, name in enumerate(self.class_names) if counts[i]}
-
-    def flush(self) -> None:
-        """No-op kept for symmetry: every :meth:`write` is on disk when it returns."""
 
     def close(self) -> None:
         """Release the store (nothing is buffered, so nothing is lost without it)."""

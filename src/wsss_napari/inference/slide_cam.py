@@ -44,10 +44,13 @@ import numpy as np
 from .. import WsssError
 from ..params import CamParams
 from ..progress import Progress
+from ..region import MaskGeometry, Region
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "wsss-napari-cams/1"
+STORE_FORMAT = "wsss-napari-cams/2"
+#: Stores of format 1 kept the origin as ``origin: [y, x]`` (read as such).
+_LEGACY_FORMATS = ("wsss-napari-cams/1",)
 #: done-bitmap values
 PENDING, COMPUTED, GLASS = 0, 1, 2
 
@@ -62,8 +65,11 @@ class SlideCams:
         raw: the zarr array of unnormalised CAMs.
         scores: float32 ``(C,)`` image-level scores (maximum over tiles).
         maxima: float32 ``(C,)`` the per-class normalisers.
-        downsample: level-0 pixels per CAM pixel (napari ``scale`` relative to level 0).
-        origin: ``(y, x)`` level-0 coordinate of the top-left corner of CAM pixel (0, 0).
+        geometry: where the maps lie on the slide (:class:`~wsss_napari.region.MaskGeometry`:
+            level-0 ``y``/``x`` of the top-left corner of CAM pixel (0, 0), ``downsample``
+            = level-0 pixels per CAM pixel, slide ``mpp`` and file).
+        region: the level-0 :class:`~wsss_napari.region.Region` that was asked for (clipped
+            to the slide).
         path: the zarr store.
         level: pyramid level that was read.
         tile_scores: float32 ``(ty, tx, C)``; ``done``: uint8 ``(ty, tx)`` (1 computed,
@@ -72,14 +78,16 @@ class SlideCams:
         warnings: things the user should know (e.g. unknown mpp).
         out_stride: model-resolution pixels per CAM pixel (``CamParams.out_stride``): the
             ``pixel_scale`` of the post-processing on these maps.
+        postproc: the model's recommended post-processing (a ``PostprocParams`` dict) when
+            the maps were computed, or ``None`` if it had none.
     """
 
     cams: Any
     raw: Any
     scores: np.ndarray
     maxima: np.ndarray
-    downsample: float
-    origin: tuple[float, float]
+    geometry: MaskGeometry
+    region: Region
     path: Path
     level: int
     tile_scores: np.ndarray
@@ -87,6 +95,12 @@ class SlideCams:
     class_names: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
     out_stride: int = 1
+    postproc: dict[str, Any] | None = None
+
+    @property
+    def downsample(self) -> float:
+        """Level-0 pixels per CAM pixel (``geometry.downsample``)."""
+        return self.geometry.downsample
 
     @classmethod
     def open(cls, path: str | Path) -> SlideCams:
@@ -98,9 +112,22 @@ class SlideCams:
             group = zarr.open_group(str(p), mode="r")
         except Exception as err:  # noqa: BLE001 - zarr raises several types here
             raise WsssError(f"'{p}' is not a CAM store ({err})") from err
-        if group.attrs.get("format") != STORE_FORMAT:
+        if group.attrs.get("format") not in (STORE_FORMAT, *_LEGACY_FORMATS):
             raise WsssError(f"'{p}' is not a wsss-napari CAM store")
         return _result(group, p)
+
+
+def is_cam_store(path: str | Path) -> bool:
+    """Does ``path`` look like a CAM store (a zarr group of one of our formats)?"""
+    p = Path(path)
+    meta = p / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        fmt = json.loads(meta.read_text()).get("attributes", {}).get("format")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return fmt in (STORE_FORMAT, *_LEGACY_FORMATS)
 
 
 def default_cache_dir() -> Path:
@@ -129,20 +156,24 @@ class _Plan:
     warnings: tuple[str, ...]
 
 
-def _plan(slide: Any, model: Any, params: CamParams, region: Any) -> _Plan:
+def _check_region(region: Any) -> Region | None:
+    if region is not None and not isinstance(region, Region):
+        raise WsssError(f"region must be a wsss_napari.region.Region (level-0 px), not "
+                        f"{region!r}")
+    return region
+
+
+def _plan(slide: Any, model: Any, params: CamParams, region: Region | None) -> _Plan:
     H, W = (int(v) for v in slide.shape[:2])
     if region is None:
         y0, x0, h0, w0 = 0, 0, H, W
     else:
-        try:
-            y0, x0, h0, w0 = (int(round(float(v))) for v in region)
-        except (TypeError, ValueError) as err:
-            raise WsssError(f"region must be (y, x, h, w) in level-0 px, got {region!r}") from err
-        y1, x1 = min(H, y0 + h0), min(W, x0 + w0)
-        y0, x0 = max(0, y0), max(0, x0)
-        h0, w0 = y1 - y0, x1 - x0
+        r = region.clip(H, W)
+        y0, x0 = int(round(r.y)), int(round(r.x))
+        h0, w0 = int(round(r.y1)) - y0, int(round(r.x1)) - x0
         if h0 <= 0 or w0 <= 0:
-            raise WsssError(f"region {tuple(region)} lies outside the slide ({H} x {W} px)")
+            raise WsssError(f"region {region.describe()} lies outside the slide "
+                            f"({W} x {H} px)")
     warnings = []
     slide_mpp, model_mpp = getattr(slide, "mpp", None), model.config.mpp
     if slide_mpp and model_mpp:
@@ -193,18 +224,18 @@ def _model_hash(model: Any) -> str:
     return "mem-" + digest.hexdigest()
 
 
-def cache_key(slide: Any, model: Any, params: CamParams, region: Any) -> str:
+def cache_key(slide: Any, model: Any, params: CamParams, region: Region | None) -> str:
     """Hash of everything that determines the CAMs: slide file, model, parameters, region."""
     p = params.to_dict()
     for k in ("device", "batch_size"):  # change speed, not results
         p.pop(k, None)
     blob = {"format": STORE_FORMAT, "slide": _slide_identity(slide), "model": _model_hash(model),
-            "params": p, "region": list(region) if region is not None else None}
+            "params": p, "region": region.to_dict() if region is not None else None}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _open_store(path: Path, key: str, plan: _Plan, model: Any, params: CamParams,
-                explicit: bool) -> Any:
+                explicit: bool, slide: Any) -> Any:
     import zarr
 
     n_cls = model.config.num_classes
@@ -236,12 +267,33 @@ def _open_store(path: Path, key: str, plan: _Plan, model: Any, params: CamParams
                            chunks=(*plan.grid, n_cls), fill_value=0.0)
     group.attrs.update({
         "format": STORE_FORMAT, "key": key, "class_names": list(model.config.class_names),
-        "downsample": plan.model_ds * plan.out_stride, "origin": [plan.y0, plan.x0],
+        "geometry": MaskGeometry(y=plan.y0, x=plan.x0,
+                                 downsample=plan.model_ds * plan.out_stride,
+                                 mpp=slide_mpp(slide), slide=slide_name(slide)).to_dict(),
+        "region": Region(y=plan.y0, x=plan.x0, height=plan.h0, width=plan.w0).to_dict(),
         "level": plan.level, "params": params.to_dict(), "model_hash": _model_hash(model),
-        "region": [plan.y0, plan.x0, plan.h0, plan.w0], "warnings": list(plan.warnings),
-        "complete": False,
+        "postproc": _recommended(model), "warnings": list(plan.warnings), "complete": False,
     })
     return group
+
+
+def slide_mpp(slide: Any) -> float | None:
+    mpp = getattr(slide, "mpp", None)
+    return float(mpp) if mpp else None
+
+
+def slide_name(slide: Any) -> str:
+    """What a geometry records as its slide: the resolved file path, or the array's name."""
+    path = getattr(slide, "path", None)
+    return str(Path(path).resolve()) if path else str(getattr(slide, "name", "") or "")
+
+
+def _recommended(model: Any) -> dict[str, Any] | None:
+    from ..models.checkpoint import POSTPROC_KEY, recommended_postproc
+
+    if POSTPROC_KEY not in (getattr(model.config, "extra", None) or {}):
+        return None
+    return recommended_postproc(model).to_dict()
 
 
 def _result(group: Any, path: Path) -> SlideCams:
@@ -262,12 +314,23 @@ def _result(group: Any, path: Path) -> SlideCams:
     denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
     cams = da.clip(da.from_zarr(raw) / denom, 0.0, 1.0).astype(np.float32)
     attrs = dict(group.attrs)
+    if "geometry" in attrs:
+        geometry = MaskGeometry.from_dict(attrs["geometry"])
+        region = Region.from_dict(attrs["region"])
+    else:  # format 1: origin [y, x] and region [y, x, h, w], level-0 px
+        try:
+            (y, x), ds = attrs["origin"], float(attrs["downsample"])
+            ry, rx, rh, rw = attrs.get("region") or (y, x, raw.shape[1] * ds, raw.shape[2] * ds)
+            geometry = MaskGeometry(y=float(y), x=float(x), downsample=ds)
+            region = Region(y=ry, x=rx, height=rh, width=rw)
+        except (KeyError, TypeError, ValueError) as err:
+            raise WsssError(f"'{path}': CAM store without a readable geometry") from err
     return SlideCams(
-        cams=cams, raw=raw, scores=scores, maxima=maxima,
-        downsample=float(attrs["downsample"]), origin=tuple(float(v) for v in attrs["origin"]),
+        cams=cams, raw=raw, scores=scores, maxima=maxima, geometry=geometry, region=region,
         path=path, level=int(attrs["level"]), tile_scores=tile_scores, done=done,
         class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
         out_stride=int(attrs.get("params", {}).get("out_stride", 1)),
+        postproc=attrs.get("postproc"),
     )
 
 
@@ -330,7 +393,7 @@ def _glass_tiles(slide: Any, plan: _Plan, params: CamParams) -> np.ndarray:
 
 
 def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
-               cache_dir: str | Path | None = None, region: Any = None,
+               cache_dir: str | Path | None = None, region: Region | None = None,
                out: str | Path | None = None) -> Generator[Progress, None, SlideCams]:
     """Compute (or resume, or reuse) the CAMs of a slide or a level-0 region of it.
 
@@ -340,7 +403,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         params: :class:`CamParams` (scales, tiles, halo, glass skipping, device ...).
         cache_dir: where stores are kept, named by the cache key
             (default :func:`default_cache_dir`).
-        region: ``(y, x, h, w)`` in level-0 px; default the whole slide.
+        region: a level-0 :class:`~wsss_napari.region.Region`; default the whole slide.
         out: an explicit store path instead (refused if it holds another request's CAMs).
 
     Yields:
@@ -361,6 +424,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     if getattr(model.config, "kind", "cam") != "cam":
         raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
     device = choose_device(params.device)
+    region = _check_region(region)
     plan = _plan(slide, model, params, region)
     for w in plan.warnings:
         log.warning(w)
@@ -369,7 +433,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         path, explicit = Path(out).expanduser(), True
     else:
         path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
-    group = _open_store(path, key, plan, model, params, explicit)
+    group = _open_store(path, key, plan, model, params, explicit, slide)
     done = np.asarray(group["done"][...])
     if (done == PENDING).any():
         glass = _glass_tiles(slide, plan, params) & (done == PENDING)

@@ -8,10 +8,14 @@ Every writer takes a label mask (``uint8 (H, W)``: 0 tumor, 1 stroma, 2 normal,
 (unwritable folder, full disk, a source that cannot be read) raises
 :class:`~wsss_napari.WsssError` and leaves neither file behind.
 
-Geometry: a mask pixel ``(i, j)`` covers level-0 pixels
-``[origin_x + j * downsample, origin_x + (j + 1) * downsample)`` (same for y). GeoJSON
-coordinates are level-0 pixel *corners* in this frame (as QuPath uses them), so a polygon
-rasterised by pixel-centre inclusion at the mask's scale gives back the mask.
+Geometry: every writer takes the mask's :class:`~wsss_napari.region.MaskGeometry` (level-0
+origin ``y``/``x``, ``downsample``, ``mpp``, ``slide``) and writes it where the next command
+reads it back (:func:`open_mask_source`): the OME ``Description`` JSON, a PNG text chunk
+(``wsss_napari``), the GeoJSON's top-level ``wsss_napari`` member, and for every format the
+sidecar's ``params.export.geometry``. Mask pixel ``(row, col)`` covers level-0 pixels
+``[x + col * downsample, x + (col + 1) * downsample)`` (same for y / row). GeoJSON
+coordinates are level-0 pixel *corners* in this frame (as QuPath uses them); its polygons are
+valid under the OGC rules (:mod:`wsss_napari.io.polygons`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from .. import WsssError
 from ..classes import BACKGROUND, LABEL_NAMES, PALETTE
 from ..params import ExportFormat, ExportParams, GeoJsonGroup, RunRecord
+from ..region import MaskGeometry
 from .atomic import atomic_path, atomic_write_text
 
 UNLABELLED = 255
@@ -93,16 +98,24 @@ def _finish(out: Path, record: RunRecord | None, info: dict[str, Any]) -> Path:
     return out
 
 
-def _info(fmt: ExportFormat, mask: Any, downsample: float, origin: tuple[float, float],
-          mpp: float | None, class_names: Sequence[str], **extra: Any) -> dict[str, Any]:
+def _geometry(geometry: MaskGeometry | None) -> MaskGeometry:
+    if geometry is None:
+        raise WsssError("the mask's geometry (where it lies on the slide: origin, downsample) "
+                        "is unknown; state it (CLI: --downsample D --region-origin Y X, or "
+                        "--assume-level0)")
+    if not isinstance(geometry, MaskGeometry):
+        raise WsssError(f"geometry must be a MaskGeometry, not {type(geometry).__name__}")
+    return geometry
+
+
+def _info(fmt: ExportFormat, mask: Any, geometry: MaskGeometry, class_names: Sequence[str],
+          **extra: Any) -> dict[str, Any]:
     return {"format": fmt.value, "mask_shape": [int(s) for s in mask.shape],
-            "downsample": float(downsample), "origin": [float(o) for o in origin],
-            "mpp": mpp, "class_names": list(class_names), **extra}
+            "geometry": geometry.to_dict(), "class_names": list(class_names), **extra}
 
 
 # ------------------------------------------------------------------------------ OME-TIFF
-def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = None,
-                    downsample: float = 1.0, origin: tuple[float, float] = (0.0, 0.0),
+def export_ome_tiff(mask: Any, out: str | os.PathLike, *, geometry: MaskGeometry | None,
                     class_names: Sequence[str] = LABEL_NAMES,
                     palette: Sequence[Sequence[int]] = PALETTE, record: RunRecord | None = None,
                     tile: int = 512) -> Path:
@@ -113,15 +126,13 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
     (kept in a scratch zarr beside ``out``) and read in bands of <= 16 MiB. The OME
     metadata holds ``PhysicalSizeX/Y`` (the mask's pixel size:
     ``mpp * downsample`` micrometres), a ``MapAnnotation`` of label -> class name and colour,
-    and a JSON ``Description`` (class names, colours, downsample, origin, slide mpp, run
-    record) that :func:`read_exported_mask` reads back.
+    and a JSON ``Description`` (class names, colours, ``geometry``, run record) that
+    :func:`read_exported_mask` reads back.
 
     Args:
         mask: ``uint8 (H, W)`` labels; a zarr array or other lazy array is read tile by tile.
         out: target file (``.ome.tif``).
-        mpp: the slide's micrometres per pixel at level 0 (``None`` = unknown: not written).
-        downsample: mask pixel size in level-0 pixels.
-        origin: level-0 ``(x, y)`` of the mask's top-left corner.
+        geometry: where the mask lies on its slide (an unknown ``mpp`` is not written).
         class_names: names of labels 0, 1, ...
         palette: RGB colour of each label.
         record: provenance; also written to ``<out>.run.json``.
@@ -132,14 +143,14 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
     """
     import tifffile
 
+    geometry = _geometry(geometry)
     mask = _as_mask(mask)
     out = Path(out)
     h, w = (int(s) for s in mask.shape)
     colors = _colors(palette, len(class_names))
     desc = {_DESC_KEY: {
         "class_names": list(class_names), "class_colors": colors, "unlabelled": UNLABELLED,
-        "downsample": float(downsample), "origin": [float(o) for o in origin], "mpp": mpp,
-        "record": (record or RunRecord()).to_dict(),
+        "geometry": geometry.to_dict(), "record": (record or RunRecord()).to_dict(),
     }}
     metadata: dict[str, Any] = {
         "axes": "YX", "Name": out.name.split(".")[0], "Description": json.dumps(desc),
@@ -150,7 +161,7 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
                       for i, (n, (r, g, b)) in enumerate(zip(class_names, colors, strict=True))},
         },
     }
-    px_um = mpp * downsample if mpp else None
+    px_um = geometry.mpp * geometry.downsample if geometry.mpp else None
     if px_um:
         metadata.update(PhysicalSizeX=px_um, PhysicalSizeXUnit="µm",
                         PhysicalSizeY=px_um, PhysicalSizeYUnit="µm")
@@ -191,8 +202,8 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, mpp: float | None = No
                 tw.write(tiles, shape=shape, dtype=np.uint8, tile=(tile, tile),
                          compression="zlib", photometric="minisblack", **kw)
                 src = dst
-    return _finish(out, record, _info(ExportFormat.OME_TIFF, mask, downsample, origin, mpp,
-                                      class_names, levels=n_levels, tile=tile))
+    return _finish(out, record, _info(ExportFormat.OME_TIFF, mask, geometry, class_names,
+                                      levels=n_levels, tile=tile))
 
 
 def _tiles(src: Any, shape: tuple[int, int], tile: int, f: int,
@@ -228,9 +239,10 @@ def read_exported_mask(path: str | os.PathLike,
 
     Returns:
         ``(labels, meta)``: ``uint8`` labels of pyramid ``level`` and a dict with
-        ``class_names``, ``class_colors``, ``downsample``, ``origin``, ``mpp`` (slide, level
-        0), ``pixel_size_um`` (this level's), ``levels`` (shapes) and ``record``; keys are
-        missing where the file does not say.
+        ``class_names``, ``class_colors``, ``geometry`` (a :class:`MaskGeometry` of level 0),
+        ``pixel_size_um`` (this level's), ``levels`` (shapes) and ``record``; keys are
+        missing where the file does not say. Files of older versions (an ``origin`` whose
+        order was not recorded) have no ``geometry``.
     """
     import tifffile
 
@@ -272,20 +284,23 @@ def _parse_ome(xml: str) -> dict[str, Any]:
                 info = json.loads(el.text)[_DESC_KEY]
             except (ValueError, KeyError, TypeError):
                 continue
-            out.update({k: info[k] for k in ("class_names", "class_colors", "downsample",
-                                             "origin", "mpp", "record") if k in info})
+            out.update({k: info[k] for k in ("class_names", "class_colors", "record")
+                        if k in info})
+            if isinstance(info.get("geometry"), dict):
+                out["geometry"] = MaskGeometry.from_dict(info["geometry"])
     return out
 
 
 # ------------------------------------------------------------------------------ PNG
-def export_png(mask: Any, out: str | os.PathLike, *, palette: Sequence[Sequence[int]] = PALETTE,
-               record: RunRecord | None = None, **geometry: Any) -> Path:
-    """Write a palette PNG (WSSS4LUAD colours; pixel values are the labels), for patches.
+def write_label_png(mask: Any, out: str | os.PathLike, geometry: MaskGeometry | None = None,
+                    palette: Sequence[Sequence[int]] = PALETTE,
+                    class_names: Sequence[str] | None = None) -> Path:
+    """Atomic palette PNG of labels with its geometry in a ``wsss_napari`` text chunk.
 
-    ``geometry`` (``downsample``, ``origin``, ``mpp``, ``class_names``) only goes into the
-    sidecar record.
+    Every PNG mask of the project (``predict``, ``pseudo``, exports) goes through this, so
+    :func:`open_mask_source` knows where any of them lies.
     """
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     mask = _as_mask(mask)
     if mask.shape[0] * mask.shape[1] > _MAX_PNG_PIXELS:
@@ -293,34 +308,67 @@ def export_png(mask: Any, out: str | os.PathLike, *, palette: Sequence[Sequence[
                         "export it as ome-tiff (tiled, pyramidal)")
     img = Image.fromarray(np.ascontiguousarray(np.asarray(mask, np.uint8)), mode="P")
     flat = [c for rgb in palette for c in map(int, rgb)]
-    img.putpalette(flat + [0] * (768 - len(flat)))
+    img.putpalette(flat[:768] + [0] * (768 - len(flat[:768])))
+    info = PngImagePlugin.PngInfo()
+    chunk: dict[str, Any] = {}
+    if geometry is not None:
+        chunk["geometry"] = geometry.to_dict()
+    if class_names is not None:
+        chunk["class_names"] = list(class_names)
+    if chunk:
+        info.add_itxt(_DESC_KEY, json.dumps(chunk))
     out = Path(out)
     with atomic_path(out) as tmp:
-        img.save(tmp, format="PNG", optimize=False)
-    return _finish(out, record, _info(ExportFormat.PNG, mask,
-                                      geometry.get("downsample", 1.0),
-                                      geometry.get("origin", (0.0, 0.0)), geometry.get("mpp"),
-                                      geometry.get("class_names", LABEL_NAMES)))
+        img.save(tmp, format="PNG", optimize=False, pnginfo=info)
+    return out
+
+
+def read_png_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``wsss_napari`` text chunk of a PNG (``geometry`` as a :class:`MaskGeometry`)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            text = (getattr(im, "text", None) or {}).get(_DESC_KEY)
+    except OSError:
+        return {}
+    try:
+        meta = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if isinstance(meta.get("geometry"), dict):
+        meta["geometry"] = MaskGeometry.from_dict(meta["geometry"])
+    return meta if isinstance(meta, dict) else {}
+
+
+def export_png(mask: Any, out: str | os.PathLike, *, geometry: MaskGeometry | None,
+               palette: Sequence[Sequence[int]] = PALETTE, record: RunRecord | None = None,
+               class_names: Sequence[str] = LABEL_NAMES) -> Path:
+    """Write a palette PNG (WSSS4LUAD colours; pixel values are the labels) that carries its
+    geometry in a text chunk (:func:`write_label_png`)."""
+    geometry = _geometry(geometry)
+    mask = _as_mask(mask)
+    out = write_label_png(mask, out, geometry, palette, class_names)
+    return _finish(out, record, _info(ExportFormat.PNG, mask, geometry, class_names))
 
 
 # ------------------------------------------------------------------------------ GeoJSON
-def mask_to_geojson(mask: Any, *, downsample: float = 1.0,
-                    origin: tuple[float, float] = (0.0, 0.0), simplify: float = 1.0,
+def mask_to_geojson(mask: Any, *, geometry: MaskGeometry, simplify: float = 1.0,
                     group: GeoJsonGroup | str = GeoJsonGroup.REGION,
                     labels: Sequence[int] | None = None,
                     class_names: Sequence[str] = LABEL_NAMES,
                     palette: Sequence[Sequence[int]] = PALETTE) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of the mask's regions, as QuPath imports annotations.
 
-    Outlines follow pixel edges exactly (contours are traced on the mask upsampled 2x, so a
-    one-pixel region is a polygon too) and are then simplified with Douglas-Peucker
-    (``simplify`` mask px; 0 keeps every corner). Holes are interior rings. Coordinates are
-    level-0 pixels: ``origin + corner * downsample``.
+    Each 4-connected region of a label is one polygon whose edges are the pixels' edges
+    (:mod:`.polygons`: valid under the OGC rules, holes as holes, corner-touching pixels
+    resolved), simplified with shapely's topology-preserving Douglas-Peucker (``simplify``
+    mask px; 0 keeps every corner, so a polygon's area is its pixel count). Coordinates are
+    level-0 pixels: ``(geometry.x + col * downsample, geometry.y + row * downsample)``.
 
     Args:
         mask: ``uint8 (H, W)`` labels (read whole).
-        downsample: mask pixel size in level-0 px.
-        origin: level-0 ``(x, y)`` of the mask's top-left corner.
+        geometry: where the mask lies on its slide.
         simplify: tolerance in mask px.
         group: ``'region'`` (one Polygon feature per connected region) or ``'class'`` (one
             MultiPolygon feature per class).
@@ -328,90 +376,59 @@ def mask_to_geojson(mask: Any, *, downsample: float = 1.0,
         class_names: names of labels 0, 1, ... (capitalised for QuPath: ``Tumor``).
         palette: RGB colour per label (``classification.color``).
     """
-    import cv2
+    from .polygons import region_polygons, rings_of, simplified
 
     mask = np.asarray(_as_mask(mask), np.uint8)
     group = GeoJsonGroup(group)
     if labels is None:
         labels = [int(v) for v in np.unique(mask) if v != UNLABELLED and v != BACKGROUND]
     colors = _colors(palette, max(len(class_names), max(labels, default=0) + 1))
-    ox, oy = float(origin[0]), float(origin[1])
+    ox, oy, ds = float(geometry.x), float(geometry.y), float(geometry.downsample)
+
+    def coords(rings: list[np.ndarray]) -> list[list[list[float]]]:
+        out = []
+        for xy in rings:
+            x, y = ox + xy[:, 0] * ds, oy + xy[:, 1] * ds
+            out.append([[round(float(a), 3), round(float(b), 3)] for a, b in zip(x, y,
+                                                                               strict=True)])
+        return out
+
     features = []
     for lab in labels:
-        binary = (mask == lab).astype(np.uint8)
-        if not binary.any():
+        polys = region_polygons(mask == lab)
+        if not polys:
             continue
-        up = np.zeros((2 * mask.shape[0] + 2, 2 * mask.shape[1] + 2), np.uint8)
-        up[1:-1, 1:-1] = np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1)
-        contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-        if hierarchy is None:
-            continue
-        hierarchy = hierarchy[0]
-
-        def ring(c: np.ndarray, hole: bool) -> list[list[float]] | None:
-            if simplify > 0:
-                s = cv2.approxPolyDP(c, 2 * simplify, True)
-                c = s if len(s) >= 3 else c
-            if len(c) < 3:
-                return None
-            # padded, upsampled subpixel centre u -> mask corner (u - 1 + 0.5) / 2
-            xy = (c[:, 0, :].astype(np.float64) - 0.5) / 2.0
-            xy[:, 0] = ox + xy[:, 0] * downsample
-            xy[:, 1] = oy + xy[:, 1] * downsample
-            area = np.sum(xy[:, 0] * np.roll(xy[:, 1], -1) - np.roll(xy[:, 0], -1) * xy[:, 1])
-            if (area < 0) != hole:  # RFC 7946: exterior counter-clockwise, holes clockwise
-                xy = xy[::-1]
-            pts = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
-            return pts + [pts[0]]
-
-        polygons = []
-        for i, c in enumerate(contours):
-            if hierarchy[i][3] != -1:
-                continue  # a hole: added to its parent below
-            outer = ring(c, hole=False)
-            if outer is None:
-                continue
-            rings = [outer]
-            child = hierarchy[i][2]
-            while child != -1:
-                hole = ring(contours[child], hole=True)
-                if hole is not None:
-                    rings.append(hole)
-                child = hierarchy[child][0]
-            polygons.append(rings)
+        geoms = simplified(polys, float(simplify), as_multi=group is GeoJsonGroup.CLASS)
         name = class_names[lab].capitalize() if lab < len(class_names) else f"Label {lab}"
         props = {"objectType": "annotation", "name": name,
                  "classification": {"name": name, "color": colors[lab]}, "label": int(lab)}
-        if group is GeoJsonGroup.CLASS:
-            if polygons:
-                features.append({"type": "Feature", "id": str(uuid.uuid4()),
-                                 "geometry": {"type": "MultiPolygon", "coordinates": polygons},
-                                 "properties": props})
-        else:
-            features.extend({"type": "Feature", "id": str(uuid.uuid4()),
-                             "geometry": {"type": "Polygon", "coordinates": rings},
-                             "properties": dict(props)} for rings in polygons)
+        for g in geoms:
+            parts = [coords(rings) for rings in rings_of(g)]
+            geo = {"type": "MultiPolygon", "coordinates": parts} \
+                if group is GeoJsonGroup.CLASS else {"type": "Polygon", "coordinates": parts[0]}
+            features.append({"type": "Feature", "id": str(uuid.uuid4()), "geometry": geo,
+                             "properties": dict(props)})
     return {"type": "FeatureCollection", "features": features}
 
 
-def export_geojson(mask: Any, out: str | os.PathLike, *, downsample: float = 1.0,
-                   origin: tuple[float, float] = (0.0, 0.0), mpp: float | None = None,
+def export_geojson(mask: Any, out: str | os.PathLike, *, geometry: MaskGeometry | None,
                    simplify: float = 1.0, group: GeoJsonGroup | str = GeoJsonGroup.REGION,
                    include_background: bool = False, class_names: Sequence[str] = LABEL_NAMES,
                    palette: Sequence[Sequence[int]] = PALETTE,
                    record: RunRecord | None = None) -> Path:
     """Write :func:`mask_to_geojson` to ``out`` (QuPath: File > Import objects).
 
-    The collection also carries a ``wsss_napari`` member (geometry and run record), which
-    QuPath ignores.
+    The collection also carries a ``wsss_napari`` member (``geometry``, class names, run
+    record), which QuPath ignores.
     """
+    geometry = _geometry(geometry)
     mask = np.asarray(_as_mask(mask), np.uint8)
     labels = [int(v) for v in np.unique(mask)
               if v != UNLABELLED and (include_background or v != BACKGROUND)]
-    fc = mask_to_geojson(mask, downsample=downsample, origin=origin, simplify=simplify,
-                         group=group, labels=labels, class_names=class_names, palette=palette)
-    info = _info(ExportFormat.GEOJSON, mask, downsample, origin, mpp, class_names,
-                 simplify=simplify, group=GeoJsonGroup(group).value)
+    fc = mask_to_geojson(mask, geometry=geometry, simplify=simplify, group=group,
+                         labels=labels, class_names=class_names, palette=palette)
+    info = _info(ExportFormat.GEOJSON, mask, geometry, class_names, simplify=simplify,
+                 group=GeoJsonGroup(group).value)
     fc[_DESC_KEY] = {**info, "record": (record or RunRecord()).to_dict()}
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -420,12 +437,13 @@ def export_geojson(mask: Any, out: str | os.PathLike, *, downsample: float = 1.0
 
 
 def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple[int, int], *,
-                    downsample: float = 1.0, origin: tuple[float, float] = (0.0, 0.0),
-                    class_names: Sequence[str] = LABEL_NAMES) -> np.ndarray:
+                    geometry: MaskGeometry, class_names: Sequence[str] = LABEL_NAMES) -> np.ndarray:
     """Rasterise GeoJSON annotations back to a label mask (pixel-centre inclusion).
 
-    Features are matched to labels by ``classification.name`` (case-insensitive); unknown
-    classes are skipped. Pixels no polygon covers are 255.
+    ``shape`` and ``geometry`` give the grid to rasterise on (level-0 coordinates of the
+    GeoJSON are mapped through ``geometry``). Features are matched to labels by
+    ``classification.name`` (case-insensitive); unknown classes are skipped. Pixels no
+    polygon covers are 255.
     """
     from skimage.draw import polygon as fill_polygon
 
@@ -448,8 +466,9 @@ def geojson_to_mask(geojson: str | os.PathLike | Mapping[str, Any], shape: tuple
             region = np.zeros(shape, bool)
             for k, ring in enumerate(rings):
                 a = np.asarray(ring, np.float64)
-                cols = (a[:, 0] - origin[0]) / downsample - 0.5  # corner -> pixel-centre index
-                rows = (a[:, 1] - origin[1]) / downsample - 0.5
+                # level-0 corner -> map corner -> pixel-centre index
+                rows, cols = geometry.from_level0(a[:, 1], a[:, 0])
+                rows, cols = rows - 0.5, cols - 0.5
                 rr, cc = fill_polygon(rows, cols, shape)
                 region[rr, cc] = k == 0  # the exterior ring fills, holes cut out
             out[region] = lab
@@ -482,9 +501,10 @@ def rle_decode(rle: str, shape: tuple[int, int], order: str = "F") -> np.ndarray
     return flat.reshape(shape, order=order)
 
 
-def export_rle(masks: Any, out: str | os.PathLike, *, image_id: str | None = None,
-               order: str = "F", class_names: Sequence[str] = LABEL_NAMES,
-               record: RunRecord | None = None, **geometry: Any) -> Path:
+def export_rle(masks: Any, out: str | os.PathLike, *, geometry: MaskGeometry | None,
+               image_id: str | None = None, order: str = "F",
+               class_names: Sequence[str] = LABEL_NAMES,
+               record: RunRecord | None = None) -> Path:
     """Write an RLE CSV: one row per image and class (``image_id,class,rle,height,width``).
 
     Args:
@@ -494,7 +514,10 @@ def export_rle(masks: Any, out: str | os.PathLike, *, image_id: str | None = Non
         order: ``'F'`` (column-major, Kaggle) or ``'C'`` (row-major); see :func:`rle_encode`.
         class_names: one row per name, empty ``rle`` where the class is absent.
         record: provenance for ``<out>.run.json``.
+        geometry: where the (first) mask lies on its slide; the CSV has no place for it, so
+            it goes into ``<out>.run.json`` (``params.export.geometry``).
     """
+    geometry = _geometry(geometry)
     out = Path(out)
     if order not in ("F", "C"):
         raise WsssError(f"RLE order must be 'F' or 'C', not {order!r}")
@@ -512,9 +535,7 @@ def export_rle(masks: Any, out: str | os.PathLike, *, image_id: str | None = Non
     with atomic_path(out) as tmp:
         tmp.write_text(buf.getvalue())
     return _finish(out, record, _info(ExportFormat.RLE, first if first is not None
-                                      else np.zeros((0, 0), np.uint8),
-                                      geometry.get("downsample", 1.0),
-                                      geometry.get("origin", (0.0, 0.0)), geometry.get("mpp"),
+                                      else np.zeros((0, 0), np.uint8), geometry,
                                       class_names, order=order, images=len(masks)))
 
 
@@ -538,19 +559,20 @@ def read_rle_csv(path: str | os.PathLike, order: str = "F",
 
 # ------------------------------------------------------------------------------ dispatch
 def export_mask(mask: Any, out: str | os.PathLike, params: ExportParams | None = None, *,
-                mpp: float | None = None, downsample: float = 1.0,
-                origin: tuple[float, float] = (0.0, 0.0), record: RunRecord | None = None,
+                geometry: MaskGeometry | None, record: RunRecord | None = None,
                 image_id: str | None = None, class_names: Sequence[str] = LABEL_NAMES,
                 palette: Sequence[Sequence[int]] = PALETTE) -> Path:
     """Export ``mask`` in ``params.format`` (the CLI and the napari writer call this).
 
-    ``params`` is also recorded in ``<out>.run.json``.
+    ``params`` is also recorded in ``<out>.run.json``; ``geometry`` (where the mask lies on
+    its slide) is required: a mask is never exported at a guessed place.
     """
+    geometry = _geometry(geometry)
     params = params or ExportParams()
     rec = record or RunRecord()
     rec = RunRecord.from_dict({**rec.to_dict(),
                                "params": {**rec.params, "export_params": params.to_dict()}})
-    geo = {"downsample": downsample, "origin": origin, "mpp": mpp, "class_names": class_names}
+    geo = {"geometry": geometry, "class_names": class_names}
     fmt = params.format
     if fmt is ExportFormat.OME_TIFF:
         return export_ome_tiff(mask, out, palette=palette, record=rec, tile=params.tile, **geo)
@@ -576,8 +598,9 @@ def open_mask_source(path: str | os.PathLike,
             only the edited pixels are exported (255 elsewhere).
 
     Returns:
-        ``(mask, meta)``: a 2-D uint8 array-like (lazy for zarr) and whatever geometry the
-        source knows: ``downsample``, ``origin``, ``mpp``, ``class_names``.
+        ``(mask, meta)``: a 2-D uint8 array-like (lazy for zarr) and what the source knows:
+        ``geometry`` (a :class:`MaskGeometry`, or ``None`` when the source does not say
+        where it lies) and ``class_names``.
     """
     p = Path(path)
     if not p.exists():
@@ -587,9 +610,31 @@ def open_mask_source(path: str | os.PathLike,
     name = p.name.lower()
     if name.endswith((".tif", ".tiff")):
         labels, meta = read_exported_mask(p)
-        return labels, {k: meta[k] for k in ("downsample", "origin", "mpp", "class_names")
-                        if meta.get(k) is not None}
-    return _read_image_mask(p), {}
+        check_label_values(labels, p, max(len(meta.get("class_names") or ()), len(PALETTE)))
+        out = {k: meta[k] for k in ("geometry", "class_names") if meta.get(k) is not None}
+    elif name.endswith(".png"):
+        labels, out = _read_image_mask(p), read_png_meta(p)
+    else:
+        labels, out = _read_image_mask(p), {}
+    if out.get("geometry") is None:
+        out["geometry"] = _sidecar_geometry(p)
+    return labels, out
+
+
+def _sidecar_geometry(p: Path) -> MaskGeometry | None:
+    """The geometry an export recorded in ``<file>.run.json`` (``None`` if none)."""
+    side = sidecar_path(p)
+    if not side.is_file():
+        return None
+    try:
+        geo = json.loads(side.read_text())["params"]["export"]["geometry"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return MaskGeometry.from_dict(geo) if isinstance(geo, dict) else None
+
+
+#: Largest share of an RGB mask's pixels whose colour may be outside the palette.
+MAX_OFF_PALETTE = 0.01
 
 
 def _read_image_mask(p: Path) -> np.ndarray:
@@ -598,6 +643,9 @@ def _read_image_mask(p: Path) -> np.ndarray:
     try:
         with Image.open(p) as im:
             mode = im.mode
+            if mode in ("LA", "La", "PA"):
+                raise WsssError(f"'{p}' has 2 channels ({mode}: a value and an alpha); a mask "
+                                "must be one channel of labels (palette or grey PNG)")
             a = np.asarray(im.convert("RGB") if mode not in ("P", "L", "I;16", "I") else im)
     except (OSError, UnidentifiedImageError) as err:
         raise WsssError(f"cannot read the mask '{p}': {err}") from err
@@ -605,10 +653,26 @@ def _read_image_mask(p: Path) -> np.ndarray:
         labels = np.full(a.shape[:2], UNLABELLED, np.uint8)
         for i, rgb in enumerate(PALETTE):
             labels[(a == np.asarray(rgb, np.uint8)).all(axis=2)] = i
+        off = float(np.mean(labels == UNLABELLED)) if labels.size else 0.0
+        if off > MAX_OFF_PALETTE:
+            raise WsssError(f"'{p}' is not a label mask: {off:.0%} of its pixels have colours "
+                            "outside the WSSS4LUAD palette (an RGB photo?); give a palette or "
+                            "grey PNG of labels 0..3")
         return labels
-    if a.max(initial=0) > 255:
-        raise WsssError(f"'{p}' holds values above 255: not a label mask")
+    check_label_values(a, p)
     return a.astype(np.uint8)
+
+
+def check_label_values(labels: np.ndarray, source: Any,
+                       n_classes: int = len(PALETTE)) -> None:
+    """Refuse values that are neither a class (``0..n_classes - 1``) nor ``255`` (none)."""
+    values = np.unique(np.asarray(labels))
+    bad = values[(values >= n_classes) & (values != UNLABELLED)]
+    if bad.size:
+        raise WsssError(f"'{source}' holds label {int(bad[0])}"
+                        + (f" (and {bad.size - 1} other values)" if bad.size > 1 else "")
+                        + f": mask values must be 0..{n_classes - 1} (0 tumor, 1 stroma, "
+                        f"2 normal, 3 background) or {UNLABELLED} (none)")
 
 
 def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[str, Any]]:
@@ -619,12 +683,11 @@ def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[
     try:
         node = zarr.open(str(p), mode="r")
     except Exception as err:  # noqa: BLE001 - any zarr failure means "not a mask zarr"
-        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store: {err}") from err
+        raise WsssError(f"'{p}' is a folder but not a zarr mask or edit store "
+                        "(no zarr metadata inside)") from err
     if isinstance(node, zarr.Group) and node.attrs.get("format") == FORMAT:
         store = EditStore.open(p, read_only=True)
-        meta = {"downsample": store.downsample, "class_names": list(store.class_names)}
-        if store.slide_id.get("mpp"):
-            meta["mpp"] = store.slide_id["mpp"]
+        meta = {"geometry": store.geometry, "class_names": list(store.class_names)}
         if base is None:
             return store.labels, meta
         base_mask, _ = open_mask_source(base)
@@ -638,6 +701,9 @@ def _open_zarr_mask(p: Path, base: str | os.PathLike | None) -> tuple[Any, dict[
             raise WsssError(f"the zarr group '{p}' holds no 'labels' or 'mask' array")
     if len(node.shape) != 2:
         raise WsssError(f"'{p}' is not a 2-D label array (shape {node.shape})")
-    meta = {k: node.attrs[k] for k in ("downsample", "origin", "mpp", "class_names")
-            if k in node.attrs}
+    geo = node.attrs.get("geometry")
+    meta: dict[str, Any] = {
+        "geometry": MaskGeometry.from_dict(geo) if isinstance(geo, dict) else None}
+    if "class_names" in node.attrs:
+        meta["class_names"] = node.attrs["class_names"]
     return node, meta

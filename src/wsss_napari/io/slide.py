@@ -12,10 +12,13 @@ with a :class:`SlideError` that names the file.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import struct
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -616,13 +619,22 @@ def _open_image(p: Path) -> Slide:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big, not absurd
+            im = Image.open(p)
+        with im:
+            if im.mode in ("LA", "La"):  # grey + alpha: 2 channels, refused as documented
+                _check_layout(p.name, np.dtype(np.uint8), 2)
             im.load()
-            if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
+            if im.mode in ("P", "PA", "CMYK", "YCbCr", "1"):
                 im = im.convert("RGBA" if "A" in im.mode else "RGB")
             arr = np.asarray(im)
     except UnidentifiedImageError as err:
         raise SlideError(f"'{p}' is not a readable PNG/JPEG image") from err
+    except Image.DecompressionBombError as err:
+        raise SlideError(f"'{p}' is too large for a PNG/JPEG slide ("
+                         + " > ".join(f"{int(n):,}" for n in re.findall(r"\d+", str(err))[:2])
+                         + " pixels): convert it to a tiled TIFF pyramid first") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise SlideError(
             f"'{p}' cannot be read: {err}. The file may be damaged or truncated"
@@ -655,22 +667,70 @@ def _pick_series(tf: Any) -> tuple[Any, dict[str, Any]]:
     return main[1], assoc
 
 
+#: Words of tifffile log messages that mean the file lost data (truncated, overwritten).
+_DAMAGE_WORDS = ("offset", "corrupt", "truncat", "invalid", "unexpected end", "out of range")
+
+
+class _TiffComplaints(logging.Handler):
+    """Collects what tifffile logs while a file is parsed (instead of printing it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if any(w in msg.lower() for w in _DAMAGE_WORDS):
+            self.messages.append(msg)
+        else:  # a harmless remark about a readable file: keep it out of the user's way
+            logging.getLogger(__name__).debug("tifffile: %s", msg)
+
+    def __enter__(self) -> _TiffComplaints:
+        self._logger = logging.getLogger("tifffile")
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+
+
+def _damaged(p: Path, complaints: list[str]) -> SlideError:
+    """The one-line error of a file tifffile could only partly parse."""
+    first = complaints[0].split("> ", 1)[-1].strip()  # drop tifffile's "<TiffPages @n>" prefix
+    return SlideError(f"'{p}' is truncated or damaged ({p.stat().st_size:,} bytes; {first}). "
+                      "Copy or download the file again")
+
+
 def _open_tiff(p: Path) -> Slide:
     import tifffile
 
-    try:
-        tf = tifffile.TiffFile(p)
-    except tifffile.TiffFileError as err:
-        raise SlideError(f"'{p}' is not a TIFF/SVS file or its header is damaged ({err})") from err
-    except (OSError, ValueError, KeyError, IndexError, struct.error) as err:
-        raise SlideError(f"'{p}' cannot be opened: {err}. The file may be damaged") from err
-    closers: list[Any] = [tf]
-    try:
-        return _slide_from_tiff(p, tf, closers)
-    except BaseException:
-        for c in reversed(closers):
-            c.close()
-        raise
+    with _TiffComplaints() as complaints:
+        try:
+            tf = tifffile.TiffFile(p)
+        except tifffile.TiffFileError as err:
+            raise SlideError(f"'{p}' is not a TIFF/SVS file or its header is damaged ({err})") \
+                from err
+        except (OSError, ValueError, KeyError, IndexError, struct.error) as err:
+            raise SlideError(f"'{p}' cannot be opened: {err}. The file may be damaged") from err
+        closers: list[Any] = [tf]
+        try:
+            slide = _slide_from_tiff(p, tf, closers)
+            if complaints.messages:  # pages or tags tifffile had to skip: refuse, don't guess
+                raise _damaged(p, complaints.messages)
+            return slide
+        except SlideError as err:
+            for c in reversed(closers):
+                c.close()
+            if complaints.messages and "truncated" not in str(err):
+                raise _damaged(p, complaints.messages) from err
+            raise
+        except BaseException:
+            for c in reversed(closers):
+                c.close()
+            raise
 
 
 def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> Slide:

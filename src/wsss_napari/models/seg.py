@@ -143,9 +143,3 @@ class SegNet(nn.Module):
         feats = self.encoder(x)
         out = self.decoder(feats)
         return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def build_seg(config: ModelConfig, pretrained: bool = False, weights: str | None = None
-              ) -> SegNet:
-    """Build a :class:`SegNet` from its config (``checkpoint.build_model`` dispatches here)."""
-    return SegNet(config, pretrained=pretrained, weights=weights)

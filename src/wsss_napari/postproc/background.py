@@ -98,12 +98,6 @@ def background_score(maxcam: np.ndarray, exponent: float) -> np.ndarray:
     return np.power(1.0 - np.asarray(maxcam, np.float32), np.float32(exponent), dtype=np.float32)
 
 
-def below_cutoff(maxcam: np.ndarray, cutoff: float) -> np.ndarray:
-    """``maxcam < cutoff`` evaluated exactly for float32 ``maxcam`` (no rounding of the cutoff)."""
-    c32 = np.float32(cutoff)
-    return maxcam <= c32 if float(c32) < cutoff else maxcam < c32
-
-
 def base_labels(fg_labels: np.ndarray, maxcam: np.ndarray, exponent: float,
                 forced_background: np.ndarray | None = None) -> np.ndarray:
     """argmax over [classes..., background]: BACKGROUND where ``maxcam < m*(y)`` or forced.

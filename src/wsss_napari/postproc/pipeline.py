@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from .. import WsssError
 from ..classes import BACKGROUND
 from ..params import PostprocParams, WhiteMethod
+from ..region import MaskGeometry, Region
 from ._fast import in_background, release_scratch
 from .area import min_area_rule
 from .background import (
@@ -118,7 +120,11 @@ class LiveTuner:
         scores: image-level class scores (C,), or None.
         background: (H, W) forced-background mask (nonzero = background), or None.
         present: default ``present`` vector for :meth:`run` (bool (C,)), or None.
-        origin: global (y, x) of pixel (0, 0), which anchors the area rule's sub-patch grid.
+        geometry: where the maps lie on the slide (:class:`~wsss_napari.region.MaskGeometry`;
+            default: a level-0 map at the slide's origin). Regions asked of :meth:`run` are
+            level-0 :class:`~wsss_napari.region.Region` objects, and the map origin
+            (``geometry.y / downsample``) anchors the area rule's sub-patch grid, so a crop
+            gets the same grid as the whole.
         pixel_scale: model-resolution pixels per CAM pixel. The pixel-count parameters
             (``area_patch``, ``min_region``, ``island_max_size``, ``normal_min_size``,
             ``white_min_size``) are in pixels at the model's resolution (that of its training
@@ -127,7 +133,7 @@ class LiveTuner:
     """
 
     def __init__(self, cams: Any, image: Any = None, scores: Any = None, background: Any = None,
-                 present: Any = None, origin: tuple[int, int] = (0, 0),
+                 present: Any = None, geometry: MaskGeometry | None = None,
                  pixel_scale: float = 1.0) -> None:
         cams = np.asarray(cams)
         if cams.ndim != 3 or not 1 <= cams.shape[0] <= BACKGROUND:
@@ -143,7 +149,9 @@ class LiveTuner:
         if self.scores is not None and self.scores.size != cams.shape[0]:
             raise WsssError(f"{self.scores.size} scores given for {cams.shape[0]} CAM channels")
         self.present = present
-        self.origin = (int(origin[0]), int(origin[1]))
+        self.geometry = geometry or MaskGeometry()
+        g = self.geometry
+        self._grid_origin = (int(round(g.y / g.downsample)), int(round(g.x / g.downsample)))
         self.pixel_scale = float(pixel_scale)
         if not (math.isfinite(self.pixel_scale) and self.pixel_scale > 0):
             raise WsssError(f"pixel_scale must be a positive number, not {pixel_scale!r}")
@@ -164,14 +172,15 @@ class LiveTuner:
     # ------------------------------------------------------------------ public API
 
     def run(self, params: PostprocParams, present: Any = None,
-            region: tuple[int, int, int, int] | None = None, downsample: int = 1,
+            region: Region | None = None, downsample: int = 1,
             should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """The label mask for ``params`` (uint8, a fresh array the caller may keep).
 
         Args:
             params: post-processing parameters.
             present: bool (C,) classes allowed (overrides the constructor's ``present``).
-            region: (y0, x0, y1, x1) in full-resolution pixels: compute only this crop.
+            region: a level-0 :class:`~wsss_napari.region.Region`: compute only the map
+                pixels that cover it (through :attr:`geometry`).
             downsample: integer factor: compute on CAMs shrunk by it (pixel-count parameters
                 are scaled to match, so the result looks like the full-resolution one).
             should_stop: called between stages; when it returns True, :class:`Cancelled`
@@ -184,25 +193,20 @@ class LiveTuner:
         with self._lock:
             if downsample > 1:
                 child = self._downsampled(downsample)
-                if region is not None:
-                    y0, x0, y1, x1 = region
-                    region = (y0 // downsample, x0 // downsample,
-                              -(-y1 // downsample), -(-x1 // downsample))
                 return child._run_scaled(params, present, region, downsample, should_stop)
             return self._run_scaled(params, present, region, 1, should_stop)
 
     def preview(self, params: PostprocParams, max_size: int = 1024, present: Any = None,
-                region: tuple[int, int, int, int] | None = None,
+                region: Region | None = None,
                 should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """A quick mask at most ``max_size`` px a side (see :meth:`preview_downsample`)."""
         ds = self.preview_downsample(max_size, region)
         return self.run(params, present=present, region=region, downsample=ds,
                         should_stop=should_stop)
 
-    def preview_downsample(self, max_size: int,
-                           region: tuple[int, int, int, int] | None = None) -> int:
+    def preview_downsample(self, max_size: int, region: Region | None = None) -> int:
         """The integer factor :meth:`preview` uses so the result fits in ``max_size`` px."""
-        h, w = self.shape if region is None else (region[2] - region[0], region[3] - region[1])
+        h, w = self.shape if region is None else self._window(region)[2:]
         return max(1, math.ceil(max(h, w) / max(1, int(max_size))))
 
     def clear(self) -> None:
@@ -231,9 +235,10 @@ class LiveTuner:
             image = None if self.image is None else shrink(self.image[..., :3], cv2.INTER_AREA)
             bg = None if self.background is None else \
                 shrink(self.background.view(np.uint8) * np.uint8(255), cv2.INTER_AREA) > 127
+            g = self.geometry
             child = LiveTuner(cams, image=image, scores=self.scores, background=bg,
                               present=self.present,
-                              origin=(self.origin[0] // factor, self.origin[1] // factor),
+                              geometry=replace(g, downsample=g.downsample * factor),
                               pixel_scale=self.pixel_scale)
             self._children[factor] = child
         return child
@@ -248,17 +253,28 @@ class LiveTuner:
             child = LiveTuner(np.repeat(np.repeat(self.cams, 2, axis=1), 2, axis=2),
                               image=up(self.image), scores=self.scores,
                               background=up(self.background), present=self.present,
-                              origin=(2 * self.origin[0], 2 * self.origin[1]),
+                              geometry=replace(self.geometry,
+                                               downsample=self.geometry.downsample / 2),
                               pixel_scale=self.pixel_scale)
             self._children[-2] = child
         return child
 
-    def _cropped(self, region: tuple[int, int, int, int]) -> LiveTuner:
-        y0, x0, y1, x1 = (int(v) for v in region)
+    def _window(self, region: Region) -> tuple[int, int, int, int]:
+        """Map rows/columns ``(y0, x0, h, w)`` covering level-0 ``region``, clipped."""
+        if not isinstance(region, Region):
+            raise WsssError(f"region must be a wsss_napari.region.Region (level-0 px), not "
+                            f"{region!r}")
+        ys, xs = self.geometry.slices(region)
         h, w = self.shape
-        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(h, y1), min(w, x1)
+        y0, x0, y1, x1 = max(0, ys.start), max(0, xs.start), min(h, ys.stop), min(w, xs.stop)
         if y1 <= y0 or x1 <= x0:
-            raise WsssError(f"region {region} lies outside the {h} x {w} px maps")
+            raise WsssError(f"region {region.describe()} lies outside the maps "
+                            f"({self.geometry.region(self.shape).describe()})")
+        return y0, x0, y1 - y0, x1 - x0
+
+    def _cropped(self, region: Region) -> LiveTuner:
+        y0, x0, hh, ww = self._window(region)
+        y1, x1 = y0 + hh, x0 + ww
         key = (y0, x0, y1, x1)
         if self._region_child is None or self._region_child[0] != key:
             ys, xs = slice(y0, y1), slice(x0, x1)
@@ -267,7 +283,7 @@ class LiveTuner:
                 image=None if self.image is None else self.image[ys, xs],
                 scores=self.scores,
                 background=None if self.background is None else self.background[ys, xs],
-                present=self.present, origin=(self.origin[0] + y0, self.origin[1] + x0),
+                present=self.present, geometry=self.geometry.crop(y0, x0),
                 pixel_scale=self.pixel_scale)
             self._region_child = (key, child)
         return self._region_child[1]
@@ -344,7 +360,8 @@ class LiveTuner:
         patch = max(2, round(p.area_patch / scale))
         k_area = (k_base, patch, p.min_area_pct)
         lab = self._cached("area", k_area, lambda: min_area_rule(
-            lab, self.cams, allowed, maxcam, p.bg_exponent, patch, p.min_area_pct, self.origin))
+            lab, self.cams, allowed, maxcam, p.bg_exponent, patch, p.min_area_pct,
+            self._grid_origin))
         checkpoint()
         island = _area_px(p.island_max_size, scale) if p.island_rule else 0
         normal_min = _area_px(p.normal_min_size, scale)

@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -398,6 +399,30 @@ def mask_region(seed: int, height: int, width: int, y0: int, x0: int, h: int, w:
     if white_as_background:
         _white_to_background(seed, ds, labels, y0, x0)
     return labels
+
+
+def truth_under(seed: int, height: int, width: int, geometry: Any,
+                shape: tuple[int, int]) -> np.ndarray:
+    """The true labels of the synthetic slide ``(height, width, seed)`` at the level-0 centres
+    of the pixels of a map of ``shape`` placed by ``geometry`` (a ``MaskGeometry``): what a
+    map of that place should show. Pixels off the slide are 255.
+
+    Computed from level-0 coordinates only (``y + (row + 0.5) * downsample``), so a test
+    comparing an exported map with it checks the map's placement, not the writer's own
+    convention.
+    """
+    rows = np.floor(geometry.y + (np.arange(shape[0]) + 0.5) * geometry.downsample).astype(int)
+    cols = np.floor(geometry.x + (np.arange(shape[1]) + 0.5) * geometry.downsample).astype(int)
+    out = np.full(tuple(shape), 255, np.uint8)
+    iy = (rows >= 0) & (rows < height)
+    ix = (cols >= 0) & (cols < width)
+    if not iy.any() or not ix.any():
+        return out
+    y0, y1 = int(rows[iy].min()), int(rows[iy].max()) + 1
+    x0, x1 = int(cols[ix].min()), int(cols[ix].max()) + 1
+    full = mask_region(seed, height, width, y0, x0, y1 - y0, x1 - x0)
+    out[np.ix_(iy, ix)] = full[np.ix_(rows[iy] - y0, cols[ix] - x0)]
+    return out
 
 
 def make_tissue(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

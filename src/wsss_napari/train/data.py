@@ -296,11 +296,20 @@ def resolve_bad(report: ScanReport, on_bad: str = "skip") -> list[PatchItem]:
     if on_bad not in ("skip", "stop"):
         raise WsssError(f"on_bad must be 'skip' or 'stop', not {on_bad!r}")
     if report.problems and on_bad == "stop":
-        raise WsssError("bad training data (use --on-bad skip to train without it):\n"
-                        + report.summary())
+        raise WsssError(f"{_problem_names(report)}: use --on-bad skip to train without them "
+                        "(each file's reason is in the report)")
     if not report.items:
-        raise WsssError("no usable training patches:\n" + report.summary())
+        raise WsssError("no usable training patches"
+                        + (f" ({_problem_names(report)})" if report.problems else ""))
     return list(report.items)
+
+
+def _problem_names(report: ScanReport, most: int = 5) -> str:
+    """One line naming the bad files of a report (its summary gives each reason)."""
+    names = [p.path.name if p.path is not None else "the data set as a whole"
+             for p in report.problems]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"{len(names)} bad input(s): {', '.join(names[:most])}{more}"
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

@@ -16,23 +16,21 @@ import numpy as np
 
 from ..params import CamParams, PostprocParams, RunRecord
 from ..progress import Progress
+from ..region import MaskGeometry
 from .data import PatchItem, load_rgb, resolve_bad, scan_patches
 
 log = logging.getLogger(__name__)
 
 
-def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
-    """Write a label mask as a palette PNG (challenge colours), atomically."""
-    from PIL import Image
+def save_mask_png(mask: np.ndarray, path: str | Path, geometry: MaskGeometry | None = None
+                  ) -> Path:
+    """Write a label mask as a palette PNG (challenge colours) carrying its geometry, atomically.
 
-    from ..classes import palette_flat
-    from ..io.atomic import atomic_path
+    A patch's mask lies on the patch: ``MaskGeometry(slide=<patch file name>)`` by default.
+    """
+    from ..io.export import write_label_png
 
-    im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
-    im.putpalette(palette_flat())
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
-    return Path(path)
+    return write_label_png(mask, path, geometry or MaskGeometry(slide=Path(path).name))
 
 
 def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParams,
@@ -117,7 +115,7 @@ def make_pseudo_masks(
         rgb = load_rgb(it.path)
         mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device,
                            ignore_margin=ignore_margin)
-        save_mask_png(mask, out / (it.path.stem + ".png"))
+        save_mask_png(mask, out / (it.path.stem + ".png"), MaskGeometry(slide=it.path.name))
         yield Progress("pseudo", i + 1, len(items))
     record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),
                             model_hash=str(getattr(model, "file_hash", "")))

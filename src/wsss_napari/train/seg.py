@@ -102,14 +102,15 @@ def dice_loss(logits, target, ignore_index: int = IGNORE, eps: float = 1.0):
     return 1.0 - dice[present].mean()
 
 
-def _confusion(pred: np.ndarray, gt: np.ndarray, n: int) -> np.ndarray:
-    keep = gt != IGNORE
-    return np.bincount(gt[keep].astype(np.int64) * n + pred[keep], minlength=n * n).reshape(n, n)
-
-
 def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]:
-    """Pixel accuracy and mIoU (all labels) of ``model`` against the loader's masks."""
+    """Validation numbers of ``model`` against the loader's masks (:mod:`wsss_napari.metrics`).
+
+    ``miou`` is the challenge's mIoU over tumor / stroma / normal, as everywhere else;
+    ``miou_bg`` averages the four labels (with background); ``pixel_acc`` all labels.
+    """
     import torch
+
+    from ..metrics import confusion_matrix, iou_report
 
     n = model.config.num_classes + 1
     conf = np.zeros((n, n), np.int64)
@@ -119,15 +120,10 @@ def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]
             with autocast(device, use_amp):
                 logits = model(model.normalize(x.to(device)))
             pred = logits.argmax(1).cpu().numpy()
-            conf += _confusion(pred.ravel(), y.numpy().ravel(), n)
+            conf += confusion_matrix(pred, y.numpy(), n=n, ignore=IGNORE)
     model.train()
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = conf.sum(1) > 0
-    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    out = {"pixel_acc": float(inter.sum() / max(conf.sum(), 1)),
-           "miou": float(np.nanmean(iou[present])) if present.any() else float("nan")}
-    return out
+    report = iou_report(conf)
+    return {"pixel_acc": report["accuracy"], "miou": report["miou"], "miou_bg": report["miou_bg"]}
 
 
 def build_seg_model(params: TrainSegParams, mpp: float | None = None):
@@ -170,7 +166,8 @@ def train_segmenter(
         extra_meta: more entries for the model's ``config.extra``.
 
     Yields:
-        ``Progress('train-seg', step, total, info)``; epoch ends carry ``val_miou``.
+        ``Progress('train-seg', step, total, info)``; epoch ends carry ``val_miou`` (tumor /
+        stroma / normal, as :func:`wsss_napari.metrics.iou_report`) and ``val_miou_bg``.
 
     Returns:
         ``out_path``.
