@@ -258,7 +258,8 @@ class TrainClsParams(ParamsBase):
 class TrainSegParams(ParamsBase):
     """Stage 2: a segmentation network trained on pseudo-masks."""
 
-    encoder: str = _f("mobilenetv3_small_100", "timm encoder name (small: trains on a CPU)")
+    encoder: str = _f("tf_efficientnet_lite0", "timm encoder name (the train-cls default, so "
+                      "--weights CAM_MODEL initialises it)")
     decoder: str = _f("deeplabv3plus", "deeplabv3plus or unet")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))
