@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("QT_API", "pyqt6")
 
+# timm imports triton (via torchvision and torch._dynamo); loaded after Mesa's LLVM (a napari
+# viewer's OpenGL under Xvfb) it segfaults unless pre-loaded as _widgets._triton does. Core
+# tests call torch directly, so it is loaded here, before any test can open a viewer, whatever
+# subset of files runs; tests/_widgets/test_triton.py checks the other order in a subprocess.
+import timm  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WSSS_SHARED", REPO.parent / "shared"))
 

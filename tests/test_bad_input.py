@@ -319,7 +319,7 @@ def test_eval_prediction_with_labels_outside_the_classes(capsys, tmp_path):
     gt = _masks(tmp_path / "gt", {"a.png": m})
     pred = _masks(tmp_path / "pred", {"a.png": np.full((8, 8), 7, np.uint8)})
     rc, _, err = cli(capsys, "eval", pred, gt)
-    one_line_error(rc, err, "'a.png'", "outside 0..3")
+    one_line_error(rc, err, "a.png' holds label 7", "mask values must be 0..3")
 
 
 def test_eval_missing_folders(capsys, tmp_path):

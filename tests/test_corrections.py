@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from wsss_napari import WsssError
+from wsss_napari.corrections.autosave import Autosaver
 from wsss_napari.corrections.store import (
     UNEDITED,
-    Autosaver,
     EditStore,
     edits_path,
     slide_identity,
@@ -97,7 +97,8 @@ def test_edits_survive_a_crash(slide_file):
     root = edits_path(slide_file)
     child = textwrap.dedent(f"""
         import os, numpy as np
-        from wsss_napari.corrections.store import EditStore, Autosaver
+        from wsss_napari.corrections.autosave import Autosaver
+        from wsss_napari.corrections.store import EditStore
         s = EditStore.open_or_create({str(root)!r}, {{"name": "case1"}}, (600, 600), 2.0, tile=128)
         lab = np.full((50, 70), 255, np.uint8); lab[5:45, 5:65] = 2
         s.write(300, 400, lab)
@@ -154,7 +155,8 @@ def _as_format_1(store: EditStore) -> None:
 
 
 def test_format_1_stores_are_refused_in_one_line_then_upgraded(slide_file):
-    from wsss_napari.corrections.store import FORMAT_VERSION, upgrade_store
+    from wsss_napari.corrections.migrate import upgrade_store
+    from wsss_napari.corrections.store import FORMAT_VERSION
 
     store = _open(slide_file)
     labels = np.full((40, 40), UNEDITED, np.uint8)
@@ -177,7 +179,7 @@ def test_format_1_stores_are_refused_in_one_line_then_upgraded(slide_file):
 
 
 def test_upgrade_keeps_tumor_unless_asked(slide_file):
-    from wsss_napari.corrections.store import upgrade_store
+    from wsss_napari.corrections.migrate import upgrade_store
 
     store = _open(slide_file)
     store.write(0, 0, np.zeros((10, 10), np.uint8))

@@ -105,3 +105,35 @@ def test_trained_cams_localise_tumor():
     inside, outside = res.cams[0][tumor].mean(), res.cams[0][~tumor].mean()
     assert inside > 0.3 and inside > 3 * outside
     assert res.scores[0] > 0.5
+
+
+def test_cpu_streams_do_not_change_the_result_and_threads_are_restored(model, image):
+    from wsss_napari.device import available_cores, cpu_plan
+
+    before = torch.get_num_threads()
+    one = multiscale_cam(model, image, CamParams(device="cpu", batch_size=4, threads=1))
+    many = multiscale_cam(model, image, CamParams(device="cpu", batch_size=4, threads=64))
+    np.testing.assert_allclose(one.cams, many.cams, atol=1e-5)
+    assert torch.get_num_threads() == before
+    plan = cpu_plan(64)  # never more than the cores this process may use
+    assert plan.streams * plan.intra <= available_cores() and cpu_plan(1).streams == 1
+
+
+def test_tiles_of_an_image_equal_the_whole_image(model, image):
+    """Any window that holds a core's crops (its reach) gives that core's whole-image maps."""
+    from wsss_napari.inference.multiscale import iter_raw_cams, iter_window_cams, reach
+    from wsss_napari.progress import run_to_end
+
+    image = np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    params = CamParams(device="cpu", scales=(0.75, 1.0, 1.5, 2.0), stride=24)
+    whole, _ = run_to_end(iter_raw_cams(model, image, params, out_stride=2))
+    h, w = image.shape[:2]
+    halo = reach(model, params)
+    core = (120, 130, 40, 50)
+    wy, wx = max(0, core[0] - halo), max(0, core[1] - halo)
+    wy1, wx1 = min(h, core[0] + core[2] + halo), min(w, core[1] + core[3] + halo)
+    part, _, n = run_to_end(iter_window_cams(
+        model, image[wy:wy1, wx:wx1], params, region_shape=(h, w),
+        window_box=(wy, wx, wy1 - wy, wx1 - wx), core_box=core, out_stride=2))
+    assert wy > 0 and wx > 0 and wy1 < h and wx1 < w  # a real part of the image
+    np.testing.assert_allclose(part, whole[:, 60:80, 65:90], atol=1e-5)

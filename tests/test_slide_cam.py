@@ -43,8 +43,16 @@ def model():
     return build_model(ModelConfig(backbone="test_resnet", input_size=64, mpp=1.0)).eval()
 
 
-def test_whole_slide_skips_glass(slide, model, tmp_path):
+def test_whole_slide_skips_glass(model, tmp_path):
+    """Tiles that no tissue-holding crop reaches are glass (not computed)."""
+    from wsss_napari.io.slide import Slide
+    from wsss_napari.sample.synth import make_tissue
+
+    rgb, _ = make_tissue(1024, 1536, seed=7)
+    rgb[:, 900:] = 255  # glass on the right: the crops of the last tile column see none
+    slide = Slide.from_arrays([rgb, np.ascontiguousarray(rgb[::2, ::2])], mpp=0.5)
     res = run_to_end(slide_cams(slide, model, PARAMS, cache_dir=tmp_path))
+    assert (res.done[:, 5] == GLASS).all() and (res.done[:, :4] == COMPUTED).all()
     assert isinstance(res, SlideCams) and res.level == 1 and not res.warnings
     assert res.done.shape == (4, 6) and set(np.unique(res.done)) <= {COMPUTED, GLASS}
     assert (res.done == GLASS).any() and (res.done == COMPUTED).any()
@@ -160,3 +168,61 @@ def test_cli_cam(slide_path, model, tmp_path, capsys):
     assert "image-level scores: tumor" in text
     assert SlideCams.open(out).raw.shape == (3, 64, 64)
     assert (tmp_path / "cams.zarr.run.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def model224(tmp_path_factory):
+    """A tiny network at the default crop size (224) and the slide's resolution (level 0)."""
+    from wsss_napari.models.checkpoint import save_model
+
+    torch.manual_seed(1)
+    m = build_model(ModelConfig(backbone="test_resnet", input_size=224, mpp=0.5)).eval()
+    path = tmp_path_factory.mktemp("m224") / "m224.safetensors"
+    save_model(m, path, half=False)
+    return path
+
+
+def test_tiled_cams_equal_one_piece_cams(slide_path, model224, tmp_path):
+    """`cam --tile-size 256` and `--tile-size 2048` on a 768 px region, default scales: the
+    halo covers every crop's reach (a 224 px crop at scale 0.5 reads 448 px) and all tiles
+    share the region's crop grid, so the maps agree everywhere (they differed by 0.38)."""
+    from wsss_napari.cli import main
+
+    stores = {}
+    for tile in (256, 2048):
+        out = tmp_path / f"t{tile}.zarr"
+        rc = main(["cam", str(slide_path), "--model", str(model224), "--out", str(out),
+                   "--tile-size", str(tile), "--region", "100", "300", "768", "768",
+                   "--device", "cpu"])
+        assert rc == 0
+        stores[tile] = SlideCams.open(out)
+    small, big = stores[256], stores[2048]
+    assert small.done.shape == (3, 3) and big.done.shape == (1, 1)
+    assert (small.done == COMPUTED).all() and small.raw.shape == big.raw.shape == (3, 192, 192)
+    a, b = np.asarray(small.cams), np.asarray(big.cams)
+    assert a.max() == pytest.approx(1.0) and b.max() == pytest.approx(1.0)
+    assert np.abs(a - b).max() < 0.05
+    np.testing.assert_allclose(small.scores, big.scores, atol=1e-5)
+
+
+def test_no_tile_steps_on_the_real_slide(shared_slides, tmp_path):
+    """CMU-1, default model, a region across the tile border at y = 2048 (where a block was
+    left unlabelled): 256 px tiles give the one-piece maps, with no step at the borders."""
+    from wsss_napari.io.slide import Slide
+    from wsss_napari.models.checkpoint import load_model
+
+    model = load_model("default")
+    params = CamParams(scales=(0.5, 1.0), tile_size=256, device="cpu")
+    region = Region(y=1792, x=256, height=512, width=512)  # level 0 = the model's resolution
+    with Slide.open(shared_slides / "CMU-1-Small-Region.svs") as slide:
+        tiled = run_to_end(slide_cams(slide, model, params, region=region,
+                                      cache_dir=tmp_path / "a"))
+        whole = run_to_end(slide_cams(slide, model, params.replace(tile_size=1024),
+                                      region=region, cache_dir=tmp_path / "b"))
+    assert tiled.done.shape == (2, 2) and whole.done.shape == (1, 1)
+    a, b = np.asarray(tiled.cams), np.asarray(whole.cams)
+    assert np.abs(a - b).max() < 0.05
+    # the tile border (row / column 64 of the maps at out_stride 4) is no edge of the maps
+    rows = np.abs(np.diff(a, axis=1)).mean(axis=(0, 2))
+    cols = np.abs(np.diff(a, axis=2)).mean(axis=(0, 1))
+    assert rows[63] < 3 * np.median(rows) and cols[63] < 3 * np.median(cols)

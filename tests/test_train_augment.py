@@ -90,9 +90,3 @@ def test_mosaic_of_single_label_patches_is_labelled_by_union(rng):
     out2, labels2, m2 = aug.mosaic([(t[0], t[1], None) for t in tiles[1:3]] * 2, 64, rng)
     assert m2 is None
     np.testing.assert_array_equal(labels2, [0, 1, 0])
-
-
-def test_normalize_matches_the_formula():
-    img = np.full((2, 2, 3), 255, np.uint8)
-    x = aug.normalize(img, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    assert x.shape == (3, 2, 2) and np.allclose(x, 2.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 TUMOR, STROMA, NORMAL, BACKGROUND = 0, 1, 2, 3
 
 #: Foreground classes that CAMs are computed for, in label order.
@@ -17,8 +19,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
-def palette_flat() -> list[int]:
-    """The palette as a flat 768-entry list for PIL's ``Image.putpalette``."""
-    flat = [c for rgb in PALETTE for c in rgb]
+def palette_flat(palette: Sequence[Sequence[int]] = PALETTE) -> list[int]:
+    """A palette as a flat 768-entry list for PIL's ``Image.putpalette`` (256 colours at most)."""
+    flat = [int(c) for rgb in palette for c in rgb][:768]
     return flat + [0] * (768 - len(flat))
 

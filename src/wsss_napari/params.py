@@ -161,13 +161,17 @@ class CamParams(ParamsBase):
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
     batch_size: int = _f(16, "crops per forward pass", (1, 1024))
     tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
-    halo: int = _f(64, "extra context px around each whole-slide tile", (0, 1024))
+    halo: int = _f(0, "minimum context px around each whole-slide tile; always raised to "
+                   "the reach of the largest crop, so tiles are seamless", (0, 4096))
     out_stride: int = _f(4, "whole-slide CAMs are stored at 1/out_stride of the model's "
                          "resolution", (1, 64))
     skip_glass: bool = _f(True, "skip whole-slide tiles without tissue")
     min_tissue: float = _f(0.01, "minimum tissue fraction for a tile to be processed", (0.0, 1.0))
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
+    keep_scales: bool = _f(False, "also keep each scale's maps (for the review queue's "
+                           "scale-disagreement uncertainty)")
+    threads: int = _f(0, "CPU cores to use; 0 = all this process may run on", (0, 1024))
 
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
@@ -296,6 +300,50 @@ class FinetuneParams(ParamsBase):
     pseudo_elsewhere: bool = _f(False, "also learn from CAM pseudo-labels outside edited pixels")
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
+
+
+class UncertaintyMetric(StrEnum):
+    """Per-pixel uncertainty of the class maps (``wsss_napari.uncertainty``)."""
+
+    MARGIN = "margin"
+    ENTROPY = "entropy"
+    DISAGREEMENT = "disagreement"
+
+
+class QueueMode(StrEnum):
+    """Review-queue items: connected uncertain regions (cut on a tile grid) or whole tiles."""
+
+    REGION = "region"
+    TILE = "tile"
+
+
+@dataclass(frozen=True)
+class UncertaintyParams(ParamsBase):
+    """Uncertainty map and review queue (``wsss_napari.uncertainty``, ``review_queue``).
+
+    Sizes in px are pixels at the model's resolution, as in :class:`PostprocParams`.
+    """
+
+    metric: UncertaintyMetric = _f(
+        UncertaintyMetric.ENTROPY, "entropy: normalised entropy; margin: 1 - (p1 - p2); "
+        "disagreement: share of scales whose class differs (needs --keep-scales CAMs)")
+    bg_exponent: float = _f(8.0, "y in the background probability (1 - max_c CAM)^y",
+                            (0.0, 128.0))
+    mode: QueueMode = _f(QueueMode.REGION, "queue items: uncertain regions or tiles")
+    threshold: float = _f(0.5, "region mode: pixels above this uncertainty form regions",
+                          (0.0, 1.0))
+    tile: int = _f(256, "tile edge (model px); regions are also cut on this grid", (8, 16384))
+    min_area: int = _f(400, "smallest queue item (model px)", (0, 100_000_000))
+    max_items: int = _f(200, "longest queue; 0 = no limit", (0, 1_000_000))
+
+    def validate(self) -> None:
+        for name, enum in (("metric", UncertaintyMetric), ("mode", QueueMode)):
+            v = getattr(self, name)
+            if not isinstance(v, enum):
+                try:
+                    object.__setattr__(self, name, enum(v))
+                except ValueError as err:
+                    raise WsssError(f"{name} must be one of {[m.value for m in enum]}") from err
 
 
 class ExportFormat(StrEnum):

@@ -36,7 +36,8 @@ def test_demo_opens_the_real_slide_with_the_tuning_sliders_in_view(qtbot, make_n
     assert viewer.layers[0].name == REAL_SAMPLE.name
     assert any(lyr.name == "CAM tumor" for lyr in viewer.layers)
 
-    docks = {d.name: d for d in viewer.window._dock_widgets.values()}
+    docks = {n: getattr(w, "native", w).parent()  # the dock around each widget
+             for n, w in viewer.window.dock_widgets.items()}
     def shown(name):  # noqa: E306
         dock = next(d for n, d in docks.items() if n.startswith(name))
         return not dock.visibleRegion().isEmpty()

@@ -58,6 +58,26 @@ def test_cam_widget_adds_one_aligned_layer_per_class(qtbot, viewer, small_slide,
     assert "tumor" in cam.scores_label.text()
 
 
+def test_cam_widget_shows_one_scale_first_then_all_scales(qtbot, viewer, small_slide,
+                                                          tiny_model_path):
+    """A quick one-scale pass is on screen before the multi-scale maps replace it."""
+    slide_layer = _open_slide(viewer, small_slide)
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    cam.image_combo.layer = slide_layer
+    cam.model_source = str(tiny_model_path)
+    cam.region_mode = "Whole slide"
+    cam.params = CamParams(scales=(0.5, 1.0, 1.5))
+    shown = []
+    worker = cam.run()
+    worker.yielded.connect(lambda item: isinstance(item, tuple) and shown.append(
+        (item[1]["cam_params"].scales, "CAM tumor" in viewer.layers)))
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert shown == [((1.0,), True)]  # the preview was added as layers
+    meta = viewer.layers["CAM tumor"].metadata["wsss"]
+    assert meta["cam_params"].scales == (0.5, 1.0, 1.5) and not meta.get("preview")
+
+
 def test_cancel_aborts_the_cam_job(qtbot, viewer, small_slide, tiny_model_path):
     slide_layer = _open_slide(viewer, small_slide)
     _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")

@@ -1,8 +1,9 @@
 """CAM widget: class activation maps of a slide region, computed in the background.
 
 The widget only collects choices into a :class:`~wsss_napari.params.CamParams`, a model
-source and a region, runs :func:`wsss_napari.inference.slide_cam.slide_cams` in a worker and
-shows the returned maps as one additive image layer per class, aligned with the slide.
+source and a region, runs :func:`wsss_napari.inference.slide_cam.progressive_slide_cams` in a
+worker and shows the maps as one additive image layer per class, aligned with the slide:
+first the one-scale preview the worker yields, then the multi-scale result.
 """
 
 from __future__ import annotations
@@ -217,8 +218,10 @@ class CamWidget(QWidget):
             params, slide, region = self.params, slide_of(layer), self.region(layer)
             source = model_source or self.model_source
             preload_torch()
-            return self.runner.start(lambda: self._job(slide, source, params, region),
-                                     lambda res: self._on_job_returned(res, layer), "CAM")
+            worker = self.runner.start(lambda: self._job(slide, source, params, region),
+                                       lambda res: self._on_job_returned(res, layer), "CAM")
+            worker.yielded.connect(lambda item: self._on_preview(item, layer))
+            return worker
         except WsssError as err:
             from ._worker import notify_error
 
@@ -229,19 +232,33 @@ class CamWidget(QWidget):
         self.runner.cancel()
 
     def _job(self, slide: Any, source: str, params: CamParams, region: Any):
-        from ..inference.slide_cam import slide_cams
+        from ..inference.slide_cam import Preview, progressive_slide_cams
         from ..progress import Progress
 
         yield Progress("loading model", 0, 1)
         model, path, digest = load_model_cached(source, self.models)
-        result = yield from slide_cams(slide, model, params, region=region)
-        return result, {"model": model, "model_path": path, "model_hash": digest,
-                        "cam_params": params}
+        meta = {"model": model, "model_path": path, "model_hash": digest}
+        gen = progressive_slide_cams(slide, model, params, region=region)
+        while True:  # the one-scale preview goes to the GUI thread as a yielded value
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value, {**meta, "cam_params": params}
+            if isinstance(item, Preview):
+                item = (item.result, {**meta, "cam_params": item.params, "preview": True})
+            yield item
+
+    def _on_preview(self, item: Any, slide_layer: Any) -> None:
+        """Show the one-scale maps while the other scales are computed."""
+        if isinstance(item, tuple) and len(item) == 2:
+            self._on_job_returned(item, slide_layer)
+            self.status.setText("CAM: first maps (one scale) shown; refining…")
 
     def _on_job_returned(self, payload: tuple, slide_layer: Any) -> None:
         result, meta = payload
         self.last_result = result
-        if result.warnings:  # e.g. an unknown mpp: the user sees it, not only the terminal
+        # e.g. an unknown mpp: the user sees it (once, with the final maps), not only the log
+        if result.warnings and not meta.get("preview"):
             from napari.utils.notifications import show_warning
 
             for w in result.warnings:

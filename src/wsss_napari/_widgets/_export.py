@@ -24,20 +24,13 @@ from qtpy.QtWidgets import (
 )
 
 from .. import WsssError
+from ..io.formats import FORMATS
 from ..params import ExportFormat, ExportParams
 from ..progress import Progress
 from . import _tooltips as tips
 from ._layers import LayerCombo, is_labels_layer, layer_mask
 from ._worker import JobRunner, notify_error
 from ._writer import export_kwargs
-
-#: Format -> (check box text, file ending).
-FORMATS = {
-    ExportFormat.OME_TIFF: ("OME-TIFF", ".ome.tif"),
-    ExportFormat.PNG: ("PNG", ".png"),
-    ExportFormat.GEOJSON: ("GeoJSON", ".geojson"),
-    ExportFormat.RLE: ("CSV (RLE)", ".csv"),
-}
 
 
 class ExportWidget(QWidget):
@@ -61,8 +54,8 @@ class ExportWidget(QWidget):
         self.name_edit = QLineEdit("")
         self.checks: dict[ExportFormat, QCheckBox] = {}
         fmt_row = QHBoxLayout()
-        for fmt, (text, _) in FORMATS.items():
-            box = QCheckBox(text)
+        for fmt, spec in FORMATS.items():
+            box = QCheckBox(spec.label)
             box.setChecked(True)
             box.setToolTip(tips.EXPORT["formats"])
             self.checks[fmt] = box
@@ -126,7 +119,7 @@ class ExportWidget(QWidget):
             name = self.name_edit.text().strip() or layer.name
             mask = layer_mask(layer)  # core labels (0 tumor .. 3 background, 255 none)
             kwargs = export_kwargs(layer.metadata, name)
-            jobs = [(fmt, self.folder / f"{name}{FORMATS[fmt][1]}") for fmt in self.formats]
+            jobs = [(fmt, self.folder / f"{name}{FORMATS[fmt].suffix}") for fmt in self.formats]
         except WsssError as err:
             notify_error(err)
             return None

@@ -4,7 +4,7 @@ napari cannot paint multiscale labels, so "Edit region" copies a single-resoluti
 the tissue map (the field of view, or all of it when small) into a Labels layer
 "Correction", with earlier edits of the slide restored from its on-disk
 :class:`~wsss_napari.corrections.store.EditStore`. Paint events mark the painted box for the
-:class:`~wsss_napari.corrections.store.Autosaver` (written within seconds); napari's own
+:class:`~wsss_napari.corrections.autosave.Autosaver` (written within seconds); napari's own
 undo/redo keeps working because the layer's data is never replaced while editing.
 
 The layer holds :mod:`wsss_napari.labels_encoding` values (``class + 1``; ``0`` = not
@@ -160,7 +160,7 @@ class ReviewWidget(QWidget):
         """Open the editable "Correction" layer over the map pixels that cover the level-0
         ``region`` (default: the field of view, or the whole map when small); returns the
         layer."""
-        from ..corrections.store import Autosaver
+        from ..corrections.autosave import Autosaver
 
         try:
             mask_layer = self.mask_combo.layer

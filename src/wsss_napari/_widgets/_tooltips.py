@@ -63,6 +63,20 @@ EXPORT = {
 }
 
 
+QUEUE = {
+    "cams": "The class activation maps (CAM layers) whose uncertainty ranks the queue.",
+    "folder": "Where the edits and the queue are autosaved (default: next to the slide).",
+    "build": "Reopen this slide's saved queue, or build it from the cached maps "
+    "(no network pass): regions ranked by uncertainty.",
+    "rebuild": "Build the queue again with the parameters above; decisions on regions still "
+    "in the queue are kept.",
+    "previous": "Go back to the previous region.",
+    "next": "Go to the next region.",
+    "accept": "The region's class is right: save it as a correction (or save the brush).",
+    "exclude": "Ambiguous: keep this region out of the training data and the queue.",
+    "brush": "Paint the region's classes in a 'Queue brush' layer; Accept or Next saves it.",
+}
+
 def params_tooltip(cls: type[ParamsBase], name: str) -> str:
     """Tooltip of a parameter field: its help text and documented range."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ SUBCOMMANDS = (
     "slide",
     "batch",
     "fine_tune",
+    "uncertainty",
 )
 
 

@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..corrections.sources import open_mask_source
     from ..inference.slide_cam import is_cam_store
-    from ..io.export import export_mask, format_for_path, open_mask_source
+    from ..io.export import export_mask, format_for_path
 
     params = params_from_args(args, ExportParams)
     if args.export__format is None:

@@ -53,33 +53,18 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
+    """An image as ``uint8 (H, W, 3)`` (:func:`wsss_napari.io.images.read_rgb`)."""
+    from ..io.images import read_rgb as _read_rgb
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as err:
-        raise WsssError(f"cannot read image '{path}': {err}") from err
+    return _read_rgb(path)
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """A label mask: palette / grey PNG values as-is, RGB mapped through the WSSS4LUAD palette."""
-    from PIL import Image
+    """A label mask (:func:`wsss_napari.io.masks.read_mask`: palette / grey values as-is, RGB
+    mapped through the WSSS4LUAD palette)."""
+    from ..io.masks import read_mask
 
-    from ..classes import PALETTE
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L", "1", "I", "I;16"):
-                return np.asarray(im).astype(np.uint8)
-            rgb = np.asarray(im.convert("RGB")).astype(np.int32)
-    except OSError as err:
-        raise WsssError(f"cannot read mask '{path}': {err}") from err
-    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    out = np.full(code.shape, 255, np.uint8)
-    for i, (r, g, b) in enumerate(PALETTE):
-        out[code == ((r << 16) | (g << 8) | b)] = i
-    return out
+    return read_mask(path)
 
 
 def find_match(folder: Path, image: Path, what: str) -> Path:
@@ -94,7 +79,7 @@ def find_match(folder: Path, image: Path, what: str) -> Path:
 def write_palette_png(mask: np.ndarray, path: Path, geometry: MaskGeometry | None = None) -> None:
     """Atomic palette PNG (WSSS4LUAD colours; pixel values are the labels) that carries its
     geometry (default: the mask lies on the image of the same name, at its full size)."""
-    from ..io.export import write_label_png
+    from ..io.masks import write_label_png
 
     write_label_png(mask, path, geometry or MaskGeometry(slide=path.name))
 

@@ -16,7 +16,8 @@ Values are the core's (challenge) classes, ``0`` tumor .. ``3`` background, and 
 translate napari's layer encoding (``class + 1``, ``0`` = erased) at the boundary
 (:mod:`wsss_napari.labels_encoding`). Format 1 stores were written while napari's eraser
 saved ``0`` = tumor; :meth:`EditStore.open` refuses them with one line and
-:func:`upgrade_store` migrates them (keeping, or dropping, their tumor corrections).
+:func:`~wsss_napari.corrections.migrate.upgrade_store` migrates them (keeping, or dropping,
+their tumor corrections).
 
 Durability: :meth:`EditStore.write` returns only after zarr has written every touched chunk
 file, and zarr's local store writes each chunk to a temporary file and renames it into place,
@@ -26,19 +27,16 @@ labels chunks are written before the tile times, so after a crash between the tw
 are still there (``edited_tiles`` rescans the chunk files when asked to).
 
 Undo/redo belongs to napari: the store only mirrors the Labels layer's current content, fed by
-an :class:`Autosaver` that the widget calls on paint events.
+an :class:`~wsss_napari.corrections.autosave.Autosaver` that the widget calls on paint events.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import math
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,43 +85,6 @@ def edits_path(slide_path: str | os.PathLike, project_dir: str | os.PathLike | N
     sp = Path(slide_path)
     base = Path(project_dir) if project_dir is not None else sp.parent
     return base / f"{sp.name}.wsss" / "edits.zarr"
-
-
-def upgrade_store(root: str | os.PathLike, drop_tumor: bool = False) -> int:
-    """Migrate a format-1 edit store to the current format, in place.
-
-    Format 1 cannot tell a tumor correction from a pixel napari's eraser set to ``0``; the
-    values are kept as they are unless ``drop_tumor``, which forgets every tumor correction
-    (repaint the real ones). Already current stores are left alone.
-
-    Returns:
-        The number of tumor pixels dropped.
-    """
-    import zarr
-
-    root = Path(root)
-    try:
-        group = zarr.open_group(str(root), mode="r+")
-    except Exception as err:  # noqa: BLE001 - not a zarr group of any kind
-        raise WsssError(f"cannot open the edit store '{root}': {err}") from err
-    if group.attrs.get("format") != FORMAT:
-        raise WsssError(f"'{root}' is not a wsss-napari edit store")
-    if int(group.attrs.get("format_version", 1)) >= FORMAT_VERSION:
-        return 0
-    dropped = 0
-    if drop_tumor:
-        labels = group["labels"]
-        for ty, tx in zip(*np.nonzero(np.asarray(group["tile_mtime"][...])), strict=True):
-            t = labels.chunks[0]
-            sl = (slice(int(ty) * t, (int(ty) + 1) * t), slice(int(tx) * t, (int(tx) + 1) * t))
-            block = np.asarray(labels[sl])
-            tumor = block == 0
-            if tumor.any():
-                dropped += int(tumor.sum())
-                labels[sl] = np.where(tumor, UNEDITED, block).astype(np.uint8)
-    group.attrs.update({"format_version": FORMAT_VERSION, "encoding": ENCODING,
-                        "upgraded_from": 1, "upgraded": time.time()})
-    return dropped
 
 
 @dataclass(frozen=True)
@@ -239,7 +200,7 @@ class EditStore:
         if version < FORMAT_VERSION:
             raise WsssError(
                 f"the edit store '{root}' has format {version}, written while napari's eraser "
-                "saved erased pixels as tumor: upgrade it with wsss_napari.corrections.store."
+                "saved erased pixels as tumor: upgrade it with wsss_napari.corrections.migrate."
                 "upgrade_store(path, drop_tumor=...) or move it away")
         if version > FORMAT_VERSION:
             raise WsssError(f"the edit store '{root}' has format {version}, newer than this "
@@ -461,137 +422,3 @@ class MergedMask:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         a = self[0:self.shape[0], 0:self.shape[1]]
         return a if dtype is None else a.astype(dtype)
-
-
-class Autosaver:
-    """Writes dirty regions to an :class:`EditStore` from a background thread within seconds.
-
-    The widget calls :meth:`mark` from napari's paint events (cheap: it copies the region and
-    returns); a daemon thread writes everything marked within ``delay`` seconds of the first
-    unsaved mark. :meth:`flush_now` writes synchronously (before fine-tuning, export or
-    closing). A failed write keeps the region pending, retries on the next round and reports
-    through ``on_error`` (the widget shows a notification). Pending edits are also flushed at
-    interpreter exit.
-
-    Args:
-        store: where edits go.
-        delay: seconds between the first unsaved mark and its write.
-        on_error: called with the exception of a failed background write.
-    """
-
-    def __init__(self, store: EditStore, delay: float = 2.0,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
-        self.store = store
-        self.delay = float(delay)
-        self.on_error = on_error
-        self.last_error: BaseException | None = None
-        self.saves = 0
-        self._pending: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._first_dirty: float | None = None
-        self._cond = threading.Condition()
-        self._write_lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="wsss-autosave", daemon=True)
-        self._thread.start()
-        self._atexit = functools.partial(_flush_at_exit, weakref.ref(self))
-        atexit.register(self._atexit)
-
-    @property
-    def pending(self) -> int:
-        """Number of regions marked but not yet written."""
-        with self._cond:
-            return len(self._pending)
-
-    def mark(self, y: int, x: int, h: int, w: int, labels: np.ndarray,
-             edited_mask: np.ndarray | None = None) -> None:
-        """Queue a region's current labels (copied) for saving; see :meth:`EditStore.write`."""
-        lab = np.array(labels, np.uint8, copy=True)
-        if lab.shape != (h, w):
-            raise WsssError(f"marked labels shape {lab.shape} != region ({h}, {w})")
-        m = lab != UNEDITED if edited_mask is None else np.array(edited_mask, bool, copy=True)
-        key = (int(y), int(x), int(h), int(w))
-        with self._cond:
-            if self._closed:
-                raise WsssError("the autosaver was closed")
-            old = self._pending.get(key)
-            if old is not None:
-                m = m | old[1]  # pixels edited earlier stay edited, with today's labels
-            self._pending[key] = (lab, m)
-            if self._first_dirty is None:
-                self._first_dirty = time.monotonic()
-            self._cond.notify()
-
-    def flush_now(self) -> int:
-        """Write everything pending now; returns the number of regions written.
-
-        Raises:
-            WsssError: a region could not be written (it stays pending).
-        """
-        with self._write_lock:
-            with self._cond:
-                batch, self._pending = self._pending, {}
-                self._first_dirty = None
-            done = 0
-            try:
-                for key, (lab, m) in batch.items():
-                    self.store.write(key[0], key[1], lab, m)
-                    done += 1
-            except BaseException:
-                with self._cond:
-                    # put the unwritten regions back, under anything marked meanwhile
-                    rest = dict(list(batch.items())[done:])
-                    for k, (lab, m) in self._pending.items():
-                        old = rest.get(k)
-                        rest[k] = (lab, m | old[1]) if old is not None else (lab, m)
-                    self._pending = rest
-                    self._first_dirty = time.monotonic()
-                raise
-            if done:
-                self.saves += 1
-            return done
-
-    def close(self) -> None:
-        """Flush and stop the background thread."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
-        atexit.unregister(self._atexit)
-        self.flush_now()
-
-    def __enter__(self) -> Autosaver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and (self._first_dirty is None):
-                    self._cond.wait()
-                if self._closed:
-                    return
-                wait = self._first_dirty + self.delay - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-            try:
-                self.flush_now()
-                self.last_error = None
-            except Exception as err:  # noqa: BLE001 - reported, retried next round
-                self.last_error = err
-                if self.on_error is not None:
-                    self.on_error(err)
-                time.sleep(min(self.delay, 1.0))
-
-
-
-def _flush_at_exit(ref: weakref.ref) -> None:
-    saver = ref()
-    if saver is None:
-        return
-    try:
-        saver.flush_now()
-    except Exception:  # noqa: BLE001,S110 - at exit there is no one left to tell
-        pass

@@ -75,7 +75,9 @@ def seg_predict(model: Any, image: np.ndarray, params: CamParams | None = None,
     A network trained on small crops and run on a whole image sees much more context than it
     ever saw in training (its deep features saw padding there) and its decisions shift, so
     every image, whatever its size, goes through windows of ``params.crop_size`` (default the
-    model's ``input_size``) at ``params.stride`` (default half a window). Softmax
+    model's ``input_size``) at ``params.stride`` (default half a window); on CUDA the windows
+    travel as uint8 through pinned memory and run with AMP (``params.amp``) and
+    channels_last, on CPU with ``params.threads`` cores (``device.cpu_plan``). Softmax
     probabilities are blended with a Gaussian window weight (centres count more than borders,
     which saw less context); images smaller than a window are padded with white (glass).
 
@@ -108,7 +110,7 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
     """Window-blended softmax ``float32 (C + 1, H, W)`` of a segmentation model (see above)."""
     import torch
 
-    from ..device import DEVICE_LOCK, choose_device
+    from ..device import DEVICE_LOCK, CpuPlan, choose_device, cpu_plan, torch_threads
 
     params = params or CamParams()
     device = device or choose_device(params.device)
@@ -127,20 +129,29 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
     acc = np.zeros((n_out, hp, wp), np.float32)
     norm = np.zeros((hp, wp), np.float32)
     batch = max(1, int(params.batch_size))
-    with DEVICE_LOCK, torch.inference_mode():
+    cuda = torch.device(device).type == "cuda"
+    amp = bool(params.amp and cuda)
+    plan = cpu_plan(params.threads) if not cuda else None
+    # CPU: one batch at a time on all the cores this process may use (cpu_plan's cores)
+    threads = None if plan is None else CpuPlan(streams=1, intra=plan.streams * plan.intra)
+    with DEVICE_LOCK, torch_threads(threads), torch.inference_mode():
         model.eval()
         if next(model.parameters()).device != device:
             model.to(device)
+        model.to(memory_format=torch.channels_last)
         for i in range(0, len(corners), batch):
             chunk = corners[i:i + batch]
-            crops = np.stack([image[y:y + size, x:x + size] for y, x in chunk])
-            x_in = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2)
-            x_in = model.normalize(x_in)
-            p = torch.softmax(model(x_in).float(), dim=1)
-            if params.flip:  # test-time augmentation: the mirrored windows, mirrored back
-                flipped = model(torch.flip(x_in, dims=[3])).float()
-                p = 0.5 * (p + torch.flip(torch.softmax(flipped, dim=1), dims=[3]))
-            p = p.cpu().numpy()
+            crops = torch.from_numpy(np.stack([image[y:y + size, x:x + size] for y, x in chunk]))
+            if cuda:  # uint8 through pinned memory, normalised on the device
+                crops = crops.pin_memory()
+            x_in = crops.to(device, non_blocking=True).permute(0, 3, 1, 2)
+            x_in = model.normalize(x_in).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(torch.device(device).type, enabled=amp):
+                p = torch.softmax(model(x_in).float(), dim=1)
+                if params.flip:  # test-time augmentation: the mirrored windows, mirrored back
+                    flipped = model(torch.flip(x_in, dims=[3])).float()
+                    p = 0.5 * (p + torch.flip(torch.softmax(flipped, dim=1), dims=[3]))
+            p = p.float().cpu().numpy()
             for (y, x), pi in zip(chunk, p, strict=True):
                 acc[:, y:y + size, x:x + size] += pi * weight
                 norm[y:y + size, x:x + size] += weight

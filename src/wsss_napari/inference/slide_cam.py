@@ -6,10 +6,15 @@ Plan of a run:
    (``slide.level_for_downsample(model.mpp / slide.mpp)``); the small remaining factor is
    resampled per tile. If either mpp is unknown, level 0 is used as-is and the result's
    ``warnings`` say so.
-2. **Tiles.** ``tile_size`` px at the model's resolution, read with ``halo`` px of context on
-   every side (aligned reads, prefetched by a small thread pool while the model runs).
-3. **Glass.** Tiles whose tissue fraction in the thumbnail's tissue mask
-   (:mod:`.tissue`) is below ``min_tissue`` are skipped.
+2. **Tiles.** ``tile_size`` px at the model's resolution (no larger than the region), read
+   with a halo of context that covers the reach of every crop at every scale
+   (:func:`.multiscale.reach`: a 224 px crop at scale 0.5 reads 448 px), clipped to the
+   region (aligned reads, prefetched by a small thread pool while the model runs). Every
+   tile computes the crops of the region's one crop grid that touch it
+   (:func:`.multiscale.iter_window_cams`), so tiled maps equal one-piece maps.
+3. **Glass.** Crops whose footprint has less tissue than ``min_tissue`` in the thumbnail's
+   tissue mask (:mod:`.tissue`) are skipped; a tile that no remaining crop touches is
+   marked glass and not computed.
 4. **Output.** Each tile's multi-scale CAMs (:mod:`.multiscale`), without the halo, are
    written at ``1/out_stride`` of the model's resolution into ``<store>/cams`` (float32,
    unnormalised) as soon as the tile finishes, then the tile is marked in ``<store>/done``.
@@ -80,6 +85,9 @@ class SlideCams:
             ``pixel_scale`` of the post-processing on these maps.
         postproc: the model's recommended post-processing (a ``PostprocParams`` dict) when
             the maps were computed, or ``None`` if it had none.
+        scale_cams: lazy ``(S, C, h, w)`` per-scale maps normalised like ``cams``
+            (``CamParams.keep_scales``), else ``None``.
+        slide_id: identity of the slide the maps belong to (path, size, name, mpp).
     """
 
     cams: Any
@@ -96,6 +104,8 @@ class SlideCams:
     warnings: list[str] = field(default_factory=list)
     out_stride: int = 1
     postproc: dict[str, Any] | None = None
+    scale_cams: Any = None
+    slide_id: dict[str, Any] = field(default_factory=dict)
 
     @property
     def downsample(self) -> float:
@@ -164,6 +174,8 @@ def _check_region(region: Any) -> Region | None:
 
 
 def _plan(slide: Any, model: Any, params: CamParams, region: Region | None) -> _Plan:
+    from .multiscale import reach
+
     H, W = (int(v) for v in slide.shape[:2])
     if region is None:
         y0, x0, h0, w0 = 0, 0, H, W
@@ -190,9 +202,12 @@ def _plan(slide: Any, model: Any, params: CamParams, region: Region | None) -> _
     if abs(resample - 1) < 0.02:
         resample, target = 1.0, ds_level
     os_ = params.out_stride
-    halo = int(math.ceil(params.halo / os_) * os_)
+    # the halo covers the reach of the largest crop, so tiles are seamless (multiscale.py)
+    halo = max(int(params.halo), reach(model, params))
+    halo = int(math.ceil(halo / os_) * os_)
     mh, mw = max(1, math.ceil(h0 / target)), max(1, math.ceil(w0 / target))
-    T = params.tile_size
+    # tiles no larger than the image (a small image is one small tile)
+    T = min(params.tile_size, int(math.ceil(max(mh, mw) / os_) * os_))
     return _Plan(level, ds_level, resample, target, y0, x0, h0, w0, T, halo, os_, (mh, mw),
                  (math.ceil(mh / T), math.ceil(mw / T)),
                  (math.ceil(mh / os_), math.ceil(mw / os_)), tuple(warnings))
@@ -227,7 +242,7 @@ def _model_hash(model: Any) -> str:
 def cache_key(slide: Any, model: Any, params: CamParams, region: Region | None) -> str:
     """Hash of everything that determines the CAMs: slide file, model, parameters, region."""
     p = params.to_dict()
-    for k in ("device", "batch_size"):  # change speed, not results
+    for k in ("device", "batch_size", "threads", "halo"):  # change speed, not results
         p.pop(k, None)
     blob = {"format": STORE_FORMAT, "slide": _slide_identity(slide), "model": _model_hash(model),
             "params": p, "region": region.to_dict() if region is not None else None}
@@ -262,6 +277,11 @@ def _open_store(path: Path, key: str, plan: _Plan, model: Any, params: CamParams
                        chunks=(1, min(cs, plan.out_shape[0]), min(cs, plan.out_shape[1])),
                        fill_value=0.0)
     group.create_array("done", shape=plan.grid, dtype="uint8", chunks=plan.grid, fill_value=0)
+    if params.keep_scales:
+        group.create_array("scale_cams", shape=(len(params.scales), n_cls, *plan.out_shape),
+                           dtype="float32", chunks=(1, 1, min(cs, plan.out_shape[0]),
+                                                    min(cs, plan.out_shape[1])),
+                           fill_value=0.0)
     for name in ("tile_max", "tile_scores"):
         group.create_array(name, shape=(*plan.grid, n_cls), dtype="float32",
                            chunks=(*plan.grid, n_cls), fill_value=0.0)
@@ -313,6 +333,8 @@ def _result(group: Any, path: Path) -> SlideCams:
         scores = np.zeros(n_cls, np.float32)
     denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
     cams = da.clip(da.from_zarr(raw) / denom, 0.0, 1.0).astype(np.float32)
+    scale_cams = (da.clip(da.from_zarr(group["scale_cams"]) / denom[None], 0.0, 1.0)
+                  .astype(np.float32) if "scale_cams" in group else None)
     attrs = dict(group.attrs)
     if "geometry" in attrs:
         geometry = MaskGeometry.from_dict(attrs["geometry"])
@@ -331,70 +353,95 @@ def _result(group: Any, path: Path) -> SlideCams:
         class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
         out_stride=int(attrs.get("params", {}).get("out_stride", 1)),
         postproc=attrs.get("postproc"),
+        scale_cams=scale_cams, slide_id=dict(attrs.get("slide", {})),
     )
 
 
-def _read_tile(slide: Any, plan: _Plan, ty: int, tx: int) -> np.ndarray:
-    """uint8 tile with halo at the model's resolution (white outside the slide)."""
+def _read_window(slide: Any, plan: _Plan, box: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 pixels of ``box`` = (y, x, h, w) in model px of the region (inside it)."""
     import cv2
 
-    size = plan.tile + 2 * plan.halo
-    my, mx = ty * plan.tile - plan.halo, tx * plan.tile - plan.halo
+    my, mx, h, w = box
     r = plan.resample
     ly = int(round(plan.y0 / plan.ds_level + my * r))
     lx = int(round(plan.x0 / plan.ds_level + mx * r))
-    lsize = max(1, int(round(size * r)))
-    img = np.asarray(slide.read_region(plan.level, ly, lx, lsize, lsize))
-    if img.shape[:2] != (lsize, lsize) or img.dtype != np.uint8:
+    lh, lw = max(1, int(round(h * r))), max(1, int(round(w * r)))
+    img = np.asarray(slide.read_region(plan.level, ly, lx, lh, lw))
+    if img.shape[:2] != (lh, lw) or img.dtype != np.uint8:
         raise WsssError(f"slide returned a {img.dtype} {img.shape} region for a "
-                        f"{lsize} x {lsize} request")
+                        f"{lh} x {lw} request")
     img = np.ascontiguousarray(img[..., :3])
-    if lsize != size:
-        interp = cv2.INTER_AREA if lsize > size else cv2.INTER_LINEAR
-        img = cv2.resize(img, (size, size), interpolation=interp)
-    # outside the region: white, so a region run sees only its region
-    vy = plan.shape[0] - my
-    vx = plan.shape[1] - mx
-    if my < 0 or mx < 0 or vy < size or vx < size:
-        img = img.copy()
-        if my < 0:
-            img[:-my] = 255
-        if mx < 0:
-            img[:, :-mx] = 255
-        if vy < size:
-            img[max(vy, 0):] = 255
-        if vx < size:
-            img[:, max(vx, 0):] = 255
+    if (lh, lw) != (h, w):
+        interp = cv2.INTER_AREA if lh > h else cv2.INTER_LINEAR
+        img = cv2.resize(img, (w, h), interpolation=interp)
     return img
 
 
-def _glass_tiles(slide: Any, plan: _Plan, params: CamParams) -> np.ndarray:
-    """bool (ny, nx): True where a tile has less tissue than ``params.min_tissue``."""
-    from .tissue import tissue_fraction, tissue_mask
+def _tile_boxes(plan: _Plan, ty: int, tx: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(core, window) boxes (y, x, h, w) of a tile in model px of the region: the core it
+    writes, and the core grown by the halo (clipped to the region) that its crops read."""
+    mh, mw = plan.shape
+    cy, cx = ty * plan.tile, tx * plan.tile
+    core = (cy, cx, min(plan.tile, mh - cy), min(plan.tile, mw - cx))
+    wy, wx = max(0, cy - plan.halo), max(0, cx - plan.halo)
+    wy1 = min(mh, cy + core[2] + plan.halo)
+    wx1 = min(mw, cx + core[3] + plan.halo)
+    return core, (wy, wx, wy1 - wy, wx1 - wx)
 
-    ny, nx = plan.grid
-    glass = np.zeros((ny, nx), bool)
+
+def _crop_keep(slide: Any, plan: _Plan, grids: list, params: CamParams) -> list | None:
+    """Per scale, bool ``(ny, nx)``: crops whose footprint holds at least ``min_tissue``
+    tissue in the thumbnail's tissue mask (:mod:`.tissue`); None when nothing is skipped."""
+    from .tissue import tissue_mask
+
     if not params.skip_glass:
-        return glass
-    thumb = np.asarray(slide.thumbnail(1024))
-    mask = tissue_mask(thumb)
+        return None
+    mask = tissue_mask(np.asarray(slide.thumbnail(1024)))
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
     fy = mask.shape[0] / slide.shape[0]
     fx = mask.shape[1] / slide.shape[1]
-    t0 = plan.tile * plan.model_ds
+    mh, mw = plan.shape
+    thr = max(params.min_tissue, 1e-9)
+
+    def edges(n: int, sg: Any, extent: int, origin: int, f: float, size: int):
+        start = np.arange(n) * sg.pitch
+        stop = np.minimum(start + sg.foot, extent)
+        a = np.floor((origin + start * plan.model_ds) * f).astype(int).clip(0, size - 1)
+        b = np.ceil((origin + stop * plan.model_ds) * f).astype(int)
+        return a, np.maximum(b, a + 1).clip(max=size)
+
+    keep = []
+    for sg in grids:
+        ya, yb = edges(sg.ny, sg, mh, plan.y0, fy, mask.shape[0])
+        xa, xb = edges(sg.nx, sg, mw, plan.x0, fx, mask.shape[1])
+        tissue = (integral[yb][:, xb] - integral[ya][:, xb] - integral[yb][:, xa]
+                  + integral[ya][:, xa])
+        area = (yb - ya)[:, None] * (xb - xa)[None, :]
+        keep.append(tissue / area >= thr)
+    return keep
+
+
+def _glass_tiles(plan: _Plan, grids: list, keep: list | None) -> np.ndarray:
+    """bool (ny, nx): True where no kept crop touches a tile (nothing to compute there)."""
+    ny, nx = plan.grid
+    glass = np.zeros((ny, nx), bool)
+    if keep is None:
+        return glass
     for ty in range(ny):
         for tx in range(nx):
-            y0 = plan.y0 + ty * t0
-            x0 = plan.x0 + tx * t0
-            y1 = min(y0 + t0, plan.y0 + plan.h0)
-            x1 = min(x0 + t0, plan.x0 + plan.w0)
-            frac = tissue_fraction(mask, y0 * fy, x0 * fx, y1 * fy, x1 * fx)
-            glass[ty, tx] = frac < max(params.min_tissue, 1e-9)
+            (cy, cx, ch, cw), _ = _tile_boxes(plan, ty, tx)
+            glass[ty, tx] = not any(  # pad: more than the maps' bilinear samples reach
+                kp[slice(*sg.crop_range(cy, cy + ch, sg.ny, sg.foot)),
+                   slice(*sg.crop_range(cx, cx + cw, sg.nx, sg.foot))].any()
+                for sg, kp in zip(grids, keep, strict=True))
     return glass
 
 
 def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
                cache_dir: str | Path | None = None, region: Region | None = None,
-               out: str | Path | None = None) -> Generator[Progress, None, SlideCams]:
+               out: str | Path | None = None, *, _log_warnings: bool = True
+               ) -> Generator[Progress, None, SlideCams]:
     """Compute (or resume, or reuse) the CAMs of a slide or a level-0 region of it.
 
     Args:
@@ -418,7 +465,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     import torch
 
     from ..device import choose_device
-    from .multiscale import iter_raw_cams
+    from .multiscale import crop_geometry, evict_crops, iter_window_cams, scale_grids
 
     params = params or CamParams()
     if getattr(model.config, "kind", "cam") != "cam":
@@ -426,7 +473,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     device = choose_device(params.device)
     region = _check_region(region)
     plan = _plan(slide, model, params, region)
-    for w in plan.warnings:
+    for w in plan.warnings if _log_warnings else ():
         log.warning(w)
     key = cache_key(slide, model, params, region)
     if out is not None:
@@ -434,9 +481,14 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     else:
         path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
     group = _open_store(path, key, plan, model, params, explicit, slide)
+    if "slide" not in group.attrs:
+        group.attrs["slide"] = {**_slide_identity(slide), "mpp": slide_mpp(slide),
+                                "name": str(getattr(slide, "name", "") or "")}
     done = np.asarray(group["done"][...])
+    grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
+    keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
     if (done == PENDING).any():
-        glass = _glass_tiles(slide, plan, params) & (done == PENDING)
+        glass = _glass_tiles(plan, grids, keep) & (done == PENDING)
         if glass.any():
             done[glass] = GLASS
             group["done"][...] = done
@@ -448,11 +500,10 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
 
     cams_arr, done_arr = group["cams"], group["done"]
     tmax_arr, tsc_arr = group["tile_max"], group["tile_scores"]
-    os_, T, halo = plan.out_stride, plan.tile, plan.halo
-    out_edge = (T + 2 * halo) // os_
-    hc = halo // os_
+    os_, T = plan.out_stride, plan.tile
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsss-read")
     pending: deque = deque()
+    crop_cache: dict = {}  # crops shared with the next tiles run once (multiscale.py)
     t_start = time.perf_counter()
     try:
         it = iter(todo)
@@ -460,7 +511,8 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         def submit_next() -> None:
             nxt = next(it, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(_read_tile, slide, plan, *nxt)))
+                window = _tile_boxes(plan, *nxt)[1]
+                pending.append((nxt, pool.submit(_read_window, slide, plan, window)))
 
         for _ in range(3):
             submit_next()
@@ -469,20 +521,29 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
             (ty, tx), fut = pending.popleft()
             tile = fut.result()
             submit_next()
-            gen = iter_raw_cams(model, tile, params, device=device, out_size=(out_edge, out_edge))
+            core_box, window_box = _tile_boxes(plan, ty, tx)
+            evict_crops(crop_cache, grids, core_box[0])
+            per_scale: list | None = [] if params.keep_scales else None
+            gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
+                                   window_box=window_box, core_box=core_box, out_stride=os_,
+                                   keep=keep, device=device, grids=grids,
+                                   crop_cache=crop_cache, per_scale=per_scale)
             while True:
                 try:
                     p = next(gen)
                 except StopIteration as stop:
-                    raw, scores = stop.value
+                    raw, scores, _n = stop.value
                     break
                 yield Progress("CAM tiles", n_done, n_total,
                                {**info, "crops": f"{p.done}/{p.total}"})
             oy, ox = ty * T // os_, tx * T // os_
             th = min(T // os_, plan.out_shape[0] - oy)
             tw = min(T // os_, plan.out_shape[1] - ox)
-            core = raw[:, hc:hc + th, hc:hc + tw]
+            core = raw[:, :th, :tw]
             cams_arr[:, oy:oy + th, ox:ox + tw] = core
+            if per_scale is not None:
+                group["scale_cams"][:, :, oy:oy + th, ox:ox + tw] = np.stack(
+                    [m[:, :th, :tw] for m in per_scale])
             tmax_arr[ty, tx] = core.reshape(core.shape[0], -1).max(axis=1)
             tsc_arr[ty, tx] = scores
             done_arr[ty, tx] = COMPUTED  # last: a tile counts only once fully written
@@ -499,3 +560,41 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return _result(group, path)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A first result of :func:`progressive_slide_cams`, yielded among its ``Progress``
+    records: the maps at one scale, shown while the other scales are computed."""
+
+    result: SlideCams
+    params: CamParams
+
+
+def progressive_slide_cams(slide: Any, model: Any, params: CamParams | None = None,
+                           cache_dir: str | Path | None = None, region: Any = None
+                           ) -> Generator[Progress | Preview, None, SlideCams]:
+    """:func:`slide_cams` in two passes: the scale nearest 1 alone first (a :class:`Preview`
+    within seconds for a field of view), then all of ``params.scales``. Both results are
+    cached stores of their own, so a repeated request shows the final maps at once."""
+    params = params or CamParams()
+    if len(params.scales) > 1:
+        quick = params.replace(scales=(min(params.scales, key=lambda s: abs(math.log(s))),))
+        full_key = cache_key(slide, model, params, region)
+        full = Path(cache_dir or default_cache_dir()) / f"{full_key[:32]}.zarr"
+        if not _is_complete(full):
+            first = yield from slide_cams(slide, model, quick, cache_dir=cache_dir,
+                                          region=region, _log_warnings=False)
+            yield Preview(first, quick)
+    return (yield from slide_cams(slide, model, params, cache_dir=cache_dir, region=region))
+
+
+def _is_complete(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        import zarr
+
+        return bool(zarr.open_group(str(path), mode="r").attrs.get("complete"))
+    except Exception:  # noqa: BLE001 - unreadable: not complete
+        return False

@@ -209,10 +209,3 @@ def mosaic(tiles: Sequence[tuple[Array, Array, Array | None]], size: int,
         labels = labels_from_mask(m, len(labels))
     return out, labels, m
 
-
-def normalize(rgb: Array, mean: Sequence[float], std: Sequence[float]) -> Array:
-    """``uint8 (H, W, 3)`` -> normalised ``float32 (3, H, W)``."""
-    x = rgb.astype(np.float32).transpose(2, 0, 1) / 255.0
-    m = np.asarray(mean, np.float32)[:, None, None]
-    s = np.asarray(std, np.float32)[:, None, None]
-    return (x - m) / s

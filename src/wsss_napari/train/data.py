@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: ``[1, 0, 1]`` at the end of a file stem, spaces optional.
 _LABEL_RE = re.compile(r"\[\s*([^\[\]]*?)\s*\]\s*$")
 #: Image modes that convert to RGB without losing meaning (noted in the report, not dropped).
-_CONVERTIBLE = {"RGBA": "RGBA (alpha dropped)", "L": "grey", "LA": "grey+alpha", "P": "palette",
+_CONVERTIBLE = {"RGBA": "RGBA (alpha composited onto white)", "L": "grey", "P": "palette",
                 "CMYK": "CMYK", "RGBX": "RGBX", "YCbCr": "YCbCr"}
 
 
@@ -157,16 +157,9 @@ def _check_image(path: Path, notes: list[str]) -> tuple[int, int]:
 
 
 def _check_mask(path: Path, shape: tuple[int, int]) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from ..io.masks import check_mask_file
 
-    try:
-        with Image.open(path) as im:
-            mode, (w, h) = im.mode, im.size
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise WsssError(f"unreadable or corrupt mask ({type(err).__name__}: {err})") from err
-    if mode not in ("P", "L", "1", "I", "I;16"):
-        raise WsssError(f"mask '{path.name}' has mode '{mode}'; need a label image (P or L)")
+    h, w = check_mask_file(path)
     if (h, w) != shape:
         raise WsssError(
             f"mask size {w}x{h} does not match the image size {shape[1]}x{shape[0]}"
@@ -313,34 +306,17 @@ def _problem_names(report: ScanReport, most: int = 5) -> str:
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8 (H, W, 3)`` RGB (alpha dropped, grey expanded)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image as ``uint8 (H, W, 3)`` RGB (:func:`wsss_napari.io.images.read_rgb`)."""
+    from ..io.images import read_rgb
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise WsssError(f"cannot read image '{path}': {err}") from err
+    return read_rgb(path)
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Read a label mask as ``uint8 (H, W)`` (palette indices or grey values, not colours)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read a label mask as ``uint8 (H, W)`` (:func:`wsss_napari.io.masks.read_mask`)."""
+    from ..io.masks import read_mask
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise WsssError(f"cannot read mask '{path}': {err}") from err
-    if arr.ndim != 2:
-        raise WsssError(f"mask '{path}' is not a single-channel label image")
-    return arr.astype(np.uint8)
+    return read_mask(path)
 
 
 def split_items(items: Sequence[PatchItem], val_fraction: float, seed: int
@@ -405,8 +381,9 @@ def items_from_arrays(samples: Iterable[tuple[np.ndarray, np.ndarray | None, np.
     """Write in-memory (rgb, mask, labels) samples in the challenge layout; return the items."""
     from PIL import Image
 
-    from ..classes import palette_flat
     from ..io.atomic import atomic_path, check_writable_dir
+    from ..io.masks import write_label_png
+    from ..region import MaskGeometry
 
     out = check_writable_dir(out_dir)
     items = []
@@ -419,9 +396,6 @@ def items_from_arrays(samples: Iterable[tuple[np.ndarray, np.ndarray | None, np.
         if mask is not None:
             mdir = check_writable_dir(out / "masks")
             mpath = mdir / name
-            pim = Image.fromarray(mask.astype(np.uint8), mode="P")
-            pim.putpalette(palette_flat())
-            with atomic_path(mpath) as tmp:
-                pim.save(tmp)
+            write_label_png(mask.astype(np.uint8), mpath, MaskGeometry(slide=name))
         items.append(PatchItem(out / name, tuple(int(v) for v in labels), mpath))
     return items

@@ -137,6 +137,7 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     import torch
 
     from ..device import DEVICE_LOCK, choose_device
+    from .loop import autocast
 
     params = params or FinetuneParams()
     control = control or FinetuneControl()
@@ -160,6 +161,11 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.Adam(trainable, lr=params.lr)
+    cuda = device.type == "cuda"
+    amp = cuda  # mixed precision and channels_last on CUDA, as in training
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    if cuda:
+        work.to(memory_format=torch.channels_last)
     loss_fn = _seg_loss if kind == "seg" else _cam_loss
     micro = params.batch_size if device.type == "cuda" else min(params.batch_size, 2)
     weights = np.array([d["labelled"] for d in data["per_sample"]], np.float64)
@@ -174,21 +180,27 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
             crops = [_random_crop(samples, weights, params.crop_size, rng)
                      for _ in range(params.batch_size)]
             opt.zero_grad(set_to_none=True)
-            total = 0.0
+            total_t = torch.zeros((), device=device)
             for i in range(0, len(crops), micro):
                 part = crops[i:i + micro]
                 yield from _pause_point(control, step, params, result.losses)  # between crops too
                 with DEVICE_LOCK:
-                    x = torch.from_numpy(np.stack([c[0] for c in part])).to(device)
-                    x = work.normalize(x.permute(0, 3, 1, 2).contiguous())
+                    x = torch.from_numpy(np.stack([c[0] for c in part]))
                     y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64))
-                    loss = loss_fn(work, x, y.to(device), n_classes)
-                    (loss * len(part) / len(crops)).backward()
-                total += float(loss.detach()) * len(part) / len(crops)
+                    if cuda:
+                        x, y = x.pin_memory(), y.pin_memory()
+                    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
+                    x = work.normalize(x).contiguous(memory_format=torch.channels_last)
+                    with autocast(device, amp):
+                        loss = loss_fn(work, x, y.to(device, non_blocking=True), n_classes)
+                    scaler.scale(loss.float() * len(part) / len(crops)).backward()
+                total_t += loss.detach().float() * len(part) / len(crops)
             if control.stopped:
                 raise _Stopped
             with DEVICE_LOCK:
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
+            total = float(total_t)  # one host sync per step (the loss the widget plots)
             step += 1
             result.losses.append(total)
             result.steps_done = step

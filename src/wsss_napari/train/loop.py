@@ -23,6 +23,8 @@ import numpy as np
 from .. import WsssError
 
 STATE_SUFFIX = ".state.safetensors"
+#: Steps between host reads of the loss (divergence check, the loss shown in progress).
+LOG_EVERY = 10
 
 
 def state_path(model_path: str | Path) -> Path:
@@ -72,8 +74,11 @@ def autocast(device, enabled: bool):
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, workers: int,
                 drop_last: bool = False):
-    """A DataLoader whose shuffle order depends only on (seed, epoch)."""
+    """A DataLoader whose shuffle order depends only on (seed, epoch); each worker process
+    runs one intra-op thread (``device.worker_init_threads``)."""
     import torch
+
+    from ..device import worker_init_threads
 
     g = torch.Generator()
     g.manual_seed(int(seed) * 1000 + int(epoch))
@@ -84,6 +89,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, 
         shuffle=shuffle,
         generator=g,
         num_workers=workers,
+        worker_init_fn=worker_init_threads if workers else None,
         drop_last=drop_last and n > batch_size,
         pin_memory=False,
         persistent_workers=False,
@@ -194,13 +200,15 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
                steps_per_epoch: int, evaluate=None, compute_loss=None):
     """The epoch loop shared by the classification and segmentation trainers.
 
-    Poly learning-rate decay per step, AMP on CUDA, a divergence check, one
-    :class:`~wsss_napari.progress.Progress` per step (loss, lr) and per epoch (the history
-    record, validation included), and after every epoch the model and the resumable training
-    state written atomically. ``loss_fn(logits, y)`` gives the loss; ``evaluate(model)``
-    returns validation metrics or is ``None``. ``compute_loss(model, x, y, step)`` (``x``
-    normalised) replaces ``loss_fn(model(x), y)`` when the loss needs more than the logits
-    (Puzzle-CAM).
+    Poly learning-rate decay per step, AMP and channels_last on CUDA, a divergence check
+    every :data:`LOG_EVERY` steps and per epoch (the loss is accumulated on the device, so
+    the host waits for the GPU once per interval, not three times per step), one
+    :class:`~wsss_napari.progress.Progress` per step (the last read loss, lr) and per epoch
+    (the history record, validation included), and after every epoch the model and the
+    resumable training state written atomically. ``loss_fn(logits, y)`` gives the loss;
+    ``evaluate(model)`` returns validation metrics or is ``None``. ``compute_loss(model, x,
+    y, step)`` (``x`` normalised) replaces ``loss_fn(model(x), y)`` when the loss needs more
+    than the logits (Puzzle-CAM).
     """
     import torch
 
@@ -215,7 +223,10 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
         train_set.epoch = epoch
         loader = make_loader(train_set, params.batch_size, True, params.seed, epoch,
                              params.workers, drop_last=True)
-        running, n_seen = 0.0, 0
+        # losses stay on the device; the host reads them once per LOG_EVERY steps (a
+        # .item() per step would make the CPU wait for the GPU at every step)
+        running = torch.zeros((), device=device)
+        n_seen, last_loss, since_log = 0, float("nan"), LOG_EVERY - 1  # log step 1
         for x, y in loader:
             lr = poly_lr(params.lr, step, total)
             for g in optimizer.param_groups:
@@ -229,19 +240,27 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
                     loss = compute_loss(model, model.normalize(x), y, step)
                 else:
                     loss = loss_fn(model(model.normalize(x)).float(), y)
-            if not math.isfinite(loss.item()):
-                raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
-                                "lower --lr")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            running += loss.item() * len(x)
+            running += loss.detach() * len(x)
             n_seen += len(x)
+            since_log += 1
+            if since_log >= LOG_EVERY or step == total:
+                last_loss = float(loss.detach())  # the one host sync of the interval
+                since_log = 0
+                if not math.isfinite(last_loss):
+                    raise WsssError(f"training diverged (loss {last_loss}) at epoch "
+                                    f"{epoch + 1}; lower --lr")
             yield Progress(stage, step, total,
-                           {"epoch": epoch + 1, "loss": round(loss.item(), 4), "lr": lr})
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / max(n_seen, 1)}
+                           {"epoch": epoch + 1, "loss": round(last_loss, 4), "lr": lr})
+        epoch_loss = float(running) / max(n_seen, 1)
+        if not math.isfinite(epoch_loss):
+            raise WsssError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; "
+                            "lower --lr")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": epoch_loss}
         if evaluate is not None:
             record.update({f"val_{k}": v for k, v in evaluate(model).items()})
         history.append(record)

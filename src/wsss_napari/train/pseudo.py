@@ -28,7 +28,7 @@ def save_mask_png(mask: np.ndarray, path: str | Path, geometry: MaskGeometry | N
 
     A patch's mask lies on the patch: ``MaskGeometry(slide=<patch file name>)`` by default.
     """
-    from ..io.export import write_label_png
+    from ..io.masks import write_label_png
 
     return write_label_png(mask, path, geometry or MaskGeometry(slide=Path(path).name))
 

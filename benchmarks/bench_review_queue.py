@@ -1,0 +1,399 @@
+"""Does the review queue save the pathologist time? A simulated pathologist on WSSS4LUAD.
+
+3 folds by image over ``../shared/data/wsss4luad/validation`` (31 images), as in
+``bench_weak_labels.py``: per fold a CAM classifier is trained on the weak (image-level)
+patch labels of 2/3 of the images; each held-out image gets its multi-scale CAMs (per-scale
+maps kept), its prediction (CAM argmax, background mask given) and its review queue
+(``review_queue.build_queue``, tiles of ``--tile`` px). An oracle then "reviews" items by
+copying the true mask into them, in queue (uncertainty) order or in random order (several
+seeds), until a fraction of the image's tissue area has been reviewed (each image gets the
+same budget). Reported: mIoU (tumor / stroma / normal, confusions summed over all held-out
+images) against the fraction reviewed, for the margin, entropy and scale-disagreement
+orders, the region-mode queue and random order; the gain over no review is compared at 10 %.
+
+``--finetune``: each fold's held-out images are split in two halves; the corrections made
+at 10 % on the first half (uncertainty order vs random order, seed 0) fine-tune the
+classifier (``train.finetune``) and the second half's CAM-argmax mIoU is measured before and
+after: does the model learn from the reviewed regions?
+
+    python benchmarks/bench_review_queue.py --plot docs/images/review_queue.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_weak_labels import DEFAULT_DATA, cut_patches, load_images  # noqa: E402
+
+FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: the queue's default metric (UncertaintyParams.metric): its queue gives the random orders'
+#: tiles, the ceiling's tiles and the fine-tune's corrections
+DEFAULT = "entropy"
+
+
+def _miou(conf: np.ndarray) -> float:
+    from wsss_napari.metrics import iou_report
+
+    return float(iou_report(conf)["miou"])
+
+
+def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    from wsss_napari.metrics import confusion_matrix, force_background
+
+    return confusion_matrix(force_background(pred, gt == 3), gt)
+
+
+def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
+    """Copy the true mask into items, in order, until ``budget`` px have been reviewed."""
+    out, done = pred.copy(), 0
+    for it in items:
+        if done >= budget:
+            break
+        r0, c0, h, w = it.box
+        sub = out[r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return out, done
+
+
+def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> np.ndarray:
+    """255 everywhere but the reviewed items (their true labels): the corrections."""
+    lab, done = np.full(gt.shape, 255, np.uint8), 0
+    for it in items:
+        if done >= budget:
+            break
+        r0, c0, h, w = it.box
+        sub = lab[r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return lab
+
+
+def predict(res, gt, uparams):
+    """Uncertainty map and queues of one image from its CAMs (background mask given)."""
+    from wsss_napari.review_queue import build_queue
+    from wsss_napari.uncertainty import uncertainty_map
+
+    bg = gt == 3
+    queues = {}
+    for metric in ("margin", "entropy", "disagreement"):
+        p = uparams.replace(metric=metric, mode="tile")
+        um = uncertainty_map(res.cams, p, scale_cams=res.scale_cams, background=bg)
+        queues[metric] = build_queue(um, res.cams, p, background=bg).items
+        if metric == uparams.metric.value:  # the default metric: also its region queue
+            pred = um.labels
+            pr = uparams.replace(metric=metric, mode="region")
+            queues[f"{metric} regions"] = build_queue(um, res.cams, pr, background=bg).items
+    return pred, queues
+
+
+def _by_error(per_image, merged):
+    """Pooled oracle order: every tile by its true share of wrong pixels."""
+    def err(ki):
+        k, it = ki
+        _, _, gt, pred, _ = per_image[k]
+        r0, c0, h, w = it.box
+        return -float(np.mean(pred[r0:r0 + h, c0:c0 + w][it.mask]
+                              != gt[r0:r0 + h, c0:c0 + w][it.mask]))
+    return sorted(merged, key=err)
+
+
+def _review_pooled(per_image, merged, budget):
+    outs, done = [pred.copy() for _, _, _, pred, _ in per_image], 0
+    for k, it in merged:
+        if done >= budget:
+            break
+        gt = per_image[k][2]
+        r0, c0, h, w = it.box
+        sub = outs[k][r0:r0 + h, c0:c0 + w]
+        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
+        done += it.area_px
+    return outs, done
+
+
+def run_fold(fold, train, test, args, work, rows, ft_rows):
+    import torch
+
+    from wsss_napari.inference.multiscale import CamResult, multiscale_cam
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import CamParams, TrainClsParams, UncertaintyParams
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.train.cls import train_classifier
+    from wsss_napari.train.data import items_from_arrays
+
+    t0 = time.perf_counter()
+    cam_path = work / f"fold{fold}" / "cam.safetensors"
+    if not cam_path.exists():
+        samples = [(p, None, lab) for _, rgb, gt in train
+                   for p, lab in cut_patches(rgb, gt, args.patch, args.stride, 0.02, 0.8)]
+        items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
+        cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
+                                    batch_size=20, crop_size=args.patch, val_fraction=0.0,
+                                    seed=fold, device="cpu", lr=1e-2)
+        run_to_end(train_classifier(items, cam_path, cls_params))
+        print(f"fold {fold}: {len(items)} patches", flush=True)
+    model = load_model(cam_path)
+    t_cls = time.perf_counter()
+    cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32,
+                           keep_scales=True)
+    uparams = UncertaintyParams(tile=args.tile, min_area=0, max_items=0,
+                                threshold=args.threshold)
+    per_image = []
+    for name, rgb, gt in test:
+        cached = work / f"fold{fold}" / f"{name}.cams.npz"
+        if cached.exists():
+            z = np.load(cached)
+            res = CamResult(z["cams"], z["scores"], z["maxima"], z["scale_cams"])
+        else:
+            res = multiscale_cam(model, rgb, cam_params)
+            np.savez(cached, cams=res.cams, scores=res.scores, maxima=res.maxima,
+                     scale_cams=res.scale_cams)
+        pred, queues = predict(res, gt, uparams)
+        # the ceiling: tiles in the order of their true share of wrong pixels
+        queues["oracle (true errors)"] = sorted(
+            queues[DEFAULT], key=lambda it: -float(np.mean(
+                pred[it.box[0]:it.box[0] + it.box[2], it.box[1]:it.box[1] + it.box[3]][it.mask]
+                != gt[it.box[0]:it.box[0] + it.box[2], it.box[1]:it.box[1] + it.box[3]][it.mask])))
+        for seed in range(args.seeds):
+            rng = np.random.default_rng(1000 * seed + zlib.crc32(name.encode()) % 1000)
+            its = list(queues[DEFAULT])
+            rng.shuffle(its)
+            queues[f"random#{seed}"] = its
+        per_image.append((name, rgb, gt, pred, queues))
+    orders = list(per_image[0][4])
+    total = sum(int((gt != 3).sum()) for _, _, gt, _, _ in per_image)
+    for f in FRACTIONS:
+        for order in orders:
+            # per image: each image gets f of its own tissue
+            for _, _, gt, pred, queues in per_image:
+                tissue = int((gt != 3).sum())
+                out, done = review(pred, gt, queues[order], f * tissue)
+                rows.append(("per image", order, f, _conf(out, gt), done, tissue))
+            # pooled: the fold's held-out images ranked together, like regions of one slide
+            merged = [(k, it) for k, (*_, queues) in enumerate(per_image)
+                      for it in queues[order]]
+            if order.startswith("random"):
+                np.random.default_rng(fold * 7919 + len(order)).shuffle(merged)
+            elif not order.startswith("oracle"):
+                merged.sort(key=lambda ki: -ki[1].score)
+            else:
+                merged = _by_error(per_image, merged)
+            outs, done = _review_pooled(per_image, merged, f * total)
+            for (_, _, gt, _, _), out in zip(per_image, outs, strict=True):
+                rows.append(("pooled", order, f, _conf(out, gt), 0, 0))
+            rows.append(("pooled", order, f, np.zeros((4, 4), np.int64), done, total))
+    t_eval = time.perf_counter()
+    print(f"fold {fold}: classifier {model.config.backbone}, train {t_cls - t0:.0f}s, "
+          f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
+
+    if args.finetune:
+        from wsss_napari.inference.multiscale import multiscale_cam
+        from wsss_napari.params import FinetuneParams
+        from wsss_napari.train.finetune import run_finetune
+
+        first, second = per_image[0::2], per_image[1::2]
+        plain = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
+
+        def held_out(m):
+            c = np.zeros((4, 4), np.int64)
+            for _, rgb, gt, _, _ in second:
+                c += _conf(multiscale_cam(m, rgb, plain).cams.argmax(0).astype(np.uint8), gt)
+            return c
+
+        ft_rows.append(("before fine-tune", fold, held_out(model)))
+        for order in (DEFAULT, "random"):
+            data = []
+            for name, rgb, gt, _, queues in first:
+                its = list(queues[DEFAULT])
+                if order == "random":
+                    np.random.default_rng(zlib.crc32(name.encode()) % 1000).shuffle(its)
+                data.append((rgb, reviewed_labels(gt, its, 0.1 * (gt != 3).sum())))
+            torch.manual_seed(fold)
+            res = run_finetune(model, data, FinetuneParams(
+                steps=args.ft_steps, crop_size=args.patch, batch_size=4, lr=args.ft_lr,
+                device="cpu", seed=fold))
+            ft_rows.append((f"after fine-tune ({order} order)", fold, held_out(res.model)))
+        print(f"fold {fold}: fine-tunes {time.perf_counter() - t_eval:.0f}s", flush=True)
+
+
+def summarise(rows, seeds, setting):
+    """{order: [(fraction, mIoU, reviewed fraction, sd)]}, random seeds averaged."""
+    rows = [r[1:] for r in rows if r[0] == setting]
+    orders = sorted({r[0] for r in rows if not r[0].startswith(("random", "oracle"))})
+    out = {}
+    for order in orders + ["random", "oracle (true errors)"]:
+        line = []
+        for f in FRACTIONS:
+            names = [f"random#{s}" for s in range(seeds)] if order == "random" else [order]
+            mious, fr = [], []
+            for nm in names:
+                sel = [r for r in rows if r[0] == nm and r[1] == f]
+                mious.append(_miou(sum(r[2] for r in sel)))
+                fr.append(sum(r[3] for r in sel) / max(sum(r[4] for r in sel), 1))
+            line.append((f, float(np.mean(mious)), float(np.mean(fr)), float(np.std(mious))))
+        out[order] = line
+    return out
+
+
+def plot(summary, path: Path, title: str) -> None:
+    """mIoU against the reviewed share of the tissue, one line per order (PIL, no matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 760, 480, 70, 190, 40, 55
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    ys = [m for line in summary.values() for _, m, _, _ in line]
+    y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
+    x1 = 100 * max(r[2] for line in summary.values() for r in line)
+    x1 = max(30.0, float(np.ceil(x1 / 5) * 5))
+
+    def px(x, y):
+        return (L + (W - L - R) * x / x1, H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-9))
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for x in range(0, int(x1) + 1, 5):
+        X, _ = px(x, y0)
+        d.line([X, H - B, X, H - B + 4], fill="black")
+        d.text((X - 8, H - B + 7), f"{x}", fill="black")
+    for k in range(int(round((y1 - y0) / 0.05)) + 1):
+        y = y0 + 0.05 * k
+        _, Y = px(0, y)
+        d.line([L - 4, Y, L, Y], fill="black")
+        d.line([L, Y, W - R, Y], fill=(225, 225, 225))
+        d.text((L - 40, Y - 6), f"{y:.2f}", fill="black")
+    d.text((L + 150, H - 22), "tissue area reviewed (%)", fill="black")
+    d.text((8, T - 16), "mIoU (tumor / stroma / normal)", fill="black")
+    d.text((8, 4), title, fill="black")
+    colors = {"margin": (0, 90, 200), "entropy": (0, 150, 70), "disagreement": (170, 60, 170),
+              "entropy regions": (230, 130, 0), "random": (200, 0, 0),
+              "oracle (true errors)": (150, 150, 150)}
+    for i, (order, line) in enumerate(summary.items()):
+        c = colors.get(order, (80, 80, 80))
+        pts = [px(100 * r[2], r[1]) for r in line]
+        d.line(pts, fill=c, width=3 if order in (DEFAULT, "random") else 2)
+        for X, Y in pts:
+            d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
+        if order == "random":
+            for r in line:
+                X, Ya = px(100 * r[2], r[1] - r[3])
+                _, Yb = px(100 * r[2], r[1] + r[3])
+                d.line([X, Ya, X, Yb], fill=c, width=1)
+        label = "random order (mean, +-sd)" if order == "random" else f"{order} order"
+        d.line([W - R + 12, T + 14 + 20 * i, W - R + 34, T + 14 + 20 * i], fill=c, width=3)
+        d.text((W - R + 40, T + 8 + 20 * i), label, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--stride", type=int, default=64)
+    ap.add_argument("--backbone", default="mobilenetv3_small_100")
+    ap.add_argument("--epochs-cls", type=int, default=10)
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
+    ap.add_argument("--tile", type=int, default=32, help="queue tile edge (px)")
+    ap.add_argument("--threshold", type=float, default=0.5, help="region-mode threshold")
+    ap.add_argument("--seeds", type=int, default=5, help="random-order repetitions")
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--finetune", action="store_true",
+                    help="also fine-tune on the 10 %% corrections (see the docstring)")
+    ap.add_argument("--ft-steps", type=int, default=60)
+    ap.add_argument("--ft-lr", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plot", type=Path, help="write the mIoU-vs-fraction plot (PNG) here")
+    ap.add_argument("--work", type=Path,
+                    help="keep the models and CAMs here; a rerun reuses them (no training)")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="use only the first N images (smoke runs); 0 = all")
+    ap.add_argument("--quick", action="store_true", help="one fold, 2 epochs, one scale pair")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs_cls, args.folds, args.scales, args.seeds = 2, [0], [1.0, 1.5], 2
+        args.ft_steps = 5
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not (args.data / "img").is_dir():
+        print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
+        return 0
+    images = load_images(args.data)
+    if args.limit:
+        images = images[:args.limit]
+    t0 = time.perf_counter()
+    rows: list = []
+    ft_rows: list = []
+    with tempfile.TemporaryDirectory(prefix="wsss_bench_queue_") as tmp:
+        for fold in args.folds:
+            test = [im for i, im in enumerate(images) if i % 3 == fold]
+            train = [im for i, im in enumerate(images) if i % 3 != fold]
+            work = args.work or Path(tmp)
+            (work / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+            run_fold(fold, train, test, args, work, rows, ft_rows)
+    elapsed = time.perf_counter() - t0
+    print()
+    print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds}; classifier "
+          f"(unless reused from --work, see the fold lines) "
+          f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches; scales "
+          f"{args.scales}; queue tiles {args.tile}px; random order: {args.seeds} seeds; "
+          f"{elapsed / 60:.1f} min")
+    summaries = {}
+    for setting in ("per image", "pooled"):
+        summary = summaries[setting] = summarise(rows, args.seeds, setting)
+        print()
+        print(f"{setting}: budget = a share of " + ("each image's tissue" if setting ==
+              "per image" else "the tissue of each fold's held-out images ranked together"))
+        head = "| order | " + " | ".join(f"{100 * f:g} %" for f in FRACTIONS) + " |"
+        print(head)
+        print("|" + "---|" * (len(FRACTIONS) + 1))
+        for order, line in summary.items():
+            cells = " | ".join(f"{m:.3f}" for _, m, _, _ in line)
+            print(f"| {order} | {cells} |")
+        i10 = FRACTIONS.index(0.1)
+        print("(reviewed share at the 10 % column: " + ", ".join(
+            f"{o} {100 * line[i10][2]:.1f} %" for o, line in summary.items()) + ")")
+        base = summary["random"][0][1]
+        g_rand = summary["random"][i10][1] - base
+        for order, line in summary.items():
+            if order == "random":
+                continue
+            g = line[i10][1] - base
+            print(f"gain at 10 % ({setting}): {order} {g:+.3f} vs random {g_rand:+.3f} -> "
+                  f"{g / g_rand if g_rand > 0 else float('inf'):.2f}x")
+    if ft_rows:
+        print()
+        print("| fine-tune (held-out half of each fold's test images) | mIoU |")
+        print("|---|---|")
+        for name in dict.fromkeys(r[0] for r in ft_rows):
+            c = sum(r[2] for r in ft_rows if r[0] == name)
+            print(f"| {name} | {_miou(c):.3f} |")
+    if args.plot:
+        from PIL import Image
+
+        panels = []
+        for setting, summary in summaries.items():
+            tmp = args.plot.with_suffix(f".{setting.replace(' ', '_')}.png")
+            plot(summary, tmp, f"WSSS4LUAD validation, {len(images)} images, folds "
+                 f"{args.folds}, {args.tile}px tiles; budget {setting}")
+            panels.append(Image.open(tmp).copy())
+            tmp.unlink()
+        both = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
+        for i, p in enumerate(panels):
+            both.paste(p, (i * panels[0].width, 0))
+        both.save(args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
