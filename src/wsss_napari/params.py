@@ -159,6 +159,8 @@ class CamParams(ParamsBase):
     crop_size: int = _f(0, "crop size in px at each scale; 0 = the model's input size", (0, 4096))
     stride: int = _f(0, "stride between crops; 0 = half the crop size", (0, 4096))
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
+    tta: str = _f("none", "segmentation models: test-time augmentation set none, hflip, flips, "
+                  "rot90 or d4, optionally +scales (0.75/1/1.25)")
     batch_size: int = _f(16, "crops per forward pass", (1, 1024))
     tile_size: int = _f(1024, "whole-slide tile edge in px at the model's level", (64, 16384))
     halo: int = _f(0, "minimum context px around each whole-slide tile; always raised to "
@@ -176,6 +178,7 @@ class CamParams(ParamsBase):
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
             raise WsssError(f"scales must be non-empty and within [0.05, 8]: {self.scales}")
+        _check_tta(self.tta)
         if self.tile_size % self.out_stride:
             raise WsssError(f"tile_size ({self.tile_size}) must be a multiple of out_stride "
                             f"({self.out_stride})")
@@ -256,6 +259,37 @@ class TrainClsParams(ParamsBase):
                           "--no-pretrained: random init)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
+    # issue 11 (SAM): see wsss_napari.train.sam
+    optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
+    sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
+    # issue 11 (stain normalisation): see wsss_napari.stain
+    stain_norm: str = _f("none", "stain normalisation of the patches: none, reinhard or "
+                         "macenko (stored in the model; inference does the same)")
+    stain_ref: str = _f("", "reference image or slide of the target stain; '' = the "
+                        "training patches' pooled stain")
+
+    def validate(self) -> None:
+        _check_optimizer(self.optimizer)
+        _check_stain(self.stain_norm)
+
+
+def _check_optimizer(name: str) -> None:
+    choices = ("sgd", "adamw", "sam", "sam-adamw")  # == train.sam.OPTIMIZERS (torch-free here)
+    if name not in choices:
+        raise WsssError(f"optimizer must be one of {', '.join(choices)}, not {name!r}")
+
+
+def _check_tta(spec: str) -> None:
+    name, _, extra = str(spec).partition("+")  # == inference.tta.parse_tta (torch-free here)
+    if name not in ("none", "hflip", "flips", "rot90", "d4") or extra not in ("", "scales"):
+        raise WsssError(f"tta must be none, hflip, flips, rot90 or d4, optionally with "
+                        f"'+scales', not {spec!r}")
+
+
+def _check_stain(name: str) -> None:
+    choices = ("none", "reinhard", "macenko")  # == stain.METHODS
+    if name not in choices:
+        raise WsssError(f"stain_norm must be one of {', '.join(choices)}, not {name!r}")
 
 
 @dataclass(frozen=True)
@@ -264,7 +298,7 @@ class TrainSegParams(ParamsBase):
 
     encoder: str = _f("tf_efficientnet_lite0", "timm encoder name (the train-cls default, so "
                       "--weights CAM_MODEL initialises it)")
-    decoder: str = _f("deeplabv3plus", "deeplabv3plus or unet")
+    decoder: str = _f("deeplabv3plus", "deeplabv3plus, unet or segformer (all-MLP)")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
@@ -283,10 +317,25 @@ class TrainSegParams(ParamsBase):
                           "and tf_efficientnet_lite0; other encoders download from the hub)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
+    # issue 11 (SAM): see wsss_napari.train.sam
+    optimizer: str = _f("sgd", "sgd, adamw, sam (SAM around SGD) or sam-adamw (two passes a step)")
+    sam_rho: float = _f(0.05, "SAM neighbourhood radius rho", (1e-4, 10.0))
+    # issue 11 (stain normalisation): see wsss_napari.stain
+    stain_norm: str = _f("none", "stain normalisation of the patches: none, reinhard or "
+                         "macenko (stored in the model; inference does the same)")
+    stain_ref: str = _f("", "reference image or slide of the target stain; '' = the "
+                        "training patches' pooled stain")
+    # issue 11 (HuBMAP levers)
+    loss: str = _f("ce+dice", "ce+dice (softmax) or bce+dice (one-vs-rest sigmoid per class)")
 
     def validate(self) -> None:
-        if self.decoder not in ("deeplabv3plus", "unet"):
-            raise WsssError(f"decoder must be deeplabv3plus or unet, not {self.decoder!r}")
+        if self.decoder not in ("deeplabv3plus", "unet", "segformer"):
+            raise WsssError(f"decoder must be deeplabv3plus, unet or segformer, "
+                            f"not {self.decoder!r}")
+        if self.loss not in ("ce+dice", "bce+dice"):
+            raise WsssError(f"loss must be ce+dice or bce+dice, not {self.loss!r}")
+        _check_optimizer(self.optimizer)
+        _check_stain(self.stain_norm)
 
 
 @dataclass(frozen=True)
@@ -425,3 +474,26 @@ class RunRecord:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class CellParams(ParamsBase):
+    """Per-cell labels (``wsss_napari.cells``): nucleus segmentation and CAM read-out."""
+
+    nucleus_threshold: float = _f(
+        0.0, "haematoxylin threshold of a nucleus pixel; 0 = Otsu over the slide's tissue "
+        "(once per slide, from its thumbnail)", (0.0, 10.0))
+    sigma: float = _f(1.0, "Gaussian smoothing of the haematoxylin channel (px)", (0.0, 10.0))
+    min_area: int = _f(30, "smallest nucleus (level-0 px)", (1, 1_000_000))
+    max_area: int = _f(1500, "largest nucleus (level-0 px)", (1, 10_000_000))
+    min_distance: int = _f(4, "smallest distance between two nucleus centres (watershed "
+                           "seeds, px)", (1, 1000))
+    dilate: int = _f(0, "grow each nucleus by this many px before averaging its CAMs",
+                     (0, 1000))
+    tile: int = _f(1024, "tile edge (level-0 px) of whole-slide runs", (64, 16384))
+    halo: int = _f(48, "context around each tile (px); at least a nucleus diameter",
+                   (0, 1024))
+
+    def validate(self) -> None:
+        if self.max_area < self.min_area:
+            raise WsssError(f"max_area ({self.max_area}) is below min_area ({self.min_area})")

@@ -238,7 +238,9 @@ class CamWidget(QWidget):
         yield Progress("loading model", 0, 1)
         model, path, digest = load_model_cached(source, self.models)
         meta = {"model": model, "model_path": path, "model_hash": digest}
-        gen = progressive_slide_cams(slide, model, params, region=region)
+        from ..stain import slide_for_model
+
+        gen = progressive_slide_cams(slide_for_model(slide, model), model, params, region=region)
         while True:  # the one-scale preview goes to the GUI thread as a yielded value
             try:
                 item = next(gen)

@@ -85,3 +85,37 @@ def params_tooltip(cls: type[ParamsBase], name: str) -> str:
     if rng:
         text += f" [{rng[0]:g} .. {rng[1]:g}]"
     return f"{name}: {text}"
+
+ATTENTION = {
+    "image": "The image or slide (image layer) whose attention maps to compute.",
+    "model": "A transformer or hybrid CNN-Transformer CAM model (.safetensors), e.g. trained "
+    "with 'wsss-napari train-cls --backbone wsss_hybrid_resnet18'. CNN models have no attention.",
+    "method": "Rollout: where the class token looks, over all layers (class-agnostic). "
+    "Gradient-weighted rollout: one map per class (what supports that class).",
+    "region": "Field of view: what the canvas shows now (at most 2048 x 2048 px). "
+    "Whole image: the entire image (small images only).",
+    "run": "Compute the maps in the background; they appear as layers next to the CAMs.",
+}
+
+CELLS = {
+    "cams": "The CAM layer (from the CAM widget) whose maps label the cells; its slide is "
+    "the one whose nuclei are found.",
+    "instances": "Use the nuclei of a Labels layer (e.g. from stardist or cellpose; level-0 "
+    "shape of the slide) instead of the built-in haematoxylin watershed.",
+    "dilate": "Grow each nucleus by this many px before averaging its CAMs (0 = the nucleus).",
+    "region": "Field of view: what the canvas shows now. Whole slide: the CAMs' extent.",
+    "run": "Find the nuclei and label each with the class whose CAM is highest over it; "
+    "adds a Points layer coloured by class (confidence and class in its features).",
+}
+
+STAIN = {
+    "image": "The slide (image layer) to normalise.",
+    "method": "Macenko: stain vectors in optical density (H&E-specific). Reinhard: colour "
+    "statistics in CIELAB (fast, any stain).",
+    "shapes": "Target stain from the region drawn on this Shapes layer (a rectangle over "
+    "well-stained tissue).",
+    "reference": "Or a reference image / slide file whose stain is the target (used when "
+    "given).",
+    "run": "Estimate the slide's stain once (from its thumbnail's tissue) and add the "
+    "normalised slide as a layer above the original: toggle its visibility to compare.",
+}

@@ -31,6 +31,8 @@ SUBCOMMANDS = (
     "batch",
     "fine_tune",
     "uncertainty",
+    "explain",
+    "cells",
 )
 
 

@@ -40,11 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from ..io.slide import Slide
     from ..models.checkpoint import load_model
     from ..progress import run_to_end
+    from ..stain import slide_for_model
 
     params = params_from_args(args, CamParams)
     region = None if args.region is None else Region.from_cli(args.region)
     model = load_model(args.model)
-    with Slide.open(args.slide) as slide:
+    with Slide.open(args.slide) as opened:
+        slide = slide_for_model(opened, model)  # normalised like the training data, if it was
         result = run_to_end(slide_cams(slide, model, params, region=region, out=args.out),
                             show=True, desc="CAM tiles")
         record = RunRecord.make(params, model_name=str(args.model),

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
     from ..params import RunRecord
     from ..progress import Progress, run_to_end
+    from ..stain import image_for_model
 
     # everything is validated before OUT_DIR is created: a bad model, parameter file or
     # image folder leaves nothing behind
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     def job():
         for i, f in enumerate(todo):
             try:  # damage the header check could not see shows up when decoding
-                mask = predict_mask(model, read_rgb(f), cam, post,
+                mask = predict_mask(model, image_for_model(read_rgb(f), model), cam, post,
                                     background=load_background(args.background_masks, f))
             except WsssError as err:
                 if args.on_bad == "stop":

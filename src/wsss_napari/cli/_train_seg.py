@@ -13,9 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-seg",
         help="train a segmentation network on (pseudo-)masks",
-        description="Train a segmentation network (timm encoder + DeepLabV3+ or UNet decoder) "
+        description="Train a segmentation network (timm encoder + DeepLabV3+, UNet or "
+        "SegFormer-style all-MLP decoder) "
         "on the patches of DATA_DIR and the masks of MASK_DIR (same file names, e.g. from "
-        "'wsss-napari pseudo'). Loss: cross-entropy (255 = ignore) + Dice. The model works "
+        "'wsss-napari pseudo'). Loss: cross-entropy (255 = ignore) + Dice, or one-vs-rest "
+        "BCE + Dice (--loss bce+dice). The model works "
         "with 'wsss-napari predict' like a CAM model.",
     )
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder")

@@ -84,8 +84,9 @@ def seg_predict(model: Any, image: np.ndarray, params: CamParams | None = None,
     Args:
         model: a ``SegNet`` (``config.kind == 'seg'``).
         image: uint8 RGB (H, W, 3).
-        params: ``crop_size``, ``stride``, ``batch_size``, ``device`` and ``flip`` (also
-            average the horizontally mirrored windows) are used.
+        params: ``crop_size``, ``stride``, ``batch_size``, ``device``, ``tta`` (test-time
+            augmentation set, :mod:`wsss_napari.inference.tta`) and ``flip`` (with ``tta``
+            ``none``: average the horizontally mirrored windows) are used.
         device: torch device; default from ``params.device``.
         background: optional (H, W) mask, nonzero = background. When given it is taken as
             the whole truth about background: those pixels are class 3 and every other pixel
@@ -111,6 +112,7 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
     import torch
 
     from ..device import DEVICE_LOCK, CpuPlan, choose_device, cpu_plan, torch_threads
+    from .tta import tta_probabilities
 
     params = params or CamParams()
     device = device or choose_device(params.device)
@@ -146,11 +148,10 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
                 crops = crops.pin_memory()
             x_in = crops.to(device, non_blocking=True).permute(0, 3, 1, 2)
             x_in = model.normalize(x_in).contiguous(memory_format=torch.channels_last)
+            # test-time augmentation (inference.tta); --flip alone = the mirrored windows
+            tta = params.tta if params.tta != "none" or not params.flip else "hflip"
             with torch.autocast(torch.device(device).type, enabled=amp):
-                p = torch.softmax(model(x_in).float(), dim=1)
-                if params.flip:  # test-time augmentation: the mirrored windows, mirrored back
-                    flipped = model(torch.flip(x_in, dims=[3])).float()
-                    p = 0.5 * (p + torch.flip(torch.softmax(flipped, dim=1), dims=[3]))
+                p = tta_probabilities(model, x_in, tta)
             p = p.float().cpu().numpy()
             for (y, x), pi in zip(chunk, p, strict=True):
                 acc[:, y:y + size, x:x + size] += pi * weight

@@ -25,7 +25,7 @@ KINDS = ("cam", "seg")
 #: ``gradcam`` (a timm classifier whose maps come from Grad-CAM: ViT / hybrid backbones).
 CAM_ARCHS = ("camnet", "gradcam")
 #: Segmentation decoders (models.seg).
-SEG_ARCHS = ("deeplabv3plus", "unet")
+SEG_ARCHS = ("deeplabv3plus", "unet", "segformer")
 
 
 def _now() -> str:

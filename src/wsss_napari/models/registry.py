@@ -12,7 +12,12 @@ if TYPE_CHECKING:
 
 #: timm modules whose models produce tokens: CAMs come from Grad-CAM for these.
 _TOKEN_MODULES = ("vision_transformer", "deit", "beit", "eva", "cait", "xcit", "crossvit",
-                  "tnt", "volo", "vitamin", "hiera", "naflexvit")
+                  "tnt", "volo", "vitamin", "hiera", "naflexvit", "hybrid")
+
+
+def _register_own_models() -> None:
+    """Register this package's timm models (``wsss_hybrid_*``, models.hybrid) with timm."""
+    from . import hybrid  # noqa: F401 - importing registers them
 
 
 def default_arch(backbone: str) -> str:
@@ -22,6 +27,7 @@ def default_arch(backbone: str) -> str:
     """
     import timm
 
+    _register_own_models()
     if not timm.is_model(backbone):
         raise WsssError(f"unknown timm backbone {backbone!r}")
     module = timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1]
@@ -44,6 +50,7 @@ def build_model(config: ModelConfig, pretrained: bool = False,
     """
     if not isinstance(config, ModelConfig):
         raise WsssError(f"build_model needs a ModelConfig, not {type(config).__name__}")
+    _register_own_models()
     if config.kind == "cam":
         if config.arch == "camnet":
             from .cam import CamNet

@@ -11,6 +11,8 @@ A timm ``features_only`` encoder with one of two light decoders:
   receptive field is much larger than the training crop, still see more context at
   inference than in training: predict in windows of about the training size.)
 * ``unet`` -- upsampling blocks with skip connections from every encoder stage.
+* ``segformer`` -- SegFormer's all-MLP decoder: every stage of stride >= 4 linearly
+  projected, upsampled to stride 4, concatenated and fused by linear layers.
 
 Output: logits ``(B, C + 1, H, W)`` at input resolution, the ``C`` foreground classes then
 background (label values 0..C, as in the masks).
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 ASPP_CHANNELS = 128
 LOW_LEVEL_CHANNELS = 48
 ASPP_RATES = (3, 6, 9)
+#: Width of the SegFormer-style all-MLP decoder.
+SEGFORMER_CHANNELS = 128
 
 
 def _cbr(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -93,6 +97,31 @@ class _UNetHead(nn.Module):
         return self.classifier(x)
 
 
+class _SegFormerHead(nn.Module):
+    """SegFormer's all-MLP decoder (Xie et al. 2021): each stage of stride >= 4 is projected
+    by a per-pixel linear layer to ``SEGFORMER_CHANNELS``, upsampled to the stride-4 map,
+    concatenated, fused by a linear layer (+ BN, ReLU) and classified by another."""
+
+    def __init__(self, channels: list[int], reductions: list[int], n_out: int) -> None:
+        super().__init__()
+        self.used = [i for i, r in enumerate(reductions) if r >= 4] or list(range(len(channels)))
+        e = SEGFORMER_CHANNELS
+        self.proj = nn.ModuleList([nn.Conv2d(channels[i], e, 1) for i in self.used])
+        self.fuse = _cbr(e * len(self.used), e, 1)
+        self.drop = nn.Dropout2d(0.1)
+        self.classifier = nn.Conv2d(e, n_out, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[self.used[0]].shape[-2:]
+        maps = []
+        for proj, i in zip(self.proj, self.used, strict=True):
+            m = proj(feats[i])
+            if m.shape[-2:] != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            maps.append(m)
+        return self.classifier(self.drop(self.fuse(torch.cat(maps, dim=1))))
+
+
 class SegNet(nn.Module):
     """timm encoder + DeepLabV3+ or UNet decoder; ``forward(x) -> (B, C+1, H, W)`` logits.
 
@@ -125,9 +154,11 @@ class SegNet(nn.Module):
             self.decoder: nn.Module = _DeepLabV3PlusHead(chans, reds, n_out)
         elif config.arch == "unet":
             self.decoder = _UNetHead(chans, n_out)
+        elif config.arch == "segformer":
+            self.decoder = _SegFormerHead(chans, reds, n_out)
         else:
             raise WsssError(f"unknown segmentation decoder {config.arch!r} "
-                            "(use deeplabv3plus or unet)")
+                            "(use deeplabv3plus, unet or segformer)")
         self.load_report: dict[str, Any] | None = None
         if weights:
             from .checkpoint import load_backbone_weights

@@ -227,11 +227,16 @@ def train_classifier(
         params, items, val_items,
         lambda p: build_cam_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
 
+    from ..stain import stain_training_items
+
+    train_items, val_items = stain_training_items(params, model, train_items, val_items)
     labels = np.array([it.labels for it in train_items], dtype=np.float32)
     pw = torch.from_numpy(pos_weight(labels)).to(device)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum,
-                                weight_decay=params.weight_decay)
+    from .sam import make_optimizer
+
+    optimizer = make_optimizer(model, params.optimizer, params.lr, params.momentum,
+                               params.weight_decay, params.sam_rho)
 
     train_set = ClsTrainSet(train_items, params)
     val_loader = (make_loader(ClsEvalSet(val_items, params.crop_size), params.batch_size, False,

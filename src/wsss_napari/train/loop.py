@@ -214,8 +214,11 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
 
     from ..models.checkpoint import save_model
     from ..progress import Progress
+    from .sam import SAM, LossScale, sam_train_step
 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # False: not SAM; None: SAM in fp32; a LossScale: SAM under AMP (see train.sam)
+    sam_scale = (LossScale() if use_amp else None) if isinstance(optimizer, SAM) else False
     total = steps_per_epoch * params.epochs
     spath = state_path(out)
     step = start_epoch * steps_per_epoch
@@ -235,15 +238,20 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            with autocast(device, use_amp):
-                if compute_loss is not None:
-                    loss = compute_loss(model, model.normalize(x), y, step)
-                else:
-                    loss = loss_fn(model(model.normalize(x)).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if sam_scale is not False:  # SAM: two forward-backward passes (train.sam)
+                loss, _ = sam_train_step(model, optimizer, _sam_closure(
+                    model, loss_fn, x, y, device, use_amp, epoch, compute_loss, step),
+                    sam_scale)
+            else:
+                with autocast(device, use_amp):
+                    if compute_loss is not None:
+                        loss = compute_loss(model, model.normalize(x), y, step)
+                    else:
+                        loss = loss_fn(model(model.normalize(x)).float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             step += 1
             running += loss.detach() * len(x)
             n_seen += len(x)
@@ -271,6 +279,29 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
         info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
         yield Progress(stage, step, total, info)
     return out
+
+
+def _check_finite(loss, epoch: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise WsssError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; "
+                        "lower --lr")
+
+
+def _sam_closure(model, loss_fn, x, y, device, use_amp: bool, epoch: int,
+                 compute_loss=None, step: int = 0):
+    """Forward pass + loss for :func:`~wsss_napari.train.sam.sam_train_step` (called twice)."""
+
+    def forward_loss():
+        with autocast(device, use_amp):
+            if compute_loss is not None:  # e.g. the Puzzle-CAM loss (train.puzzle)
+                loss = compute_loss(model, model.normalize(x), y, step).float()
+            else:
+                loss = loss_fn(model(model.normalize(x)).float(), y)
+        if not use_amp:  # under AMP an overflow skips the step instead (train.sam)
+            _check_finite(loss, epoch)
+        return loss
+
+    return forward_loss
 
 
 def prepare_training(params, items, val_items, build, extra_meta=None):

@@ -111,8 +111,10 @@ def make_pseudo_masks(
     out = check_writable_dir(out_dir)
     device = choose_device(cam_params.device)
     model.eval()
+    from ..stain import image_for_model
+
     for i, it in enumerate(items):
-        rgb = load_rgb(it.path)
+        rgb = image_for_model(load_rgb(it.path), model)  # the model's training stain
         mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device,
                            ignore_margin=ignore_margin)
         save_mask_png(mask, out / (it.path.stem + ".png"), MaskGeometry(slide=it.path.name))

@@ -102,6 +102,33 @@ def dice_loss(logits, target, ignore_index: int = IGNORE, eps: float = 1.0):
     return 1.0 - dice[present].mean()
 
 
+def bce_dice_loss(logits, target, dice_weight: float = 1.0, ignore_index: int = IGNORE,
+                  eps: float = 1.0):
+    """One-vs-rest loss: per-class sigmoid BCE plus soft Dice of the sigmoid probabilities
+    (classes present in the batch), over labelled pixels only."""
+    import torch
+    from torch.nn import functional as F
+
+    n = logits.shape[1]
+    valid = (target != ignore_index)
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    t = torch.where(valid, target, torch.zeros_like(target))
+    onehot = F.one_hot(t, n).permute(0, 3, 1, 2).float()
+    w = valid[:, None].float().expand_as(onehot)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), onehot, weight=w,
+                                             reduction="sum") / (w.sum() + 1e-6)
+    if dice_weight <= 0:
+        return bce
+    prob = torch.sigmoid(logits.float()) * w
+    onehot = onehot * w
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (denom + eps)
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    return bce + dice_weight * (1.0 - dice[present].mean())
+
+
 def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]:
     """Validation numbers of ``model`` against the loader's masks (:mod:`wsss_napari.metrics`).
 
@@ -172,7 +199,6 @@ def train_segmenter(
     Returns:
         ``out_path``.
     """
-    import torch
     from torch.nn import functional as F
 
     params = params or TrainSegParams()
@@ -191,8 +217,12 @@ def train_segmenter(
     train_items, val_items, model, device, use_amp = prepare_training(
         params, items, val_items,
         lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9,
-                                weight_decay=1e-4)
+    from ..stain import stain_training_items
+
+    train_items, val_items = stain_training_items(params, model, train_items, val_items)
+    from .sam import make_optimizer
+
+    optimizer = make_optimizer(model, params.optimizer, params.lr, 0.9, 1e-4, params.sam_rho)
     train_set = SegTrainSet(train_items, params)
     val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
                               False, params.seed, 0, params.workers) if val_items else None)
@@ -209,6 +239,8 @@ def train_segmenter(
             return out
 
     def seg_loss(logits, y):
+        if params.loss == "bce+dice":
+            return bce_dice_loss(logits, y, params.dice_weight)
         loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
         if bool((y == IGNORE).all()):
             loss = logits.sum() * 0.0
