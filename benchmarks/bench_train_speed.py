@@ -55,8 +55,8 @@ def pipeline(backbone: str, device: str, data: Path, batch: int, size: int, work
     from wsss_napari.params import TrainClsParams
     from wsss_napari.train.cls import train_classifier
 
-    params = TrainClsParams(backbone=backbone, epochs=2, batch_size=batch, crop_size=size,
-                            val_fraction=0.0, device=device, workers=workers)
+    params = TrainClsParams(backbone=backbone, pretrained=False, epochs=2, batch_size=batch,
+                            crop_size=size, val_fraction=0.0, device=device, workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
         gen = train_classifier(data, Path(tmp) / "m.safetensors", params)
         t_start, n = None, 0

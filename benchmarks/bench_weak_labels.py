@@ -63,22 +63,10 @@ def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
                 min_fraction: float, max_background: float
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Patches and their image-level labels (classes covering >= min_fraction of the patch)."""
-    h, w = gt.shape
-    ys = list(range(0, max(h - size, 0) + 1, stride)) or [0]
-    xs = list(range(0, max(w - size, 0) + 1, stride)) or [0]
-    out = []
-    for y in ys:
-        for x in xs:
-            m = gt[y:y + size, x:x + size]
-            if m.shape != (size, size):
-                continue
-            counts = np.bincount(m.ravel(), minlength=4)
-            if counts[3] > max_background * m.size:
-                continue
-            labels = (counts[:3] >= min_fraction * m.size).astype(np.uint8)
-            if labels.any():
-                out.append((rgb[y:y + size, x:x + size].copy(), labels))
-    return out
+    from wsss_napari.train.weak import cut_weak_patches
+
+    return [(patch, labels) for _, _, patch, labels in
+            cut_weak_patches(rgb, gt, size, stride, min_fraction, max_background)]
 
 
 def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -112,10 +100,13 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
                                 cutmix=args.cutmix, mosaic=args.mosaic, seed=fold,
-                                rot90=args.rot90, balance=args.balance,
-                                device="cpu", lr=args.lr)
+                                rot90=args.rot90, balance=args.balance, puzzle=args.puzzle,
+                                device="cpu", lr=args.lr, pretrained=args.pretrained)
     cam_path = work / f"fold{fold}" / "cam.safetensors"
-    run_to_end(train_classifier(items, cam_path, cls_params))
+    if args.reuse and cam_path.is_file():
+        print(f"fold {fold}: reusing {cam_path}", flush=True)
+    else:
+        run_to_end(train_classifier(items, cam_path, cls_params))
     t_cls = time.perf_counter()
     cam_model = load_model(cam_path)
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
@@ -154,18 +145,25 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
         return confs
 
     mask_dir = work / f"fold{fold}" / "pseudo"
-    run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
-                                 tuned.best if args.pseudo_tuned else post,
-                                 ignore_margin=args.ignore_margin))
+    seg_path = work / f"fold{fold}" / f"seg{args.seg_tag}.safetensors"
+    if args.reuse and (mask_dir / "pseudo.run.json").is_file():
+        print(f"fold {fold}: reusing the pseudo-masks in {mask_dir}", flush=True)
+    else:
+        run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
+                                     tuned.best if args.pseudo_tuned else post,
+                                     ignore_margin=args.ignore_margin))
     seg_items = [PatchItem(it.path, it.labels, mask_dir / (it.path.stem + ".png"))
                  for it in items]
     t_pseudo = time.perf_counter()
     seg_params = TrainSegParams(encoder=args.backbone, decoder=args.decoder,
                                 epochs=args.epochs_seg, batch_size=args.batch_seg,
                                 crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
-                                lr=args.lr, weights=str(cam_path), rot90=args.rot90)
-    seg_path = work / f"fold{fold}" / "seg.safetensors"
-    run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
+                                lr=args.lr, weights=str(cam_path), rot90=args.rot90,
+                                mosaic=args.seg_mosaic)
+    if args.reuse and seg_path.is_file():
+        print(f"fold {fold}: reusing {seg_path}", flush=True)
+    else:
+        run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     seg_model = load_model(seg_path)
     for _, rgb, gt in test:
         seg_cam = CamParams(device="cpu", batch_size=32)
@@ -189,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="a class is in a patch's label if it covers this fraction")
     ap.add_argument("--max-background", type=float, default=0.8)
     ap.add_argument("--backbone", default="mobilenetv3_small_100")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="start from ImageNet weights (local for efficientnet_lite0)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the CAM models already in --work (stage-2 / post-processing "
+                    "experiments on the same classifiers)")
+    ap.add_argument("--seg-tag", default="",
+                    help="suffix of the stage-2 model's file name in --work (variants side by "
+                    "side with --reuse)")
     ap.add_argument("--decoder", default="deeplabv3plus")
     ap.add_argument("--epochs-cls", type=int, default=10)
     ap.add_argument("--epochs-seg", type=int, default=20)
@@ -197,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--cutmix", type=float, default=0.0)
     ap.add_argument("--mosaic", type=float, default=0.0)
+    ap.add_argument("--seg-mosaic", type=float, default=0.0,
+                    help="stage 2: probability of a mosaic of single-label patches")
+    ap.add_argument("--puzzle", type=float, default=0.0, help="Puzzle-CAM weight (stage 1)")
     ap.add_argument("--balance", action="store_true", help="class-balanced patch sampling")
     ap.add_argument("--rot90", action="store_true", help="random 90-degree rotations")
     ap.add_argument("--ignore-margin", type=float, default=0.0,
@@ -234,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             train = [im for i, im in enumerate(images) if i % 3 != fold]
             for m, c in run_fold(fold, train, test, args, work).items():
                 total[m] += c
+                if c.any():
+                    r = iou_report(c)
+                    print(f"fold {fold}: {m}: mIoU {r['miou']:.3f} "
+                          f"({', '.join(f'{k} {v:.3f}' for k, v in r['iou'].items())})",
+                          flush=True)
     elapsed = time.perf_counter() - t0
 
     print()

@@ -104,7 +104,8 @@ def test_training_on_cuda_syncs_once_per_interval(tmp_path, monkeypatch):
     syncs = []
     original = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: syncs.append(1) or original(t))
-    params = TrainClsParams(backbone="test_resnet", epochs=1, batch_size=4, crop_size=48,
+    params = TrainClsParams(backbone="test_resnet", pretrained=False, epochs=1, batch_size=4,
+                            crop_size=48,
                             val_fraction=0.0, seed=1, device="cuda")
     ticks = []
     gen = train_classifier(data, tmp_path / "m.safetensors", params)

@@ -81,5 +81,5 @@ def test_unknown_backbone_and_offline_hub(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network access in tests: fail fast
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(WsssError, match="could not download pretrained weights.*--weights"):
+    with pytest.raises(WsssError, match="no local ImageNet weights.*efficientnet_lite0.*--weights"):
         build_model(ModelConfig(backbone="test_resnet"), pretrained=True)

@@ -127,6 +127,7 @@ def test_train_cls_with_the_hybrid_backbone_then_explain_cli(tmp_path):
     patches = write_patch_dataset(tmp_path / "p", 8, size=48, seed=4)
     out = tmp_path / "hybrid.safetensors"
     assert main(["train-cls", str(patches), "--out", str(out), "--backbone", "wsss_hybrid_test",
+                 "--no-pretrained",
                  "--epochs", "1", "--batch-size", "4", "--crop-size", "32",
                  "--val-fraction", "0", "--device", "cpu"]) == 0
     model = load_model(out)

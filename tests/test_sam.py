@@ -131,6 +131,7 @@ def test_train_cls_and_seg_run_with_sam(tmp_path):
     patches = write_patch_dataset(tmp_path / "p", 8, size=48, seed=3)
     out = tmp_path / "cam.safetensors"
     rc = main(["train-cls", str(patches), "--out", str(out), "--backbone", "test_resnet",
+               "--no-pretrained",
                "--epochs", "1", "--batch-size", "4", "--crop-size", "32", "--val-fraction", "0",
                "--optimizer", "sam", "--sam-rho", "0.1", "--device", "cpu"])
     assert rc == 0

@@ -170,7 +170,7 @@ def test_training_stores_the_target_and_inference_matches(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WsssWarning)
         assert main(["train-cls", str(patches), "--out", str(out), "--backbone", "test_resnet",
-                     "--epochs", "1", "--batch-size", "4", "--crop-size", "32",
+                     "--no-pretrained", "--epochs", "1", "--batch-size", "4", "--crop-size", "32",
                      "--val-fraction", "0", "--stain-norm", "macenko", "--device", "cpu"]) == 0
     model = load_model(out)
     record = model.config.extra["stain"]

@@ -17,7 +17,8 @@ from wsss_napari.sample.synth import write_patch_dataset
 from wsss_napari.train.cls import pos_weight, train_classifier
 from wsss_napari.train.loop import state_path
 
-TINY = TrainClsParams(backbone="test_resnet", epochs=2, batch_size=8, crop_size=48,
+TINY = TrainClsParams(backbone="test_resnet", pretrained=False, epochs=2, batch_size=8,
+                      crop_size=48,
                       cutmix=0.5, mosaic=0.5, val_fraction=0.2, seed=1)
 
 
@@ -79,7 +80,7 @@ def test_cli_synthetic_and_on_bad_stop(tmp_path, capsys):
     data = tmp_path / "synth"
     out = tmp_path / "m.safetensors"
     rc = main(["train-cls", str(data), "--synthetic", "12", "--out", str(out),
-               "--backbone", "test_resnet", "--epochs", "1", "--batch-size", "6",
+               "--backbone", "test_resnet", "--no-pretrained", "--epochs", "1", "--batch-size", "6",
                "--crop-size", "32", "--half"])
     assert rc == 0 and out.is_file() and not state_path(out).exists()
     model = load_model(out)
@@ -88,7 +89,8 @@ def test_cli_synthetic_and_on_bad_stop(tmp_path, capsys):
 
     (data / "broken-[1, 0, 0].png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     rc = main(["train-cls", str(data), "--out", str(tmp_path / "m2.safetensors"),
-               "--backbone", "test_resnet", "--epochs", "1", "--on-bad", "stop"])
+               "--backbone", "test_resnet", "--no-pretrained", "--epochs", "1",
+               "--on-bad", "stop"])
     err = capsys.readouterr().err
     assert rc == 2 and "broken-[1, 0, 0].png" in err and "--on-bad skip" in err
     assert not (tmp_path / "m2.safetensors").exists()

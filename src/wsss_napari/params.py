@@ -233,8 +233,9 @@ class PostprocParams(ParamsBase):
 class TrainClsParams(ParamsBase):
     """Stage 1: the CAM classifier trained from patch-level multi-labels."""
 
-    backbone: str = _f("mobilenetv3_small_100", "timm backbone name (small: trains on a CPU)")
-    epochs: int = _f(20, "training epochs", (1, 10_000))
+    backbone: str = _f("tf_efficientnet_lite0", "timm backbone name (the default has local "
+                       "ImageNet weights and trains on a CPU)")
+    epochs: int = _f(6, "training epochs", (1, 10_000))
     batch_size: int = _f(20, "patches per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
     momentum: float = _f(0.9, "SGD momentum", (0.0, 1.0))
@@ -246,12 +247,16 @@ class TrainClsParams(ParamsBase):
     cutmix: float = _f(0.0, "probability of label-consistent CutMix", (0.0, 1.0))
     mosaic: float = _f(0.0, "probability of a mosaic of single-label patches", (0.0, 1.0))
     stain_jitter: float = _f(0.03, "HED stain jitter strength; 0 disables", (0.0, 0.5))
+    puzzle: float = _f(0.0, "Puzzle-CAM: weight of the tile-vs-whole CAM consistency (L1) "
+                       "loss, ramped up over the first half; 0 disables", (0.0, 100.0))
     val_fraction: float = _f(0.1, "fraction of patches held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    pretrained: bool = _f(True, "start from ImageNet weights (offline for efficientnet_lite0 "
+                          "and tf_efficientnet_lite0; other backbones download from the hub; "
+                          "--no-pretrained: random init)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
     # issue 11 (SAM): see wsss_napari.train.sam
@@ -291,7 +296,8 @@ def _check_stain(name: str) -> None:
 class TrainSegParams(ParamsBase):
     """Stage 2: a segmentation network trained on pseudo-masks."""
 
-    encoder: str = _f("mobilenetv3_small_100", "timm encoder name (small: trains on a CPU)")
+    encoder: str = _f("tf_efficientnet_lite0", "timm encoder name (the train-cls default, so "
+                      "--weights CAM_MODEL initialises it)")
     decoder: str = _f("deeplabv3plus", "deeplabv3plus, unet or segformer (all-MLP)")
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))
@@ -300,12 +306,15 @@ class TrainSegParams(ParamsBase):
     blur: float = _f(0.5, "probability of Gaussian blur augmentation", (0.0, 1.0))
     rot90: bool = _f(False, "also rotate crops by random multiples of 90 degrees")
     dice_weight: float = _f(1.0, "weight of the Dice term added to cross-entropy", (0.0, 100.0))
+    mosaic: float = _f(0.0, "probability of a 2x2 mosaic of single-label patches with their "
+                       "masks (exact multi-class training images)", (0.0, 1.0))
     val_fraction: float = _f(0.1, "fraction held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from the hub's pretrained weights (needs internet)")
+    pretrained: bool = _f(False, "start from ImageNet weights (offline for efficientnet_lite0 "
+                          "and tf_efficientnet_lite0; other encoders download from the hub)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
     # issue 11 (SAM): see wsss_napari.train.sam

@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_arguments(p)
     p.add_argument("--synthetic", type=int, metavar="N",
                    help="train on N generated patches (sample.synth, seeded by --seed)")
+    p.add_argument("--from-masks", metavar="DIR",
+                   help="train on patches cut from DIR/img/*.png, each labelled only with the "
+                   "classes that cover >= 2%% of it in DIR/mask/ (the masks never become "
+                   "pixel labels); patches are written to DATA_DIR or the cache folder")
+    p.add_argument("--patch-size", type=int, default=128, metavar="PX",
+                   help="--from-masks patch size (default 128)")
+    p.add_argument("--patch-stride", type=int, default=64, metavar="PX",
+                   help="--from-masks patch stride (default 64)")
     add_params_arguments(p, TrainClsParams)
     p.set_defaults(func=run)
 
@@ -68,8 +76,21 @@ def run(args: argparse.Namespace) -> int:
         if params.mpp == 0:
             params = params.replace(mpp=SYNTH_MPP)
         extra["data"] = f"sample.synth: {args.synthetic} patches, seed {params.seed}"
+    elif args.from_masks:
+        from ..cache import cache_dir
+        from ..train.weak import weak_patch_dir_name, write_weak_patches
+
+        if not (16 <= args.patch_size <= 4096 and 1 <= args.patch_stride <= 4096):
+            raise WsssError("--patch-size must be 16..4096 and --patch-stride 1..4096 px")
+        data = Path(args.data_dir) if args.data_dir else cache_dir(
+            weak_patch_dir_name(args.from_masks, args.patch_size, args.patch_stride))
+        run_to_end(write_weak_patches(args.from_masks, data, args.patch_size,
+                                      args.patch_stride), show=True, desc="patches")
+        extra["data"] = (f"{Path(args.from_masks).resolve().name}: {args.patch_size} px "
+                         f"patches, stride {args.patch_stride}, labelled by the classes "
+                         f"covering >= 2 % of them")
     elif not args.data_dir:
-        raise WsssError("give DATA_DIR (a patch folder) or --synthetic N")
+        raise WsssError("give DATA_DIR (a patch folder), --synthetic N or --from-masks DIR")
     else:
         data = Path(args.data_dir)
         extra["data"] = str(data)

@@ -161,9 +161,8 @@ def _resolve(path_or_default: str | Path) -> Path:
         if not p.is_file():
             raise WsssError(
                 f"the default CAM model is not installed (expected {p}). Re-create it with "
-                "`wsss-napari train-cls --synthetic 600 --backbone mobilenetv3_small_100 "
-                f"--epochs 8 --half --out {p}`, then `wsss-napari tune {p} --synthetic 6 "
-                f"--into-model {p}` (models/default/README.md), or pass a model file"
+                "scripts/make_default_model.sh in a source checkout (models/default/"
+                "MODEL_CARD.md), or pass a model file"
             )
         return p
     return Path(path_or_default).expanduser()

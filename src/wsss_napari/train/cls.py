@@ -171,12 +171,20 @@ def evaluate_classifier(model, loader, device, use_amp: bool) -> dict[str, float
 
 
 def build_cam_model(params: TrainClsParams, mpp: float | None = None):
-    """A fresh CAM model for ``params`` (backbone, crop size, pretrained / weights)."""
+    """A fresh CAM model for ``params`` (backbone, crop size, pretrained / weights).
+
+    Its input scaling follows the backbone's origin
+    (:func:`~wsss_napari.models.pretrained.input_norm`): the scaling ImageNet weights were
+    trained with (mean = std = 0.5 for EfficientNet-Lite0), else the H&E statistics.
+    """
     from ..models.config import ModelConfig
+    from ..models.pretrained import input_norm
     from ..models.registry import build_model, default_arch
 
+    norm = input_norm(params.backbone, params.pretrained, params.weights or None)
     config = ModelConfig(kind="cam", arch=default_arch(params.backbone), backbone=params.backbone,
-                         input_size=params.crop_size, mpp=mpp or None)
+                         input_size=params.crop_size, mpp=mpp or None,
+                         **({"mean": norm[0], "std": norm[1]} if norm else {}))
     return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
 
 
@@ -249,8 +257,22 @@ def train_classifier(
             yield Progress("train-cls", total, total, {"epoch": start_epoch})
             return out
 
+    compute_loss = None
+    if params.puzzle > 0:
+        from .puzzle import PIECES, puzzle_loss, puzzle_weight
+
+        unit = PIECES * int(getattr(model, "stride", 1))
+        if params.crop_size % unit or not hasattr(model, "class_maps") or model.needs_grad:
+            raise WsssError(f"--puzzle needs a CNN CAM model and a crop size that is a "
+                            f"multiple of {unit} (2 x the CAM stride), not {params.crop_size}")
+
+        def compute_loss(m, x, y, step):
+            alpha = puzzle_weight(params.puzzle, step, total)
+            return puzzle_loss(m, x, y, criterion, alpha)[0]
+
     return (yield from fit_epochs(
         "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
+        compute_loss=compute_loss,
         use_amp=use_amp, start_epoch=start_epoch, history=history,
         steps_per_epoch=steps_per_epoch,
         evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))

@@ -197,7 +197,7 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, names: tuple[str,
 
 def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out, device,
                use_amp: bool, start_epoch: int, history: list[dict[str, Any]],
-               steps_per_epoch: int, evaluate=None):
+               steps_per_epoch: int, evaluate=None, compute_loss=None):
     """The epoch loop shared by the classification and segmentation trainers.
 
     Poly learning-rate decay per step, AMP and channels_last on CUDA, a divergence check
@@ -206,7 +206,9 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
     :class:`~wsss_napari.progress.Progress` per step (the last read loss, lr) and per epoch
     (the history record, validation included), and after every epoch the model and the
     resumable training state written atomically. ``loss_fn(logits, y)`` gives the loss;
-    ``evaluate(model)`` returns validation metrics or is ``None``.
+    ``evaluate(model)`` returns validation metrics or is ``None``. ``compute_loss(model, x,
+    y, step)`` (``x`` normalised) replaces ``loss_fn(model(x), y)`` when the loss needs more
+    than the logits (Puzzle-CAM).
     """
     import torch
 
@@ -238,11 +240,14 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
             y = y.to(device, non_blocking=True)
             if sam_scale is not False:  # SAM: two forward-backward passes (train.sam)
                 loss, _ = sam_train_step(model, optimizer, _sam_closure(
-                    model, loss_fn, x, y, device, use_amp, epoch), sam_scale)
+                    model, loss_fn, x, y, device, use_amp, epoch, compute_loss, step),
+                    sam_scale)
             else:
                 with autocast(device, use_amp):
-                    logits = model(model.normalize(x))
-                loss = loss_fn(logits.float(), y)
+                    if compute_loss is not None:
+                        loss = compute_loss(model, model.normalize(x), y, step)
+                    else:
+                        loss = loss_fn(model(model.normalize(x)).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -282,13 +287,16 @@ def _check_finite(loss, epoch: int) -> None:
                         "lower --lr")
 
 
-def _sam_closure(model, loss_fn, x, y, device, use_amp: bool, epoch: int):
+def _sam_closure(model, loss_fn, x, y, device, use_amp: bool, epoch: int,
+                 compute_loss=None, step: int = 0):
     """Forward pass + loss for :func:`~wsss_napari.train.sam.sam_train_step` (called twice)."""
 
     def forward_loss():
         with autocast(device, use_amp):
-            logits = model(model.normalize(x))
-        loss = loss_fn(logits.float(), y)
+            if compute_loss is not None:  # e.g. the Puzzle-CAM loss (train.puzzle)
+                loss = compute_loss(model, model.normalize(x), y, step).float()
+            else:
+                loss = loss_fn(model(model.normalize(x)).float(), y)
         if not use_amp:  # under AMP an overflow skips the step instead (train.sam)
             _check_finite(loss, epoch)
         return loss

@@ -45,17 +45,33 @@ class SegTrainSet:
         self.params = params
         self.train = train
         self.epoch = 0
+        labels = np.array([it.labels for it in items]).reshape(len(items), -1)
+        #: single-label patches: their masks are exact up to glass (PistoSeg mosaics)
+        self.single = np.flatnonzero(labels.sum(axis=1) == 1)
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        p = self.params
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rgb, mask, _ = self.base.load(index)
         if mask is None:
             raise WsssError(f"no mask for {self.base.items[index].path}")
+        return rgb, mask
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
         rng = epoch_rng(p.seed, self.epoch if self.train else 0, index)
-        rgb, mask = aug.random_crop(rgb, mask, p.crop_size, rng)
+        mosaic = getattr(p, "mosaic", 0.0)
+        if (self.train and mosaic > 0 and len(self.single) >= 2
+                and rng.random() < mosaic):
+            picks = rng.choice(self.single, size=4, replace=len(self.single) < 4)
+            tiles = []
+            for i in picks:
+                t_rgb, t_mask = aug.random_crop(*self._load(int(i)), p.crop_size, rng)
+                tiles.append((t_rgb, np.zeros(3, np.float32), t_mask))
+            rgb, _, mask = aug.mosaic(tiles, p.crop_size, rng)
+        else:
+            rgb, mask = aug.random_crop(*self._load(index), p.crop_size, rng)
         if self.train:
             rgb, mask = aug.random_flip(rgb, mask, rng)
             if p.rot90:
@@ -138,12 +154,16 @@ def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]
 
 
 def build_seg_model(params: TrainSegParams, mpp: float | None = None):
-    """A fresh :class:`~wsss_napari.models.seg.SegNet` for ``params``."""
+    """A fresh :class:`~wsss_napari.models.seg.SegNet` for ``params``; its input scaling follows
+    where the encoder comes from (:func:`~wsss_napari.models.pretrained.input_norm`)."""
     from ..models.config import ModelConfig
+    from ..models.pretrained import input_norm
     from ..models.registry import build_model
 
+    norm = input_norm(params.encoder, params.pretrained, params.weights or None)
     config = ModelConfig(kind="seg", arch=params.decoder, backbone=params.encoder,
-                         input_size=params.crop_size, mpp=mpp or None)
+                         input_size=params.crop_size, mpp=mpp or None,
+                         **({"mean": norm[0], "std": norm[1]} if norm else {}))
     return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
 
 
