@@ -4,7 +4,8 @@ Each is a frozen dataclass: defaults live on the fields (never written twice), `
 validates, ``to_dict``/``from_dict`` round-trip through JSON/YAML, and field names are the
 names used everywhere (CLI flags use the same names with dashes). Each field's ``metadata``
 holds a ``help`` text and, for numbers, a documented ``range`` that the widgets use for
-their sliders.
+their sliders, and, for strings with a fixed set of values, ``choices`` (validated here,
+the CLI's ``choices``, a combo box in the widgets).
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import WsssError, __version__
+from .models.families import FAMILIES, SEG_ARCHS
 
 P = TypeVar("P", bound="ParamsBase")
 
 
-def _f(default: Any, help: str, range: tuple[float, float] | None = None, **kw: Any) -> Any:
-    meta = {"help": help}
+def _f(default: Any, help: str, range: tuple[float, float] | None = None,
+       choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    meta: dict[str, Any] = {"help": help}
     if range is not None:
         meta["range"] = range
+    if choices is not None:
+        meta["choices"] = tuple(choices)
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -38,6 +43,9 @@ class ParamsBase:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             rng = f.metadata.get("range")
             v = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices is not None and v not in choices:
+                raise WsssError(f"{f.name} must be one of {', '.join(choices)}, not {v!r}")
             if rng is not None and v is not None and (
                     isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise WsssError(f"{type(self).__name__}.{f.name}={v!r} is not a number "
@@ -298,7 +306,9 @@ class TrainSegParams(ParamsBase):
 
     encoder: str = _f("tf_efficientnet_lite0", "timm encoder name (the train-cls default, so "
                       "--weights CAM_MODEL initialises it)")
-    decoder: str = _f("deeplabv3plus", "deeplabv3plus, unet or segformer (all-MLP)")
+    decoder: str = _f("deeplabv3plus", "segmentation decoder: "
+                      + "; ".join(f"{f.arch} ({f.summary})" for f in FAMILIES if f.kind == "seg"),
+                      choices=SEG_ARCHS)
     epochs: int = _f(20, "training epochs", (1, 10_000))
     batch_size: int = _f(8, "images per step", (1, 4096))
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
@@ -329,9 +339,6 @@ class TrainSegParams(ParamsBase):
     loss: str = _f("ce+dice", "ce+dice (softmax) or bce+dice (one-vs-rest sigmoid per class)")
 
     def validate(self) -> None:
-        if self.decoder not in ("deeplabv3plus", "unet", "segformer"):
-            raise WsssError(f"decoder must be deeplabv3plus, unet or segformer, "
-                            f"not {self.decoder!r}")
         if self.loss not in ("ce+dice", "bce+dice"):
             raise WsssError(f"loss must be ce+dice or bce+dice, not {self.loss!r}")
         _check_optimizer(self.optimizer)

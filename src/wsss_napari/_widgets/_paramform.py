@@ -2,8 +2,9 @@
 
 Numbers with a documented ``range`` get a slider plus an exact spin box (a logarithmic slider
 when the range spans more than three decades, e.g. region sizes of 0..1,000,000 px); booleans a
-check box; ``StrEnum`` choices a combo box. The form turns its controls into the dataclass
-through :attr:`ParamsForm.params`, so the names and defaults stay those of ``params.py``.
+check box; ``StrEnum`` fields and strings with ``choices`` a combo box. The form turns its
+controls into the dataclass through :attr:`ParamsForm.params`, so the names and defaults stay
+those of ``params.py``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ class ParamsForm(QWidget):
             elif isinstance(tp, type) and issubclass(tp, StrEnum):
                 w = QComboBox()
                 w.addItems([m.value for m in tp])
+                w.currentTextChanged.connect(self._on_control_committed)
+            elif f.metadata.get("choices"):
+                w = QComboBox()
+                w.addItems(list(f.metadata["choices"]))
                 w.currentTextChanged.connect(self._on_control_committed)
             elif tp in (int, float) and rng is not None:
                 w = ParamSlider(rng[0], rng[1], tp is int)

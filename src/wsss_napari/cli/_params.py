@@ -39,6 +39,8 @@ def add_params_arguments(parser: argparse.ArgumentParser, cls: type[ParamsBase],
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(tp, type) and issubclass(tp, StrEnum):
             group.add_argument(flag, choices=[m.value for m in tp], **kw)
+        elif f.metadata.get("choices"):
+            group.add_argument(flag, choices=f.metadata["choices"], **kw)
         elif typing.get_origin(tp) is tuple:
             inner = typing.get_args(tp)[0]
             group.add_argument(flag, nargs="+", type=inner, metavar=f.name.upper(), **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.families import SEG_ARCHS
 from ..params import TrainSegParams
 from ._params import add_params_arguments, params_from_args
 from ._training import add_training_arguments, finish_training
@@ -13,9 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-seg",
         help="train a segmentation network on (pseudo-)masks",
-        description="Train a segmentation network (timm encoder + DeepLabV3+, UNet or "
-        "SegFormer-style all-MLP decoder) "
-        "on the patches of DATA_DIR and the masks of MASK_DIR (same file names, e.g. from "
+        description="Train a segmentation network (timm encoder + one of the decoders "
+        f"{', '.join(SEG_ARCHS)}) on the patches of DATA_DIR and the masks of MASK_DIR "
+        "(same file names, e.g. from "
         "'wsss-napari pseudo'). Loss: cross-entropy (255 = ignore) + Dice, or one-vs-rest "
         "BCE + Dice (--loss bce+dice). The model works "
         "with 'wsss-napari predict' like a CAM model.",

@@ -15,17 +15,14 @@ from typing import Any
 
 from .. import WsssError, __version__
 from ..classes import CLASS_NAMES, PALETTE
+from .families import CAM_ARCHS, KINDS, SEG_ARCHS, archs
 
 #: H&E statistics of the method this tool follows (WSSS4LUAD training patches), RGB in [0, 1].
 HE_MEAN: tuple[float, float, float] = (0.678, 0.505, 0.735)
 HE_STD: tuple[float, float, float] = (0.144, 0.208, 0.174)
 
-KINDS = ("cam", "seg")
-#: CAM architectures: ``camnet`` (last-3-stage fusion + 1x1 classifier, CNNs) and
-#: ``gradcam`` (a timm classifier whose maps come from Grad-CAM: ViT / hybrid backbones).
-CAM_ARCHS = ("camnet", "gradcam")
-#: Segmentation decoders (models.seg).
-SEG_ARCHS = ("deeplabv3plus", "unet", "segformer")
+__all__ = ["CAM_ARCHS", "HE_MEAN", "HE_STD", "KINDS", "SEG_ARCHS", "ModelConfig"]
+
 
 
 def _now() -> str:
@@ -38,8 +35,8 @@ class ModelConfig:
 
     Attributes:
         kind: ``'cam'`` (classifier producing class activation maps) or ``'seg'``.
-        arch: ``'camnet'`` / ``'gradcam'`` for CAM models, ``'deeplabv3plus'`` / ``'unet'``
-            for segmentation models.
+        arch: one of :data:`~wsss_napari.models.families.FAMILIES` of ``kind``
+            (``'camnet'`` / ``'gradcam'`` for CAM models, a decoder for segmentation).
         backbone: timm model name (e.g. ``'resnet18'``).
         class_names: foreground classes, in output-channel order.
         class_colors: one RGB triple (0-255) per class, for display.
@@ -86,9 +83,9 @@ class ModelConfig:
         """Raise :class:`WsssError` when a field is out of its valid domain."""
         if self.kind not in KINDS:
             raise WsssError(f"model config: kind must be one of {KINDS}, not {self.kind!r}")
-        archs = CAM_ARCHS if self.kind == "cam" else SEG_ARCHS
-        if self.arch not in archs:
-            raise WsssError(f"model config: arch for kind {self.kind!r} must be one of {archs}, "
+        valid = archs(self.kind)
+        if self.arch not in valid:
+            raise WsssError(f"model config: arch for kind {self.kind!r} must be one of {valid}, "
                             f"not {self.arch!r}")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise WsssError("model config: backbone must be a timm model name")

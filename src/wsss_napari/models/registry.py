@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .. import WsssError
 from .config import ModelConfig
+from .families import family
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,20 +53,12 @@ def build_model(config: ModelConfig, pretrained: bool = False,
     if not isinstance(config, ModelConfig):
         raise WsssError(f"build_model needs a ModelConfig, not {type(config).__name__}")
     _register_own_models()
-    if config.kind == "cam":
-        if config.arch == "camnet":
-            from .cam import CamNet
-
-            return CamNet(config, pretrained=pretrained, weights=weights)
-        if config.arch == "gradcam":
-            from .gradcam import GradCamNet
-
-            return GradCamNet(config, pretrained=pretrained, weights=weights)
-    elif config.kind == "seg":
-        try:
-            from .seg import SegNet
-        except ImportError as err:
-            raise WsssError("segmentation models are not available in this install "
-                            f"(wsss_napari.models.seg: {err})") from err
-        return SegNet(config, pretrained=pretrained, weights=weights)
-    raise WsssError(f"no model for kind={config.kind!r} arch={config.arch!r}")
+    fam = family(config.kind, config.arch)
+    if fam is None:
+        raise WsssError(f"no model for kind={config.kind!r} arch={config.arch!r}")
+    try:
+        cls = getattr(import_module(f".{fam.module}", __package__), fam.cls)
+    except ImportError as err:
+        raise WsssError(f"{fam.kind} models ({fam.arch}) are not available in this install "
+                        f"(wsss_napari.models.{fam.module}: {err})") from err
+    return cls(config, pretrained=pretrained, weights=weights)

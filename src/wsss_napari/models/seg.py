@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import WsssError
+from .families import SEG_ARCHS, family
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -79,8 +80,9 @@ class _DeepLabV3PlusHead(nn.Module):
 
 
 class _UNetHead(nn.Module):
-    def __init__(self, channels: list[int], n_out: int) -> None:
+    def __init__(self, channels: list[int], reductions: list[int], n_out: int) -> None:
         super().__init__()
+        del reductions  # same constructor as the other heads (models.families)
         self.blocks = nn.ModuleList()
         cin = channels[-1]
         for skip in reversed(channels[:-1]):
@@ -123,7 +125,8 @@ class _SegFormerHead(nn.Module):
 
 
 class SegNet(nn.Module):
-    """timm encoder + DeepLabV3+ or UNet decoder; ``forward(x) -> (B, C+1, H, W)`` logits.
+    """timm encoder + a decoder of :data:`~.families.SEG_ARCHS`; ``forward(x)`` gives
+    ``(B, C+1, H, W)`` logits.
 
     Args:
         config: a ``kind='seg'`` :class:`ModelConfig` (``arch`` picks the decoder,
@@ -150,15 +153,11 @@ class SegNet(nn.Module):
         if len(chans) < 2:
             raise WsssError(f"encoder {config.backbone!r} has too few stages for a decoder")
         n_out = config.num_classes + 1
-        if config.arch == "deeplabv3plus":
-            self.decoder: nn.Module = _DeepLabV3PlusHead(chans, reds, n_out)
-        elif config.arch == "unet":
-            self.decoder = _UNetHead(chans, n_out)
-        elif config.arch == "segformer":
-            self.decoder = _SegFormerHead(chans, reds, n_out)
-        else:
+        fam = family("seg", config.arch)
+        if fam is None:
             raise WsssError(f"unknown segmentation decoder {config.arch!r} "
-                            "(use deeplabv3plus, unet or segformer)")
+                            f"(use {', '.join(SEG_ARCHS)})")
+        self.decoder: nn.Module = globals()[fam.head](chans, reds, n_out)
         self.load_report: dict[str, Any] | None = None
         if weights:
             from .checkpoint import load_backbone_weights
