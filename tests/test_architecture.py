@@ -53,3 +53,50 @@ def test_importing_the_core_loads_no_gui():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _sibling_imports(pkg: Path) -> dict[str, set[str]]:
+    """module -> the modules of ``pkg`` it imports (relative imports, anywhere in the file)."""
+    graph: dict[str, set[str]] = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                deps.update(n.split(".")[0] for n in names)
+        graph[path.stem] = {d for d in deps if (pkg / f"{d}.py").exists()}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return path[path.index(dep):] + [node, dep] if dep in path else [node, dep]
+            if dep not in state and (cycle := visit(dep, [*path, node])):
+                return cycle
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            return cycle
+    return []
+
+
+def test_find_cycle_finds_one():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_models_have_no_import_cycle():
+    """Also counts the builders that models.registry imports by name (models.families)."""
+    from wsss_napari.models.families import FAMILIES
+
+    graph = _sibling_imports(PKG / "models")
+    graph["registry"] |= {f.module for f in FAMILIES}
+    assert {"cam", "gradcam", "seg"} <= graph["registry"]
+    assert _find_cycle(graph) == [], " -> ".join(_find_cycle(graph))

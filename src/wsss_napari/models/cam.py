@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import WsssError
+from .backbone import _create_timm, _hub_reachable, load_backbone_weights  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -65,54 +66,6 @@ class CamModel(nn.Module):
         return maps.float().mean(dim=(2, 3)), F.relu(maps)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the timm weight hub (huggingface.co) answers at all (fails fast offline)."""
-    import os
-    import socket
-
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _create_timm(name: str, pretrained: bool, **kw: Any) -> nn.Module:
-    """timm.create_model with user-facing errors for unknown names and offline hubs.
-
-    ``pretrained`` uses the local ImageNet weights (:mod:`.pretrained`) where the backbone has
-    them (no network), else the timm hub.
-    """
-    import timm
-
-    from .pretrained import has_local_weights, load_imagenet, no_local_weights_message
-
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise WsssError(f"unknown timm backbone {name!r}{hint}")
-    local = pretrained and has_local_weights(name)
-    if pretrained and not local and not _hub_reachable():
-        raise WsssError(no_local_weights_message(name) + "; the timm hub is unreachable "
-                        "(offline), so --pretrained cannot download them")
-    try:
-        model = timm.create_model(name, pretrained=pretrained and not local, **kw)
-    except WsssError:
-        raise
-    except Exception as err:  # noqa: BLE001 - hub/network errors come in many types
-        if pretrained:
-            raise WsssError(
-                f"could not download pretrained weights for {name} (offline?); "
-                f"use --weights FILE ({type(err).__name__}: {err})"
-            ) from err
-        raise WsssError(f"could not build timm model {name!r}: {err}") from err
-    if local:
-        load_imagenet(model, name)
-    return model
-
-
 class CamNet(CamModel):
     """timm ``features_only`` backbone -> last-3-stage fusion -> 1x1 classifier -> GAP.
 
@@ -144,8 +97,6 @@ class CamNet(CamModel):
         self.classifier.weight.data.mul_(0.1)
         self.load_report: dict[str, Any] | None = None
         if weights:
-            from .checkpoint import load_backbone_weights
-
             self.load_report = load_backbone_weights(self.backbone, weights)
 
     def fused_features(self, x: torch.Tensor) -> torch.Tensor:

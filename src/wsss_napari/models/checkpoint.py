@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import WsssError
+from .backbone import load_backbone_weights
 from .config import ModelConfig
+from .header import FORMAT_VERSION, META_KEY, read_config, read_header
+
+__all__ = [  # header / backbone names stay importable from here
+    "FORMAT_VERSION", "META_KEY", "default_model_path", "file_hash", "load_backbone_weights",
+    "load_model", "read_config", "read_header", "recommended_postproc", "save_model",
+    "with_recommended_postproc",
+]
 
 if TYPE_CHECKING:
     from torch import nn
 
     from ..params import PostprocParams
-
-FORMAT_VERSION = "1"
-META_KEY = "wsss_napari"
-_MAX_HEADER = 100 * 1024 * 1024
 
 
 def default_model_path() -> Path:
@@ -79,80 +82,6 @@ def save_model(model: nn.Module, path: str | Path, extra_meta: dict[str, Any] | 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return file_hash(path)
-
-
-def read_header(path: str | Path) -> dict[str, Any]:
-    """Parse and check a safetensors header without reading the tensors.
-
-    Returns:
-        The header dict (tensor entries plus ``__metadata__``).
-
-    Raises:
-        WsssError: missing / empty / pickled / truncated / corrupt file.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise WsssError(f"model file not found: '{p}'")
-    if not p.is_file():
-        raise WsssError(f"model path is not a file: '{p}'")
-    size = p.stat().st_size
-    if size == 0:
-        raise WsssError(f"model file '{p}' is empty")
-    with open(p, "rb") as fh:
-        head = fh.read(9)
-        # a safetensors header length may start with 0x80 too; its JSON then starts with '{'
-        if (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04") and head[8:9] != b"{":
-            raise WsssError(
-                f"'{p}' is a PyTorch pickle/zip checkpoint, not a wsss-napari checkpoint; "
-                "only .safetensors files are loaded (pickles can run code and are never opened)"
-            )
-        if len(head) < 8:
-            raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt (too short)")
-        (n,) = struct.unpack("<Q", head[:8])
-        if n <= 0 or n > _MAX_HEADER or n > size - 8:
-            raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt "
-                            "(no valid safetensors header)")
-        fh.seek(8)
-        raw = fh.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt "
-                        f"(header unreadable: {err})") from err
-    if not isinstance(header, dict):
-        raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt (bad header)")
-    data_len = size - 8 - n
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offs = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not offs or len(offs) != 2 or not 0 <= offs[0] <= offs[1] <= data_len:
-            raise WsssError(f"'{p}' is not a wsss-napari checkpoint / corrupt (tensor {name!r} "
-                            "lies beyond the end of the file: truncated download?)")
-    return header
-
-
-def read_config(path: str | Path) -> ModelConfig:
-    """The :class:`ModelConfig` stored in a checkpoint (cheap: reads only the header)."""
-    header = read_header(path)
-    meta = header.get("__metadata__") or {}
-    if META_KEY not in meta:
-        raise WsssError(
-            f"'{path}' is a safetensors file but not a wsss-napari checkpoint (no model config "
-            "in its header). Plain timm weights can initialise a backbone: use --weights FILE"
-        )
-    fmt = meta.get("format_version", "?")
-    if fmt != FORMAT_VERSION:
-        raise WsssError(f"'{path}' has checkpoint format {fmt!r}; this wsss-napari reads "
-                        f"format {FORMAT_VERSION!r} (update wsss-napari)")
-    try:
-        data = json.loads(meta[META_KEY])
-    except json.JSONDecodeError as err:
-        raise WsssError(f"'{path}': the stored model config is corrupt ({err})") from err
-    try:
-        return ModelConfig.from_dict(data)
-    except WsssError as err:
-        raise WsssError(f"'{path}': invalid model config: {err}") from err
 
 
 def _resolve(path_or_default: str | Path) -> Path:
@@ -285,79 +214,3 @@ def with_recommended_postproc(path: str | Path, params: PostprocParams,
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return file_hash(p)
-
-
-# ---------------------------------------------------------------- backbone initialisation
-
-_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "state_dict.")
-
-
-def _read_plain_weights(path: Path) -> dict[str, Any]:
-    import torch
-
-    if not path.is_file() or path.stat().st_size == 0:
-        raise WsssError(f"weights file not found or empty: '{path}'")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        read_header(path)
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise WsssError(f"weights file '{path}' is corrupt ({err})") from err
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling refusals come in several types
-        raise WsssError(f"cannot read weights '{path}' safely (only safetensors or plain "
-                        f"tensor dicts are accepted): {err}") from err
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise WsssError(f"weights file '{path}' holds no tensor dict")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def _norm_key(k: str) -> str:
-    for pre in _PREFIXES:
-        if k.startswith(pre):
-            k = k[len(pre):]
-    # timm's features_only wrappers flatten 'stages.0' into 'stages_0'
-    return k.replace(".", "_")
-
-
-def load_backbone_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Initialise ``module`` from a file of plain timm weights, non-strictly.
-
-    Names are matched after removing wrapper prefixes (``module.``, ``backbone.`` ...) and
-    treating ``.`` and ``_`` alike (timm's ``features_only`` models rename ``stages.0`` to
-    ``stages_0``); tensors of another shape (e.g. an ImageNet head) are skipped.
-
-    Returns:
-        ``{'loaded': n, 'missing': n, 'unexpected': n, 'skipped_shape': n}``.
-
-    Raises:
-        WsssError: unreadable file, or one that matches none of the module's tensors.
-    """
-    p = Path(path).expanduser()
-    src = _read_plain_weights(p)
-    by_norm = {_norm_key(k): v for k, v in src.items()}
-    own = module.state_dict()
-    new, used, skipped = {}, set(), 0
-    for k, v in own.items():
-        nk = _norm_key(k)
-        t = by_norm.get(nk)
-        if t is None:
-            continue
-        if tuple(t.shape) != tuple(v.shape):
-            skipped += 1
-            continue
-        new[k] = t
-        used.add(nk)
-    if not new:
-        raise WsssError(f"weights file '{p}' matches none of the {len(own)} backbone tensors "
-                        f"(wrong architecture? first keys: {', '.join(list(src)[:3])})")
-    module.load_state_dict(new, strict=False)
-    return {"loaded": len(new), "missing": len(own) - len(new),
-            "unexpected": len(by_norm) - len(used), "skipped_shape": skipped}

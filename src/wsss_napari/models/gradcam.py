@@ -21,7 +21,8 @@ import torch
 from torch.nn import functional as F
 
 from .. import WsssError
-from .cam import CamModel, _create_timm
+from .backbone import _create_timm, load_backbone_weights
+from .cam import CamModel
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -55,8 +56,6 @@ class GradCamNet(CamModel):
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
         self.load_report: dict[str, Any] | None = None
         if weights:
-            from .checkpoint import load_backbone_weights
-
             self.load_report = load_backbone_weights(self.model, weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -218,7 +218,7 @@ def convert_lite0(src: str | Path, out: str | Path) -> Path:
 
 def _cached_ok(path: Path, src_sha: str) -> bool:
     """Whether the cached file is whole (every tensor inside the file) and from ``src``."""
-    from .checkpoint import read_header
+    from .header import read_header
 
     if not path.is_file():
         return False
@@ -317,7 +317,7 @@ def input_norm(backbone: str, pretrained: bool = False, weights: str | Path | No
     if weights:
         p = Path(weights).expanduser()
         if p.suffix == ".safetensors" and p.is_file():
-            from .checkpoint import META_KEY, read_config, read_header
+            from .header import META_KEY, read_config, read_header
 
             meta = read_header(p).get("__metadata__") or {}
             if META_KEY in meta:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import WsssError
+from .backbone import _create_timm, load_backbone_weights
 from .families import SEG_ARCHS, family
 
 if TYPE_CHECKING:
@@ -138,8 +139,6 @@ class SegNet(nn.Module):
     def __init__(self, config: ModelConfig, pretrained: bool = False,
                  weights: str | None = None) -> None:
         super().__init__()
-        from .cam import _create_timm
-
         if config.kind != "seg":
             raise WsssError(f"SegNet needs a kind='seg' model config, not {config.kind!r}")
         self.config = config
@@ -160,8 +159,6 @@ class SegNet(nn.Module):
         self.decoder: nn.Module = globals()[fam.head](chans, reds, n_out)
         self.load_report: dict[str, Any] | None = None
         if weights:
-            from .checkpoint import load_backbone_weights
-
             self.load_report = load_backbone_weights(self.encoder, weights)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
