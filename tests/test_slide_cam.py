@@ -213,7 +213,9 @@ def test_no_tile_steps_on_the_real_slide(shared_slides, tmp_path):
 
     model = load_model("default")
     params = CamParams(scales=(0.5, 1.0), tile_size=256, device="cpu")
-    region = Region(y=1792, x=256, height=512, width=512)  # level 0 = the model's resolution
+    # The default model reads 1.0 um/px and CMU-1 is 0.499: 1024 level-0 px are 512 model px,
+    # two 256 px tiles a side, whose border lies at level-0 y = 2048.
+    region = Region(y=1536, x=256, height=1024, width=1024)
     with Slide.open(shared_slides / "CMU-1-Small-Region.svs") as slide:
         tiled = run_to_end(slide_cams(slide, model, params, region=region,
                                       cache_dir=tmp_path / "a"))
