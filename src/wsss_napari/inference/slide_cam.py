@@ -78,6 +78,94 @@ __all__ = [  # the store's and the plan's public names stay importable from here
 log = logging.getLogger(__name__)
 
 
+def _store_for(slide: Any, model: Any, params: CamParams, region: Region | None, plan: Any,
+               cache_dir: str | Path | None, out: str | Path | None) -> tuple[Path, Any]:
+    """The store of this request: ``out``, or the cache entry named by its key (opened,
+    resumed or created, with the slide's identity recorded)."""
+    key = cache_key(slide, model, params, region)
+    if out is not None:
+        path, explicit = Path(out).expanduser(), True
+    else:
+        path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
+    group = _open_store(path, key, plan, model, params, explicit, slide)
+    if "slide" not in group.attrs:
+        group.attrs["slide"] = {**_slide_identity(slide), "mpp": slide_mpp(slide),
+                                "name": str(getattr(slide, "name", "") or "")}
+    return path, group
+
+
+def _mark_glass(group: Any, slide: Any, plan: Any, grids: list, params: CamParams
+                ) -> tuple[np.ndarray, list | None]:
+    """The done bitmap with pending tiles that no kept crop touches marked glass (and
+    stored), and the per-scale crop keep masks (``None`` when nothing is pending)."""
+    done = np.asarray(group["done"][...])
+    keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
+    if (done == PENDING).any():
+        glass = _glass_tiles(plan, grids, keep) & (done == PENDING)
+        if glass.any():
+            done[glass] = GLASS
+            group["done"][...] = done
+    return done, keep
+
+
+def _read_ahead(slide: Any, plan: Any, todo: list[tuple[int, int]], depth: int = 3
+                ) -> Generator[tuple[tuple[int, int], np.ndarray], None, None]:
+    """``((ty, tx), window pixels)`` of the tiles ``todo``, read by two threads ``depth``
+    tiles ahead of the consumer; closing the generator cancels the reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsss-read")
+    pending: deque = deque()
+    it = iter(todo)
+
+    def submit_next() -> None:
+        nxt = next(it, None)
+        if nxt is not None:
+            window = _tile_boxes(plan, *nxt)[1]
+            pending.append((nxt, pool.submit(_read_window, slide, plan, window)))
+
+    try:
+        for _ in range(depth):
+            submit_next()
+        while pending:
+            tile_index, fut = pending.popleft()
+            tile = fut.result()
+            submit_next()
+            yield tile_index, tile
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _relabel(gen: Generator[Any, None, Any], make: Any) -> Generator[Any, None, Any]:
+    """Yield ``make(p)`` for each ``p`` of ``gen``; return its value."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield make(p)
+
+
+def _write_tile(arrays: dict[str, Any], plan: Any, ty: int, tx: int, raw: np.ndarray,
+                scores: np.ndarray, per_scale: list | None) -> None:
+    """Store tile ``(ty, tx)``'s maps (without the halo), maximum and scores in the store's
+    ``arrays`` (by name); mark it done last, so a tile counts only once fully written."""
+    os_, T = plan.out_stride, plan.tile
+    oy, ox = ty * T // os_, tx * T // os_
+    th = min(T // os_, plan.out_shape[0] - oy)
+    tw = min(T // os_, plan.out_shape[1] - ox)
+    core = raw[:, :th, :tw]
+    arrays["cams"][:, oy:oy + th, ox:ox + tw] = core
+    if per_scale is not None:
+        arrays["scale_cams"][:, :, oy:oy + th, ox:ox + tw] = np.stack(
+            [m[:, :th, :tw] for m in per_scale])
+    arrays["tile_max"][ty, tx] = core.reshape(core.shape[0], -1).max(axis=1)
+    arrays["tile_scores"][ty, tx] = scores
+    arrays["done"][ty, tx] = COMPUTED
+
+
 def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
                cache_dir: str | Path | None = None, region: Region | None = None,
                out: str | Path | None = None, *, _log_warnings: bool = True
@@ -100,8 +188,6 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         :class:`SlideCams`. Closing the generator early stops the run; finished tiles stay
         in the store and the next identical request resumes from them.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
 
     from ..device import choose_device
@@ -115,78 +201,33 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     plan = _plan(slide, model, params, region)
     for w in plan.warnings if _log_warnings else ():
         log.warning(w)
-    key = cache_key(slide, model, params, region)
-    if out is not None:
-        path, explicit = Path(out).expanduser(), True
-    else:
-        path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
-    group = _open_store(path, key, plan, model, params, explicit, slide)
-    if "slide" not in group.attrs:
-        group.attrs["slide"] = {**_slide_identity(slide), "mpp": slide_mpp(slide),
-                                "name": str(getattr(slide, "name", "") or "")}
-    done = np.asarray(group["done"][...])
+    path, group = _store_for(slide, model, params, region, plan, cache_dir, out)
     grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
-    keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
-    if (done == PENDING).any():
-        glass = _glass_tiles(plan, grids, keep) & (done == PENDING)
-        if glass.any():
-            done[glass] = GLASS
-            group["done"][...] = done
+    done, keep = _mark_glass(group, slide, plan, grids, params)
     todo = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(done == PENDING), strict=True)]
     n_total = int(done.size)
     n_done = int(n_total - len(todo))
     info = {"computed": 0, "glass": int((done == GLASS).sum()), "level": plan.level}
     yield Progress("CAM tiles", n_done, n_total, dict(info))
 
-    cams_arr, done_arr = group["cams"], group["done"]
-    tmax_arr, tsc_arr = group["tile_max"], group["tile_scores"]
-    os_, T = plan.out_stride, plan.tile
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsss-read")
-    pending: deque = deque()
+    arrays = {name: group[name] for name in ("cams", "done", "tile_max", "tile_scores",
+                                             *(("scale_cams",) if params.keep_scales else ()))}
     crop_cache: dict = {}  # crops shared with the next tiles run once (multiscale.py)
     t_start = time.perf_counter()
+    reads = _read_ahead(slide, plan, todo)
     try:
-        it = iter(todo)
-
-        def submit_next() -> None:
-            nxt = next(it, None)
-            if nxt is not None:
-                window = _tile_boxes(plan, *nxt)[1]
-                pending.append((nxt, pool.submit(_read_window, slide, plan, window)))
-
-        for _ in range(3):
-            submit_next()
         computed = 0
-        while pending:
-            (ty, tx), fut = pending.popleft()
-            tile = fut.result()
-            submit_next()
+        for (ty, tx), tile in reads:
             core_box, window_box = _tile_boxes(plan, ty, tx)
             evict_crops(crop_cache, grids, core_box[0])
             per_scale: list | None = [] if params.keep_scales else None
             gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
-                                   window_box=window_box, core_box=core_box, out_stride=os_,
-                                   keep=keep, device=device, grids=grids,
-                                   crop_cache=crop_cache, per_scale=per_scale)
-            while True:
-                try:
-                    p = next(gen)
-                except StopIteration as stop:
-                    raw, scores, _n = stop.value
-                    break
-                yield Progress("CAM tiles", n_done, n_total,
-                               {**info, "crops": f"{p.done}/{p.total}"})
-            oy, ox = ty * T // os_, tx * T // os_
-            th = min(T // os_, plan.out_shape[0] - oy)
-            tw = min(T // os_, plan.out_shape[1] - ox)
-            core = raw[:, :th, :tw]
-            cams_arr[:, oy:oy + th, ox:ox + tw] = core
-            if per_scale is not None:
-                group["scale_cams"][:, :, oy:oy + th, ox:ox + tw] = np.stack(
-                    [m[:, :th, :tw] for m in per_scale])
-            tmax_arr[ty, tx] = core.reshape(core.shape[0], -1).max(axis=1)
-            tsc_arr[ty, tx] = scores
-            done_arr[ty, tx] = COMPUTED  # last: a tile counts only once fully written
+                                   window_box=window_box, core_box=core_box,
+                                   out_stride=plan.out_stride, keep=keep, device=device,
+                                   grids=grids, crop_cache=crop_cache, per_scale=per_scale)
+            raw, scores, _n = yield from _relabel(gen, lambda p, n=n_done: Progress(
+                "CAM tiles", n, n_total, {**info, "crops": f"{p.done}/{p.total}"}))
+            _write_tile(arrays, plan, ty, tx, raw, scores, per_scale)
             computed += 1
             n_done += 1
             rate = computed / max(time.perf_counter() - t_start, 1e-6)
@@ -194,9 +235,7 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
             yield Progress("CAM tiles", n_done, n_total, dict(info))
         group.attrs["complete"] = True
     finally:
-        for _, fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        reads.close()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return _result(group, path)
