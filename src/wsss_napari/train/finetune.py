@@ -110,6 +110,46 @@ class FinetuneResult:
                 "params": self.params.to_dict(), **extra}
 
 
+def _trainable_copy(model: Any, device: Any) -> Any:
+    """A deep copy of ``model`` on ``device`` in train mode, every parameter trainable, the
+    batch-norm layers in eval mode (they keep the full training set's running statistics)."""
+    import torch
+
+    from ..device import DEVICE_LOCK
+
+    with DEVICE_LOCK:
+        work = copy.deepcopy(model).to(device)
+    work.train()
+    for m in work.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    for p in work.parameters():
+        p.requires_grad_(True)
+    return work
+
+
+def _backward(work: Any, part: list, n_crops: int, loss_fn: Any, n_classes: int, device: Any,
+              amp: bool, scaler: Any) -> Any:
+    """Forward and backward of the crops ``part`` (of ``n_crops`` in the step), the loss
+    scaled by their share of the step; returns the (unscaled) loss."""
+    import torch
+
+    from ..device import DEVICE_LOCK
+    from .loop import autocast
+
+    with DEVICE_LOCK:
+        x = torch.from_numpy(np.stack([c[0] for c in part]))
+        y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64))
+        if device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = work.normalize(x).contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            loss = loss_fn(work, x, y.to(device, non_blocking=True), n_classes)
+        scaler.scale(loss.float() * len(part) / n_crops).backward()
+    return loss
+
+
 def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
              params: FinetuneParams | None = None, control: FinetuneControl | None = None,
              ) -> Generator[Progress, None, FinetuneResult]:
@@ -137,7 +177,6 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     import torch
 
     from ..device import DEVICE_LOCK, choose_device
-    from .loop import autocast
 
     params = params or FinetuneParams()
     control = control or FinetuneControl()
@@ -151,16 +190,8 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     device = choose_device(params.device)
     rng = np.random.default_rng(params.seed)
     torch.manual_seed(params.seed)
-    with DEVICE_LOCK:
-        work = copy.deepcopy(model).to(device)
-    work.train()
-    for m in work.modules():  # keep the running statistics of the full training set
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    trainable = [p for p in work.parameters()]
-    for p in trainable:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(trainable, lr=params.lr)
+    work = _trainable_copy(model, device)
+    opt = torch.optim.Adam(list(work.parameters()), lr=params.lr)
     cuda = device.type == "cuda"
     amp = cuda  # mixed precision and channels_last on CUDA, as in training
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -184,16 +215,8 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
             for i in range(0, len(crops), micro):
                 part = crops[i:i + micro]
                 yield from _pause_point(control, step, params, result.losses)  # between crops too
-                with DEVICE_LOCK:
-                    x = torch.from_numpy(np.stack([c[0] for c in part]))
-                    y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64))
-                    if cuda:
-                        x, y = x.pin_memory(), y.pin_memory()
-                    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
-                    x = work.normalize(x).contiguous(memory_format=torch.channels_last)
-                    with autocast(device, amp):
-                        loss = loss_fn(work, x, y.to(device, non_blocking=True), n_classes)
-                    scaler.scale(loss.float() * len(part) / len(crops)).backward()
+                loss = _backward(work, part, len(crops), loss_fn, n_classes, device, amp,
+                                 scaler)
                 total_t += loss.detach().float() * len(part) / len(crops)
             if control.stopped:
                 raise _Stopped
