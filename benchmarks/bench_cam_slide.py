@@ -9,9 +9,10 @@ computes CAMs with the default ``CamParams`` into a fresh cache, back to back in
 
 * slide: the whole slide (default: ``../shared/data/slides/CMU-1-Small-Region.svs``), and the
   crops the network saw (counted at ``model.logits_and_cams``);
-* bare model: ``logits_and_cams`` on ready normalised tensors (batch 16, 224 px) with
-  PyTorch's default threads, contiguous and channels_last, and as the library's CPU streams
-  (``device.cpu_plan``): the best of the three is the forward speed ceiling;
+* bare model: ``logits_and_cams`` on ready normalised tensors (batch 16, at the model's input
+  size: the crops the slide run feeds) with PyTorch's default threads, contiguous and
+  channels_last, and as the library's CPU streams (``device.cpu_plan``): the best of the
+  three is the forward speed ceiling;
 * fov: a 1024 x 1024 field of view as the CAM widget computes it (ours: the time to the
   one-scale preview and to the final maps; the baseline had one pass);
 * png: a 64 x 64 image (a one-tile "slide");
@@ -73,7 +74,9 @@ def worker(args) -> dict:
         from wsss_napari.device import cpu_plan, torch_threads
 
         plan = cpu_plan()
-        x = torch.randn(16, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        size = int(getattr(model.config, "input_size", 224))  # the crops the slide run feeds
+        rec["crop_px"] = size
+        x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
         model.to(memory_format=torch.channels_last)
 
         def stream(n: int) -> None:
@@ -93,7 +96,7 @@ def worker(args) -> dict:
         for fmt in ("contiguous", "channels_last"):
             mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
             model.to(memory_format=mf)
-            x = torch.randn(16, 3, 224, 224).contiguous(memory_format=mf)
+            x = torch.randn(16, 3, size, size).contiguous(memory_format=mf)
             with torch.inference_mode():
                 model.logits_and_cams(x)
                 t, n = time.perf_counter(), 0
