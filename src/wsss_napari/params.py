@@ -59,6 +59,15 @@ class ParamsBase:
     def validate(self) -> None:
         """Extra checks of a subclass (cross-field rules)."""
 
+    def _coerce_enum(self, name: str, enum: type[StrEnum]) -> None:
+        """Turn a string field into its ``enum`` member (frozen, so via ``object.__setattr__``)."""
+        v = getattr(self, name)
+        if not isinstance(v, enum):
+            try:
+                object.__setattr__(self, name, enum(v))
+            except ValueError as err:
+                raise WsssError(f"{name} must be one of {[m.value for m in enum]}") from err
+
     def to_dict(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -229,12 +238,7 @@ class PostprocParams(ParamsBase):
     )
 
     def validate(self) -> None:
-        if not isinstance(self.white_method, WhiteMethod):
-            try:
-                object.__setattr__(self, "white_method", WhiteMethod(self.white_method))
-            except ValueError as err:
-                choices = [m.value for m in WhiteMethod]
-                raise WsssError(f"white_method must be one of {choices}") from err
+        self._coerce_enum("white_method", WhiteMethod)
 
 
 @dataclass(frozen=True)
@@ -393,13 +397,8 @@ class UncertaintyParams(ParamsBase):
     max_items: int = _f(200, "longest queue; 0 = no limit", (0, 1_000_000))
 
     def validate(self) -> None:
-        for name, enum in (("metric", UncertaintyMetric), ("mode", QueueMode)):
-            v = getattr(self, name)
-            if not isinstance(v, enum):
-                try:
-                    object.__setattr__(self, name, enum(v))
-                except ValueError as err:
-                    raise WsssError(f"{name} must be one of {[m.value for m in enum]}") from err
+        self._coerce_enum("metric", UncertaintyMetric)
+        self._coerce_enum("mode", QueueMode)
 
 
 class ExportFormat(StrEnum):
@@ -436,13 +435,8 @@ class ExportParams(ParamsBase):
                              "(column-major, Kaggle), C = row-major")
 
     def validate(self) -> None:
-        for name, enum in (("format", ExportFormat), ("geojson_group", GeoJsonGroup)):
-            v = getattr(self, name)
-            if not isinstance(v, enum):
-                try:
-                    object.__setattr__(self, name, enum(v))
-                except ValueError as err:
-                    raise WsssError(f"{name} must be one of {[m.value for m in enum]}") from err
+        self._coerce_enum("format", ExportFormat)
+        self._coerce_enum("geojson_group", GeoJsonGroup)
         if self.rle_order not in ("F", "C"):
             raise WsssError(f"rle_order must be 'F' (column-major) or 'C' (row-major), "
                             f"not {self.rle_order!r}")
