@@ -227,7 +227,7 @@ def train_classifier(
         params, items, val_items,
         lambda p: build_cam_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
 
-    from ..stain import stain_training_items
+    from .stain_items import stain_training_items
 
     train_items, val_items = stain_training_items(params, model, train_items, val_items)
     labels = np.array([it.labels for it in train_items], dtype=np.float32)

@@ -217,7 +217,7 @@ def train_segmenter(
     train_items, val_items, model, device, use_amp = prepare_training(
         params, items, val_items,
         lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
-    from ..stain import stain_training_items
+    from .stain_items import stain_training_items
 
     train_items, val_items = stain_training_items(params, model, train_items, val_items)
     from .sam import make_optimizer
