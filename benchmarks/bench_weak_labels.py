@@ -20,8 +20,11 @@ are then segmented and compared with their full masks. Reported, all from the sa
 * stage-2 seg + flip -- the same, also averaging horizontally mirrored windows.
 
 Levers of the recipe are flags (``--rot90``, ``--mosaic``, ``--cutmix``, ``--ignore-margin``,
-``--epochs-*``, ``--lr``, ``--scales``); ``--cam-only`` stops after the CAM rows, for quick
-stage-1 experiments.
+``--epochs-*``, ``--lr``, ``--scales``, ``--optimizer`` / ``--seg-optimizer`` (SAM),
+``--stain-jitter``, ``--stain-norm``, ``--decoder``, ``--seg-loss``); ``--tta SET ...`` adds a
+stage-2 row per test-time augmentation set (same model, eval only); ``--cam-only`` stops after
+the CAM rows, for quick stage-1 experiments; ``--seg-only`` skips them (with ``--reuse`` and
+pseudo-masks already in ``--work``: stage-2 experiments on the same pseudo-masks).
 
 Metric: the challenge's mIoU over tumor / stroma / normal with the background mask given
 (confusion matrices summed over all test images of all folds). CPU only; pick sizes with
@@ -45,6 +48,11 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "wsss4luad" / "validation"
 METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "CAM + post tuned", "stage-2 seg",
            "stage-2 seg + flip")
+
+
+def methods(args) -> tuple[str, ...]:
+    """The table's rows: ``METHODS`` plus one per ``--tta`` set."""
+    return METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta)
 
 
 def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -78,15 +86,13 @@ def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     """Train on ``train`` images' patches, evaluate on ``test`` images; confusions per method."""
     from wsss_napari.inference.multiscale import multiscale_cam
-    from wsss_napari.inference.predict import predict_mask
     from wsss_napari.models.checkpoint import load_model
-    from wsss_napari.params import CamParams, PostprocParams, TrainClsParams, TrainSegParams
+    from wsss_napari.params import CamParams, PostprocParams, TrainClsParams
     from wsss_napari.postproc import postprocess
     from wsss_napari.progress import run_to_end
     from wsss_napari.train.cls import train_classifier
-    from wsss_napari.train.data import PatchItem, items_from_arrays
+    from wsss_napari.train.data import items_from_arrays
     from wsss_napari.train.pseudo import make_pseudo_masks
-    from wsss_napari.train.seg import train_segmenter
 
     t0 = time.perf_counter()
     samples = [(p, None, lab) for _, rgb, gt in train
@@ -99,9 +105,11 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
 
     cls_params = TrainClsParams(backbone=args.backbone, epochs=args.epochs_cls,
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
-                                cutmix=args.cutmix, mosaic=args.mosaic, seed=fold,
+                                cutmix=args.cutmix, mosaic=args.mosaic, seed=fold + args.seed,
                                 rot90=args.rot90, balance=args.balance, puzzle=args.puzzle,
-                                device="cpu", lr=args.lr, pretrained=args.pretrained)
+                                device="cpu", lr=args.lr, pretrained=args.pretrained,
+                                optimizer=args.optimizer, sam_rho=args.sam_rho,
+                                stain_jitter=args.stain_jitter, stain_norm=args.stain_norm)
     cam_path = work / f"fold{fold}" / "cam.safetensors"
     if args.reuse and cam_path.is_file():
         print(f"fold {fold}: reusing {cam_path}", flush=True)
@@ -111,6 +119,12 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     cam_model = load_model(cam_path)
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
     post = PostprocParams()
+    confs = {m: np.zeros((4, 4), np.int64) for m in methods(args)}
+    mask_dir = work / f"fold{fold}" / "pseudo"
+    if args.seg_only:
+        if not (args.reuse and (mask_dir / "pseudo.run.json").is_file()):
+            sys.exit(f"--seg-only needs --reuse and the pseudo-masks in {mask_dir}")
+        return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work, t_cls)
     # the post-processing tuned on the training images' masks (never the test images')
     from wsss_napari.tune import TuneSample, default_grid, grid_search
 
@@ -126,7 +140,6 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
           f"{t_tune - t_cls:.0f}s (mIoU there {tuned.report['miou']:.3f}): {changed}",
           flush=True)
 
-    confs = {m: np.zeros((4, 4), np.int64) for m in METHODS}
     majority = int(np.argmax(labels.sum(0)))
     for _, rgb, gt in test:
         confs["trivial baseline"] += _conf(np.full(gt.shape, majority, np.uint8), gt)
@@ -144,37 +157,54 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
               flush=True)
         return confs
 
-    mask_dir = work / f"fold{fold}" / "pseudo"
-    seg_path = work / f"fold{fold}" / f"seg{args.seg_tag}.safetensors"
     if args.reuse and (mask_dir / "pseudo.run.json").is_file():
         print(f"fold {fold}: reusing the pseudo-masks in {mask_dir}", flush=True)
     else:
         run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
                                      tuned.best if args.pseudo_tuned else post,
                                      ignore_margin=args.ignore_margin))
+    print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
+          f"pseudo {time.perf_counter() - t_eval_cam:.0f}s", flush=True)
+    return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work,
+                   time.perf_counter())
+
+
+def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, np.ndarray],
+            test, args, work: Path, t_start: float) -> dict[str, np.ndarray]:
+    """Train (or reuse) the stage-2 model on the pseudo-masks; its rows on the test images."""
+    from wsss_napari.inference.predict import predict_mask
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import CamParams, TrainSegParams
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.train.data import PatchItem
+    from wsss_napari.train.seg import train_segmenter
+
     seg_items = [PatchItem(it.path, it.labels, mask_dir / (it.path.stem + ".png"))
                  for it in items]
-    t_pseudo = time.perf_counter()
+    seg_path = work / f"fold{fold}" / f"seg{args.seg_tag}.safetensors"
     seg_params = TrainSegParams(encoder=args.backbone, decoder=args.decoder,
                                 epochs=args.epochs_seg, batch_size=args.batch_seg,
-                                crop_size=args.patch, val_fraction=0.0, seed=fold, device="cpu",
-                                lr=args.lr, weights=str(cam_path), rot90=args.rot90,
-                                mosaic=args.seg_mosaic)
+                                crop_size=args.patch, val_fraction=0.0, seed=fold + args.seed,
+                                device="cpu", lr=args.lr, weights=str(cam_path), rot90=args.rot90,
+                                mosaic=args.seg_mosaic, loss=args.seg_loss,
+                                optimizer=args.seg_optimizer, sam_rho=args.sam_rho)
     if args.reuse and seg_path.is_file():
         print(f"fold {fold}: reusing {seg_path}", flush=True)
     else:
         run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
+    t_train = time.perf_counter()
     seg_model = load_model(seg_path)
-    for _, rgb, gt in test:
-        seg_cam = CamParams(device="cpu", batch_size=32)
-        pred = predict_mask(seg_model, rgb, seg_cam, background=gt == 3)
-        confs["stage-2 seg"] += _conf(pred, gt)
-        pred = predict_mask(seg_model, rgb, seg_cam.replace(flip=True), background=gt == 3)
-        confs["stage-2 seg + flip"] += _conf(pred, gt)
-    t_end = time.perf_counter()
-    print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
-          f"pseudo {t_pseudo - t_eval_cam:.0f}s, train-seg + eval {t_end - t_pseudo:.0f}s",
-          flush=True)
+    seg_cam = CamParams(device="cpu", batch_size=32)
+    t_eval = {}
+    for row, cam in (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
+                     *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta)):
+        t1 = time.perf_counter()
+        for _, rgb, gt in test:
+            confs[row] += _conf(predict_mask(seg_model, rgb, cam, background=gt == 3), gt)
+        t_eval[row] = time.perf_counter() - t1
+    print(f"fold {fold}: train-seg {t_train - t_start:.0f}s; predict "
+          + ", ".join(f"{k.removeprefix('stage-2 seg')or 'plain'} {v:.0f}s"
+                      for k, v in t_eval.items()), flush=True)
     return confs
 
 
@@ -196,6 +226,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="suffix of the stage-2 model's file name in --work (variants side by "
                     "side with --reuse)")
     ap.add_argument("--decoder", default="deeplabv3plus")
+    ap.add_argument("--seg-loss", default="ce+dice", help="stage 2: ce+dice or bce+dice")
+    ap.add_argument("--optimizer", default="sgd", help="stage 1: sgd, adamw, sam, sam-adamw")
+    ap.add_argument("--seg-optimizer", default="sgd", help="stage 2: sgd, adamw, sam, sam-adamw")
+    ap.add_argument("--sam-rho", type=float, default=0.05, help="SAM radius (both stages)")
+    ap.add_argument("--stain-jitter", type=float, default=0.03,
+                    help="stage 1: HED stain jitter strength (TrainClsParams default 0.03)")
+    ap.add_argument("--stain-norm", default="none", help="stage 1: none, reinhard, macenko")
+    ap.add_argument("--tta", nargs="*", default=[],
+                    help="stage 2: also a row per test-time augmentation set (hflip, flips, "
+                    "rot90, d4, ...+scales); same model, eval only")
     ap.add_argument("--epochs-cls", type=int, default=10)
     ap.add_argument("--epochs-seg", type=int, default=20)
     ap.add_argument("--batch", type=int, default=20)
@@ -214,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pseudo-tuned", action="store_true",
                     help="pseudo-masks with the tuned post-processing (default: the defaults)")
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seed", type=int, default=0,
+                    help="added to the fold index to seed training (run-to-run noise)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cam-only", action="store_true",
                     help="stop after the CAM rows (for quick stage-1 experiments)")
+    ap.add_argument("--seg-only", action="store_true",
+                    help="skip the CAM rows (with --reuse and pseudo-masks in --work)")
     ap.add_argument("--work", type=Path, help="keep patches, models and pseudo-masks here")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: one fold, 96 px patches, 2 + 1 epochs, one scale")
@@ -235,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     images = load_images(args.data)
     t0 = time.perf_counter()
-    total = {m: np.zeros((4, 4), np.int64) for m in METHODS}
+    total = {m: np.zeros((4, 4), np.int64) for m in methods(args)}
     with tempfile.TemporaryDirectory(prefix="wsss_bench_") as tmp:
         work = args.work or Path(tmp)
         for fold in args.folds:
@@ -253,21 +297,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds} by image; "
           f"patches {args.patch}px stride {args.stride}, backbone {args.backbone}, "
-          f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}), "
+          f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}, "
+          f"{args.seg_loss}, {args.seg_optimizer}), "
           f"scales {args.scales}; {elapsed / 60:.1f} min")
     print("mIoU = mean IoU over tumor / stroma / normal, background mask given")
     head = (f"| {'method':<18} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "
             "| vs trivial |")
     print(head)
     print("|" + "|".join("-" * (len(s)) for s in head.split("|")[1:-1]) + "|")
-    base = iou_report(total["trivial baseline"])["miou"]
-    for m in METHODS:
+    base_c = total["trivial baseline"]
+    base = iou_report(base_c)["miou"] if base_c.any() else float("nan")
+    for m in methods(args):
         if not total[m].any():
             continue
         r = iou_report(total[m])
         iou = r["iou"]
+        ratio = f"{r['miou'] / base:>9.2f}x" if base == base else f"{'-':>10}"
         print(f"| {m:<18} | {iou['tumor']:>6.3f} | {iou['stroma']:>6.3f} | "
-              f"{iou['normal']:>6.3f} | {r['miou']:>6.3f} | {r['miou'] / base:>9.2f}x |")
+              f"{iou['normal']:>6.3f} | {r['miou']:>6.3f} | {ratio} |")
     return 0
 
 

@@ -1,0 +1,212 @@
+"""Stain robustness: held-out mIoU of CAM classifiers on HED-shifted copies of the test images.
+
+The 3-fold weak-label benchmark (``bench_weak_labels.py``: 31 WSSS4LUAD validation images,
+fold ``i % 3``) with the classifiers it left in ``--work`` folders (``fold{k}/cam.safetensors``;
+train more with ``bench_weak_labels.py --cam-only --work DIR --stain-jitter X``). For each
+classifier set and fold, the post-processing is tuned on the fold's *training* images'
+masks (unshifted, as ``bench_weak_labels.py``), then every test image is shifted in
+haematoxylin-eosin-DAB space (scikit-image ``rgb2hed`` / ``hed2rgb``): ``H += s * sign_H``,
+``E += s * sign_E``, with the signs drawn once per image from a fixed seed (the same
+direction at every size ``s``, so the curve follows one shift per image as it grows). For
+reference, the H channel of these images is 0-0.15 (1st-99th percentile) and E 0-0.05.
+
+``--norm reinhard macenko`` also normalises each shifted test image to the stain of the
+fold's training images (``stain.estimate_many`` of the unshifted training images; the
+image's own estimate as the source) before the CAMs: colour normalisation at inference only,
+the classifier unchanged.
+
+Rows: CAM argmax and CAM + the tuned post-processing, mIoU over tumor / stroma / normal with
+the background mask given, confusions summed over the test images of all folds.
+
+    python benchmarks/bench_stain_shift.py --set jitter0.03=/tmp/h16bench/lite0 \\
+        --set jitter0=/tmp/h11seeds/nojit --shifts 0 0.02 0.05 0.1 --plot out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_weak_labels import DEFAULT_DATA, _conf, load_images  # noqa: E402
+
+
+def hed_shift(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """``rgb`` with ``amount`` added to (random sign) its H and E concentrations."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    signs = rng.choice([-1.0, 1.0], size=2)
+    if amount == 0:
+        return rgb
+    hed = rgb2hed(rgb)
+    hed[..., 0] += signs[0] * amount
+    hed[..., 1] += signs[1] * amount
+    return np.clip(np.rint(hed2rgb(hed) * 255.0), 0, 255).astype(np.uint8)
+
+
+def run_set(name: str, work: Path, images, args) -> dict[tuple, np.ndarray]:
+    """Confusions keyed (norm, shift, row) of one classifier set over the folds."""
+    from wsss_napari import stain
+    from wsss_napari.inference.multiscale import multiscale_cam
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import CamParams, PostprocParams
+    from wsss_napari.postproc import postprocess
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.tune import TuneSample, default_grid, grid_search
+
+    out: dict[tuple, np.ndarray] = {}
+    cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
+    for fold in args.folds:
+        t0 = time.perf_counter()
+        test = [(i, im) for i, im in enumerate(images) if i % 3 == fold]
+        train = [im for i, im in enumerate(images) if i % 3 != fold]
+        model = load_model(work / f"fold{fold}" / "cam.safetensors")
+        samples = []
+        for nm, rgb, gt in train:
+            res = multiscale_cam(model, rgb, cam_params)
+            samples.append(TuneSample(cams=res.cams, gt=gt, image=rgb, scores=res.scores,
+                                      background=gt == 3, name=nm))
+        tuned = run_to_end(grid_search(samples, default_grid(), base=PostprocParams())).best
+        target = (stain.estimate_many([rgb for _, rgb, _ in train], source="training images")
+                  if any(n != "none" for n in args.norm) else None)
+        t1 = time.perf_counter()
+        for shift in args.shifts:
+            for norm in args.norm:
+                if norm != "none" and shift not in args.norm_shifts:
+                    continue
+                for i, (_, rgb, gt) in test:
+                    img = hed_shift(rgb, shift, np.random.default_rng(args.seed + i))
+                    if norm != "none":
+                        img = stain.normalizer_for_image(norm, target, img)(img)
+                    res = multiscale_cam(model, img, cam_params)
+                    for row, pred in (
+                            ("CAM argmax", res.cams.argmax(0).astype(np.uint8)),
+                            ("CAM + post tuned", postprocess(res.cams, tuned, image=img,
+                                                             scores=res.scores,
+                                                             background=gt == 3))):
+                        key = (norm, shift, row)
+                        c = _conf(pred, gt)
+                        out[key] = out.get(key, 0) + c
+                        fkey = (norm, shift, row, fold)
+                        out[fkey] = out.get(fkey, 0) + c
+        print(f"{name} fold {fold}: tune {t1 - t0:.0f}s, shifted evals "
+              f"{time.perf_counter() - t1:.0f}s", flush=True)
+    return out
+
+
+def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
+    """mIoU against shift size, one line per (set, norm) (PIL, no matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 820, 480, 70, 250, 40, 55
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    ys = [m for c in curves.values() for _, m in c]
+    xs = [s for c in curves.values() for s, _ in c]
+    y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
+    x1 = max(xs) or 1.0
+
+    def px(x, y):
+        return (L + (W - L - R) * x / x1, H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-9))
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for x in sorted(set(xs)):
+        X, _ = px(x, y0)
+        d.line([X, H - B, X, H - B + 4], fill="black")
+        d.text((X - 10, H - B + 7), f"{x:g}", fill="black")
+    for k in range(int(round((y1 - y0) / 0.05)) + 1):
+        y = y0 + 0.05 * k
+        _, Y = px(0, y)
+        d.line([L - 4, Y, L, Y], fill="black")
+        d.line([L, Y, W - R, Y], fill=(225, 225, 225))
+        d.text((L - 40, Y - 6), f"{y:.2f}", fill="black")
+    d.text((L + 120, H - 22), "HED shift of H and E (skimage rgb2hed units)", fill="black")
+    d.text((8, T - 16), "held-out mIoU (tumor / stroma / normal)", fill="black")
+    d.text((8, 4), title, fill="black")
+    palette = [(0, 90, 200), (200, 0, 0), (0, 150, 70), (170, 60, 170), (230, 130, 0),
+               (80, 80, 80), (0, 170, 170)]
+    for i, (label, c) in enumerate(curves.items()):
+        col = palette[i % len(palette)]
+        pts = [px(s, m) for s, m in c]
+        if len(pts) > 1:
+            d.line(pts, fill=col, width=2)
+        for X, Y in pts:
+            d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=col)
+        d.line([W - R + 12, T + 14 + 20 * i, W - R + 34, T + 14 + 20 * i], fill=col, width=3)
+        d.text((W - R + 40, T + 8 + 20 * i), label, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--set", action="append", required=True, metavar="NAME=WORKDIR",
+                    help="a classifier set: NAME and the --work folder with fold{k}/")
+    ap.add_argument("--shifts", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1])
+    ap.add_argument("--norm", nargs="+", default=["none"],
+                    help="inference-time stain normalisation: none, reinhard, macenko")
+    ap.add_argument("--norm-sets", nargs="*", default=None,
+                    help="sets that get --norm besides none (default: all)")
+    ap.add_argument("--norm-shifts", type=float, nargs="*", default=None,
+                    help="shift sizes at which the normalised rows run (default: all)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plot", type=Path, help="write the mIoU-vs-shift plot (PNG) here")
+    ap.add_argument("--json", type=Path, help="write the per-row numbers (JSON) here")
+    args = ap.parse_args(argv)
+    if args.norm_shifts is None:
+        args.norm_shifts = list(args.shifts)
+
+    import torch
+
+    from wsss_napari.metrics import iou_report
+
+    torch.set_num_threads(args.threads)
+    if not (args.data / "img").is_dir():
+        print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
+        return 0
+    images = load_images(args.data)
+    sets = [s.split("=", 1) for s in args.set]
+    t0 = time.perf_counter()
+    results = {}
+    norms = args.norm
+    for name, work in sets:
+        args.norm = (norms if args.norm_sets is None or name in args.norm_sets
+                     else ["none"])
+        results[name] = run_set(name, Path(work), images, args)
+    print(f"\nHED-shifted test images, folds {args.folds}, scales {args.scales}, seed "
+          f"{args.seed}; {(time.perf_counter() - t0) / 60:.1f} min")
+    print("| classifiers | inference norm | shift | row | tumor | stroma | normal | mIoU | "
+          "per fold |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows, curves = [], {}
+    for name, res in results.items():
+        for key in sorted(k for k in res if len(k) == 3):
+            norm, shift, row = key
+            r = iou_report(res[key])
+            folds = [iou_report(res[(*key, f)])["miou"] for f in args.folds]
+            rows.append({"set": name, "norm": norm, "shift": shift, "row": row,
+                         "iou": r["iou"], "miou": r["miou"], "folds": folds})
+            print(f"| {name} | {norm} | {shift:g} | {row} | {r['iou']['tumor']:.3f} | "
+                  f"{r['iou']['stroma']:.3f} | {r['iou']['normal']:.3f} | "
+                  f"**{r['miou']:.3f}** | {' / '.join(f'{m:.3f}' for m in folds)} |")
+            if row == "CAM + post tuned":
+                curves.setdefault(f"{name}, {norm}", []).append((shift, r["miou"]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot({k: sorted(v) for k, v in curves.items()}, args.plot,
+             "CAM + tuned post-processing on HED-shifted held-out images (3 folds pooled)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
