@@ -3,6 +3,11 @@ against the ground-truth mask class under its centroid (accuracy per class), and
 
     python benchmarks/bench_cells.py                      # default model + oracle CAMs
     python benchmarks/bench_cells.py --model cam.safetensors
+    python benchmarks/bench_cells.py --folds-work /tmp/h16bench/lite0 --scales 0.75 1 1.5
+
+``--folds-work DIR`` makes the model row held out: image ``i`` gets the CAMs of
+``DIR/fold{i % 3}/cam.safetensors``, the classifier of the 3-fold weak-label benchmark
+(``bench_weak_labels.py``) that never saw it (the default model was trained on these images).
 
 Two CAM sources, same nuclei:
 * ``oracle``: one-hot ground-truth masks used as CAMs (upper bound: what the nucleus
@@ -41,17 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--val", default=str(VAL))
+    ap.add_argument("--folds-work", type=Path,
+                    help="held out: image i uses DIR/fold{i %% 3}/cam.safetensors")
     args = ap.parse_args(argv)
     val = Path(args.val)
     if not (val / "img").is_dir():
         print(f"no validation images at {val}", file=sys.stderr)  # noqa: T201
         return 1
-    model = load_model(args.model)
+    if args.folds_work:
+        models = [load_model(args.folds_work / f"fold{k}" / "cam.safetensors") for k in range(3)]
+    else:
+        models = [load_model(args.model)]
     n_cls = len(CLASS_NAMES)
     conf = {src: np.zeros((n_cls + 1, n_cls), np.int64) for src in ("oracle", "model")}
     n_cells, seconds = 0, 0.0
     params = CellParams()
-    for img_path in sorted((val / "img").glob("*.png")):
+    for i, img_path in enumerate(sorted((val / "img").glob("*.png"))):
+        model = models[i % len(models)]
         rgb = np.asarray(Image.open(img_path).convert("RGB"))
         mask = np.asarray(Image.open(val / "mask" / img_path.name))
         slide = Slide.from_arrays([rgb], name=img_path.stem)
