@@ -18,12 +18,13 @@ with the identity of the slide whose maps built it, so it survives a restart and
 applied to another slide. Accept / relabel write the item's pixels into the
 :class:`~wsss_napari.corrections.store.EditStore` (they become corrections that fine-tuning
 learns from like any painted edit); exclude removes the item's edits and keeps it out of the
-queue; :meth:`ReviewQueue.exclusion_mask` tells training code which pixels to ignore.
-Labels are in the challenge encoding (0 tumor, 1 stroma, 2 normal, 3 background).
+queue, and :func:`finetune_labels` keeps its pixels out of fine-tuning (also when the
+pseudo-labels elsewhere are learned). Labels are in the challenge encoding (0 tumor,
+1 stroma, 2 normal, 3 background).
 
 Modules: ``items`` (QueueItem, Decision), ``build`` (build_queue, slide_queue), ``queue``
 (ReviewQueue: navigation, decisions, JSON, CSV / GeoJSON), ``grid`` (items on other pixel
-grids, decisions into an edit store).
+grids, decisions into an edit store), ``training`` (the fine-tuning targets).
 """
 
 from .build import build_queue, slide_queue
@@ -40,8 +41,9 @@ from .items import (
     QueueItem,
 )
 from .queue import ReviewQueue, queue_path, same_slide
+from .training import excluded_pixels, finetune_labels
 
 __all__ = ["ACCEPT", "DECISIONS", "EXCLUDE", "FORMAT", "FORMAT_VERSION", "QUEUE_FILE",
            "RELABEL", "Decision", "QueueItem", "ReviewQueue", "build_queue",
-           "queue_path", "resample_item", "same_slide",
+           "excluded_pixels", "finetune_labels", "queue_path", "resample_item", "same_slide",
            "slide_queue", "write_decision", "write_labels"]
