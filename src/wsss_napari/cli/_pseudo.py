@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pseudo",
         help="write pseudo-masks for training patches (CAM + post-processing)",
         description="For every patch of DATA_DIR: multi-scale CAMs of MODEL, post-processed "
-        "with the patch's own labels suppressing absent classes, written as a palette PNG "
-        "with the patch's name into MASK_DIR (input of train-seg).",
+        "with the patch's own labels suppressing absent classes (post-processing: the "
+        "model's recommended one, else the defaults; --config and flags override it), "
+        "written as a palette PNG with the patch's name into MASK_DIR (input of train-seg).",
     )
     p.add_argument("model", metavar="MODEL", help="CAM model file, or 'default'")
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder (labels in file names)")
@@ -35,12 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from ..train.data import resolve_bad, scan_patches
     from ..train.pseudo import make_pseudo_masks
 
+    from ..models.checkpoint import recommended_postproc
+
     cam = params_from_args(args, CamParams)
-    post = params_from_args(args, PostprocParams)
     report = scan_patches(args.data_dir, csv_path=args.csv)
     print(report.summary())  # noqa: T201
     items = resolve_bad(report, args.on_bad)
     model = load_model(args.model, device=choose_device(cam.device))
+    # the model's recommended post-processing (tune --into-model), under --config and flags
+    post = params_from_args(args, PostprocParams, base=recommended_postproc(model))
     out = run_to_end(make_pseudo_masks(model, items, args.out, cam, post), show=True)
     print(f"wrote {len(items)} masks to {out}")  # noqa: T201
     return 0
