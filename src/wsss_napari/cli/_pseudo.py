@@ -31,12 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..device import choose_device
-    from ..models.checkpoint import load_model
+    from ..models.checkpoint import load_model, recommended_postproc
     from ..progress import run_to_end
     from ..train.data import resolve_bad, scan_patches
     from ..train.pseudo import make_pseudo_masks
-
-    from ..models.checkpoint import recommended_postproc
 
     cam = params_from_args(args, CamParams)
     report = scan_patches(args.data_dir, csv_path=args.csv)
