@@ -139,8 +139,10 @@ def _tissue_lookup(slide: Any, plan: _SegPlan, geometry: MaskGeometry):
 
 
 def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, ...],
-                 window: tuple[int, ...], params: CamParams, device: Any) -> np.ndarray:
-    """Map labels of one tile's core from the blended probabilities of its window."""
+                 window: tuple[int, ...], params: CamParams, device: Any,
+                 present: tuple[bool, ...] | None) -> np.ndarray:
+    """Map labels of one tile's core from the blended probabilities of its window
+    (suppressed classes, ``present`` False, never win)."""
     from .predict import seg_probabilities
 
     prob = seg_probabilities(model, rgb, params, device)
@@ -148,6 +150,9 @@ def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, .
     p = prob[:, oy:oy + core[2], ox:ox + core[3]]
     k = plan.k
     p = p.reshape(p.shape[0], core[2] // k, k, core[3] // k, k).mean(axis=(2, 4))
+    for c, keep in enumerate(present or ()):
+        if not keep and c < p.shape[0] - 1:
+            p[c] = -1.0
     label = np.argmax(p, axis=0).astype(np.uint8)
     label[label == p.shape[0] - 1] = BACKGROUND
     return label
@@ -167,8 +172,8 @@ def _apply_glass(mask: np.ndarray, rgb: np.ndarray, glass: PostprocParams, k: in
 
 
 def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, int],
-              params: CamParams | None = None, glass: PostprocParams | None = None
-              ) -> Generator[Progress, None, np.ndarray]:
+              params: CamParams | None = None, glass: PostprocParams | None = None,
+              present: tuple[bool, ...] | None = None) -> Generator[Progress, None, np.ndarray]:
     """Label map of a segmentation model over ``shape`` map pixels placed by ``geometry``.
 
     Args:
@@ -181,6 +186,7 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
             ``crop_size`` / ``stride`` (windows), ``batch_size``, ``device``, ``flip`` /
             ``tta``, ``threads``.
         glass: post-processing parameters whose glass rule forces background (``None``: none).
+        present: per foreground class, False to suppress it (``None``: all allowed).
 
     Yields:
         ``Progress('segmentation tiles', done, total, info)`` once per tile.
@@ -210,7 +216,8 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
             info["glass"] += 1
         else:
             rgb = _read_work(slide, plan, geometry, window)
-            mask[rows, cols] = _tile_labels(model, rgb, plan, core, window, params, device)
+            mask[rows, cols] = _tile_labels(model, rgb, plan, core, window, params, device,
+                                                 present)
             if rgb_map is not None:
                 rgb_map[rows, cols] = _block_mean(rgb, core, window, k)
             info["computed"] += 1
