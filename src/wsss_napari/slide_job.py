@@ -262,7 +262,6 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         :class:`SlideResult` (``status`` ``'skipped'`` when the outputs were already there).
     """
     from .inference.mask_source import resolve_mask_source
-    from .io.atomic import atomic_write_text
     from .io.slide import Slide
 
     t0 = time.perf_counter()
@@ -299,14 +298,22 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
                            params_hash=p_hash, mask_from=src.kind)
     write_report(report, outputs.report_json, outputs.report_csv)
     seconds = time.perf_counter() - t0
-    marker = {"format": DONE_FORMAT, "slide": identity, "model_hash": model_hash,
-              "params_hash": p_hash, "report": report.to_dict(), "mask_from": src.kind,
+    _write_done(outputs, identity, record, report, p_hash, warnings, seconds)
+    yield Progress("writing", 1, 1)
+    return SlideResult(str(slide_path), "done", report, outputs, seconds, tuple(warnings))
+
+
+def _write_done(outputs: SlideOutputs, identity: dict[str, Any], record: RunRecord,
+                report: TissueReport, p_hash: str, warnings: list[str], seconds: float) -> None:
+    """The done marker, written last (atomically); the error log of a failed try goes."""
+    from .io.atomic import atomic_write_text
+
+    marker = {"format": DONE_FORMAT, "slide": identity, "model_hash": record.model_hash,
+              "params_hash": p_hash, "report": report.to_dict(), "mask_from": record.mask_from,
               "outputs": {k: str(v) for k, v in vars(outputs).items()},
               "warnings": list(warnings), "seconds": seconds, "record": record.to_dict()}
     atomic_write_text(outputs.done, json.dumps(marker, indent=2, sort_keys=True))
     outputs.log.unlink(missing_ok=True)
-    yield Progress("writing", 1, 1)
-    return SlideResult(str(slide_path), "done", report, outputs, seconds, tuple(warnings))
 
 
 def _make_mask(slide: Any, model: Any, spec: SlideSpec, post: PostprocParams
