@@ -17,7 +17,7 @@ if [[ "${1:-}" == "--stage2-only" ]]; then STAGE2_ONLY=1; shift; fi
 DATA=${1:-../shared/data/wsss4luad/validation}
 M=src/wsss_napari/models/default/cam_default.safetensors
 S=src/wsss_napari/models/default/seg_default.safetensors
-SEG_EPOCHS=6
+SEG_EPOCHS=20
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 if [[ $STAGE2_ONLY == 0 ]]; then
 wsss-napari train-cls --from-masks "$DATA" --patch-size 128 --patch-stride 64 \
