@@ -108,3 +108,22 @@ def test_cli_slide_warns_and_overrides(files, tmp_path, capsys, monkeypatch):
     assert exc.value.code == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
     assert len(err) == 1 and "--slide-mpp" in err[0] and "0.25 = 40x" in err[0]
+
+
+def test_cam_widget_slide_mpp_field(files, make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("WSSS_CACHE_DIR", str(tmp_path / "cache"))
+    viewer = make_napari_viewer(show=False)
+    viewer.open(str(files["slide"]), plugin="wsss-napari")
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    cam.model_source = files["ckpt"]
+    cam.region_mode = "Whole slide"
+    cam.params = PARAMS
+    assert cam.mpp_spin.value() == 0 and cam.mpp_spin.text() == "from file"
+    cam.mpp_spin.setValue(0.5)
+    with qtbot.waitSignal(cam.run().finished, timeout=60_000):
+        pass
+    res = cam.last_result
+    assert res.level == 1 and res.downsample == 2 * PARAMS.out_stride and not res.warnings
+    assert res.geometry.mpp == 0.5
+    slide = viewer.layers[0].metadata["slide"]  # the layer's slide itself is left as it was
+    assert slide.mpp is None and slide.mpp_source == "unknown"

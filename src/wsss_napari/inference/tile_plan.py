@@ -47,7 +47,7 @@ def mpp_warnings(slide: Any, model: Any) -> list[str]:
     if not slide_mpp:
         at = f"{float(model_mpp):g} um/px" if model_mpp else "the model's resolution"
         return [f"the slide's microns-per-pixel is unknown: level 0 is read as if it were "
-                f"{at}; give the real value with --slide-mpp UM (CAM widget: 'slide mpp')"]
+                f"{at}; give the real value with --slide-mpp UM (CAM widget: 'Slide µm/px')"]
     if not model_mpp:
         return ["the model's microns-per-pixel is unknown: level 0 is read without "
                 "resampling"]

@@ -41,7 +41,7 @@ from .tiff import ASSOCIATED_NAMES, MPP_RANGE, decode_error, open_tiff
 __all__ = [
     "ASSOCIATED_NAMES", "IMAGE_SUFFIXES", "LAZY_PYRAMID_MIN", "MPP_RANGE",
     "PYRAMID_CACHE_SUFFIX", "TIFF_SUFFIXES", "ConvertedLevel", "LazyDownsampled", "LevelView",
-    "Slide", "SlideError", "close_layer_slide", "pyramid_cache_path", "to_rgb8",
+    "MppOverride", "Slide", "SlideError", "close_layer_slide", "pyramid_cache_path", "to_rgb8",
 ]
 
 #: Formats read as one in-memory image (patches, photos).
@@ -317,6 +317,20 @@ def pyramid_cache_path(path: str | os.PathLike) -> Path:
     """Where :meth:`Slide.build_pyramid_cache` writes the pyramidal copy of ``path``."""
     p = Path(path)
     return p.with_name(p.name + PYRAMID_CACHE_SUFFIX)
+
+
+class MppOverride:
+    """``slide`` seen at a user-given level-0 mpp (the CAM widget's "Slide µm/px"), leaving
+    the opened slide (shared by its layer) as it is; everything else is the slide's."""
+
+    def __init__(self, slide: Any, mpp: float) -> None:
+        if not MPP_RANGE[0] <= float(mpp) <= MPP_RANGE[1]:
+            raise SlideError(f"slide mpp {mpp!r} is not a plausible microns per pixel "
+                             f"({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g})")
+        self._slide, self.mpp, self.mpp_source = slide, float(mpp), "user"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._slide, name)
 
 
 def close_layer_slide(metadata: dict[str, Any] | None) -> None:
