@@ -25,7 +25,7 @@ PAD_VALUE = 255.0
 class _ScaleLayer:
     """One scale's crops that touch the core: their views and the blending canvas."""
 
-    view: Any  # (rows, cols, 3, crop, crop) float views of the resized window
+    view: Any  # (rows, cols, 3, crop, crop) views of the resized, normalised window (NHWC)
     i0: int  # grid row / column of view[0, 0]
     j0: int
     sum: Any  # (C, h, w) weighted CAM sum at CAM resolution
@@ -35,9 +35,15 @@ class _ScaleLayer:
 def _scale_layers(src: Any, grids: Sequence[ScaleGrid], keep: Sequence[np.ndarray] | None, *,
                   region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
                   core_box: tuple[int, int, int, int], crop: int, stride: int, cell: int,
-                  out_stride: int, n_cls: int) -> tuple[list[_ScaleLayer | None], np.ndarray]:
+                  out_stride: int, n_cls: int, normalize: Any
+                  ) -> tuple[list[_ScaleLayer | None], np.ndarray]:
     """Per scale, the crops that touch the core (None where none is kept), cut as views of
-    the resized window; and the index ``(n, 3)`` of (scale, local row, local col) to run."""
+    the resized window; and the index ``(n, 3)`` of (scale, local row, local col) to run.
+
+    The window is normalised (``normalize``: the model's per-channel scaling) once per scale
+    and kept channels_last, so a batch is one gather of ready network input: crops overlap
+    (four times each pixel at stride crop / 2), and normalising each crop, then copying it
+    to channels_last, cost more than the gather (issue 14)."""
     import torch
     from torch.nn import functional as F
 
@@ -78,7 +84,8 @@ def _scale_layers(src: Any, grids: Sequence[ScaleGrid], keep: Sequence[np.ndarra
         x = x[..., :need_h, :need_w]
         if x.shape[-2] < need_h or x.shape[-1] < need_w:
             x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
-        x = x[..., py:, px:]
+        x = normalize(x[..., py:, px:].contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)  # no copy when normalize kept it
         view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
         ch_ = ((i1 - i0 - 1) * stride + crop) // cell
         cw_ = ((j1 - j0 - 1) * stride + crop) // cell
@@ -151,9 +158,9 @@ def _run_crops(chunk: np.ndarray, *, model: Any, layers: list[_ScaleLayer | None
 
     parts = [layers[int(si)].view[torch.as_tensor(chunk[chunk[:, 0] == si][:, 1]),
                                   torch.as_tensor(chunk[chunk[:, 0] == si][:, 2])]
-             for si in np.unique(chunk[:, 0])]
-    batch = model.normalize(torch.cat(parts).to(device))
-    batch = batch.contiguous(memory_format=torch.channels_last)
+             for si in np.unique(chunk[:, 0])]  # gathers of normalised NHWC crops
+    batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+    batch = batch.contiguous(memory_format=torch.channels_last)  # a no-op: already NHWC
     with torch.autocast(device.type, enabled=amp), \
             (torch.no_grad() if needs_grad else torch.inference_mode()):
         if flip:

@@ -282,7 +282,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         layers, index = _scale_layers(
             src, grids, keep, region_shape=region_shape, window_box=window_box,
             core_box=core_box, crop=crop, stride=stride, cell=cell, out_stride=out_stride,
-            n_cls=n_cls)
+            n_cls=n_cls, normalize=model.normalize)
         blender = _Blender(layers, k, stride // cell, n_cls, ref, device)
         if crop_cache is not None and len(index):
             index = blender.blend_cached(index, crop_cache)
