@@ -334,19 +334,26 @@ def _prepare_crops(model: Any, img: np.ndarray, job: _WindowJob,
     """Upload the window (pinned uint8 on CUDA), cut each scale's crops as views of its
     resized, normalised pixels, and blend the crops a neighbouring tile already ran: the
     layers, the index of the crops still to run and the blender."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from ..device import torch_threads
 
-    with torch_threads(job.plan):  # all CPU work of the call on the plan's threads
+    streams = job.plan.streams if job.plan is not None else 1
+    with torch_threads(job.plan), contextlib.ExitStack() as stack:  # on the plan's threads
+        pool = (stack.enter_context(ThreadPoolExecutor(streams, thread_name_prefix="wsss-scale"))
+                if streams > 1 and len(job.grids) > 1 else None)
         src = torch.from_numpy(img if img.flags.writeable else img.copy())
         if job.device.type == "cuda":
             src = src.pin_memory()
         src = src.to(job.device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w)
         layers, index = _scale_layers(
-            src, job.grids, keep, region_shape=job.region_shape, window_box=job.window_box,
-            core_box=job.core_box, crop=job.crop, stride=job.stride, cell=job.cell,
-            out_stride=job.out_stride, n_cls=job.n_cls, normalize=model.normalize)
+            src, job.grids, keep, pool=pool, region_shape=job.region_shape,
+            window_box=job.window_box, core_box=job.core_box, crop=job.crop,
+            stride=job.stride, cell=job.cell, out_stride=job.out_stride, n_cls=job.n_cls,
+            normalize_=getattr(model, "normalize_", None) or model.normalize)
         blender = _Blender(layers, job.k, job.stride // job.cell, job.n_cls, job.ref,
                            job.device)
         if crop_cache is not None and len(index):
