@@ -8,8 +8,8 @@ from pathlib import Path
 import wsss_napari
 
 PKG = Path(wsss_napari.__file__).parent
-CORE = ["io", "models", "inference", "postproc", "train", "corrections", "sample"]
-CORE_FILES = ["params.py", "progress.py", "device.py", "classes.py", "metrics.py", "tune.py",
+CORE = ["io", "models", "inference", "postproc", "train", "corrections", "sample", "params"]
+CORE_FILES = ["progress.py", "device.py", "classes.py", "metrics.py", "tune.py",
               "report.py", "slide_job.py", "cohort.py", "layer_record.py",
               "labels_encoding.py", "region.py"]
 FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui", "superqt")
@@ -17,10 +17,11 @@ FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui
 
 def _core_files():
     for name in CORE:
+        assert (PKG / name / "__init__.py").exists(), f"core package {name} is gone: update CORE"
         yield from (PKG / name).rglob("*.py")
     for name in CORE_FILES:
-        if (PKG / name).exists():
-            yield PKG / name
+        assert (PKG / name).exists(), f"core module {name} is gone: update CORE_FILES"
+        yield PKG / name
 
 
 def test_core_sources_never_import_gui_packages():

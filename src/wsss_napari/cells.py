@@ -18,8 +18,6 @@ classification), both written atomically.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -29,12 +27,16 @@ from typing import Any
 import numpy as np
 
 from . import WsssError
+from .cell_files import CSV_COLUMNS, CellWriter
 from .params import CellParams
 from .progress import Progress
 
-#: CSV columns before the per-class mean CAM columns.
-CSV_COLUMNS = ("cell_id", "centroid_x_px", "centroid_y_px", "centroid_x_um", "centroid_y_um",
-               "area_px", "area_um2", "class", "confidence")
+__all__ = [  # CSV_COLUMNS (cell_files) stays importable from here
+    "CSV_COLUMNS", "CellTable", "CellsResult", "cam_geometry", "check_instances",
+    "classify_instances", "collect_cells", "haematoxylin", "iter_cells", "segment_nuclei",
+    "slide_cells", "slide_threshold",
+]
+
 
 
 # --- nuclei -------------------------------------------------------------------------------
@@ -270,35 +272,50 @@ def iter_cells(slide: Any, cams: Any, params: CellParams | None = None, region: 
         threshold = p.nucleus_threshold or slide_threshold(slide.thumbnail(2048))
     names = tuple(cams.class_names) or tuple(f"class{c}" for c in range(cams.cams.shape[0]))
     tiles = list(_tiles(y0, x0, rh, rw, p.tile))
-    halo, n_cells = p.halo, 0
+    n_cells = 0
     yield Progress("cells", 0, len(tiles), {"cells": 0})
-    for i, (ty, tx, th, tw) in enumerate(tiles):
-        hy0, hx0 = max(ty - halo, 0), max(tx - halo, 0)
-        hy1, hx1 = min(ty + th + halo, h0), min(tx + tw + halo, w0)
-        if instances is not None:
-            inst = np.asarray(instances[hy0 - inst_offset[0]:hy1 - inst_offset[0],
-                                        hx0 - inst_offset[1]:hx1 - inst_offset[1]])
-        else:
-            rgb = np.asarray(slide.read_region(0, hy0, hx0, hy1 - hy0, hx1 - hx0))
-            inst = segment_nuclei(rgb, threshold, p)
-        # the CAM window under this halo'd tile only (bounded memory)
-        cy0 = int(max(math.floor((hy0 - oy) / ds), 0))
-        cx0 = int(max(math.floor((hx0 - ox) / ds), 0))
-        cy1 = int(min(math.ceil((hy1 - oy) / ds) + 1, ch))
-        cx1 = int(min(math.ceil((hx1 - ox) / ds) + 1, cw))
-        if cy1 > cy0 and cx1 > cx0:
-            window = np.asarray(cams.cams[:, cy0:cy1, cx0:cx1], dtype=np.float32)
-
-            def keep(cy, cx, ty=ty, tx=tx, th=th, tw=tw):  # centroid in this tile's core
-                return (cy >= ty) & (cy < ty + th) & (cx >= tx) & (cx < tx + tw)
-
-            table = classify_instances(inst, window, (hy0, hx0),
-                                       (oy + cy0 * ds, ox + cx0 * ds), ds, p.dilate, keep)
+    for i, tile in enumerate(tiles):
+        table = _tile_cells(slide, cams, tile, p, threshold, instances, inst_offset)
+        if table is not None:
             n_cells += len(table)
             if sink is not None and len(table):
                 sink(table)
         yield Progress("cells", i + 1, len(tiles), {"cells": n_cells})
     return {"names": names, "mpp": getattr(slide, "mpp", None), "threshold": threshold}
+
+
+def _tile_cells(slide: Any, cams: Any, tile: tuple[int, int, int, int], p: CellParams,
+                threshold: float | None, instances: Any, inst_offset: tuple[int, int]
+                ) -> CellTable | None:
+    """The cells whose centroid lies in one tile's core, from nuclei found (or given) in the
+    tile plus its halo (so a nucleus on the border is whole) and the CAM window under it;
+    ``None`` where the CAMs do not reach."""
+    ty, tx, th, tw = tile
+    h0, w0 = slide.shape
+    ds, oy, ox = cam_geometry(cams)
+    ch, cw = cams.cams.shape[1:]
+    hy0, hx0 = max(ty - p.halo, 0), max(tx - p.halo, 0)
+    hy1, hx1 = min(ty + th + p.halo, h0), min(tx + tw + p.halo, w0)
+    if instances is not None:
+        inst = np.asarray(instances[hy0 - inst_offset[0]:hy1 - inst_offset[0],
+                                    hx0 - inst_offset[1]:hx1 - inst_offset[1]])
+    else:
+        rgb = np.asarray(slide.read_region(0, hy0, hx0, hy1 - hy0, hx1 - hx0))
+        inst = segment_nuclei(rgb, threshold, p)
+    # the CAM window under this halo'd tile only (bounded memory)
+    cy0 = int(max(math.floor((hy0 - oy) / ds), 0))
+    cx0 = int(max(math.floor((hx0 - ox) / ds), 0))
+    cy1 = int(min(math.ceil((hy1 - oy) / ds) + 1, ch))
+    cx1 = int(min(math.ceil((hx1 - ox) / ds) + 1, cw))
+    if cy1 <= cy0 or cx1 <= cx0:
+        return None
+    window = np.asarray(cams.cams[:, cy0:cy1, cx0:cx1], dtype=np.float32)
+
+    def keep(cy, cx):  # centroid in this tile's core
+        return (cy >= ty) & (cy < ty + th) & (cx >= tx) & (cx < tx + tw)
+
+    return classify_instances(inst, window, (hy0, hx0), (oy + cy0 * ds, ox + cx0 * ds), ds,
+                              p.dilate, keep)
 
 
 def collect_cells(slide: Any, cams: Any, params: CellParams | None = None, region: Any = None,
@@ -335,57 +352,16 @@ def slide_cells(slide: Any, cams: Any, out_dir: str | Path, params: CellParams |
     """
     import time
 
-    from .classes import PALETTE
     from .io.atomic import atomic_path, check_writable_dir
 
     out = check_writable_dir(out_dir)
     names = tuple(cams.class_names) or tuple(f"class{c}" for c in range(cams.cams.shape[0]))
-    mpp = getattr(slide, "mpp", None)
-    counts = dict.fromkeys(names, 0)
-    state = {"n": 0, "first": True}
     t_start = time.perf_counter()
     csv_path, gj_path = out / "cells.csv", out / "cells.geojson"
     with atomic_path(csv_path) as tmp_csv, atomic_path(gj_path) as tmp_gj, \
             open(tmp_csv, "w", newline="") as fc, open(tmp_gj, "w") as fg:
-        writer = csv.writer(fc)
-        writer.writerow([*CSV_COLUMNS, *(f"cam_{n}" for n in names)])
-        fg.write('{"type": "FeatureCollection", "features": [\n')
-
-        def sink(table: CellTable) -> None:
-            for k in range(len(table)):
-                state["n"] += 1
-                cid = state["n"]
-                cls = names[table.label[k]]
-                counts[cls] += 1
-                cyk, cxk = float(table.centroid_y[k]), float(table.centroid_x[k])
-                um = (f"{cxk * mpp:.3f}", f"{cyk * mpp:.3f}",
-                      f"{table.area[k] * mpp * mpp:.3f}") if mpp else ("", "", "")
-                writer.writerow([cid, f"{cxk:.2f}", f"{cyk:.2f}", um[0], um[1],
-                                 int(table.area[k]), um[2], cls,
-                                 f"{table.confidence[k]:.4f}",
-                                 *(f"{v:.4f}" for v in table.mean_cam[k])])
-                coords = [[round(float(x), 2), round(float(y), 2)]
-                          for x, y in table.outlines[k]]
-                coords.append(coords[0])
-                label = int(table.label[k])
-                color = list(PALETTE[label]) if label < len(PALETTE) else [128, 128, 128]
-                feature = {
-                    "type": "Feature", "id": cid,
-                    "geometry": {"type": "Polygon", "coordinates": [coords]},
-                    "properties": {
-                        "objectType": "detection",
-                        "classification": {"name": cls, "color": color},
-                        "measurements": {"confidence": round(float(table.confidence[k]), 4),
-                                         "area_px": int(table.area[k]),
-                                         **{f"cam_{n}": round(float(v), 4)
-                                            for n, v in zip(names, table.mean_cam[k],
-                                                            strict=True)}},
-                    },
-                }
-                fg.write(("" if state["first"] else ",\n") + json.dumps(feature))
-                state["first"] = False
-
-        info = yield from iter_cells(slide, cams, params, region, instances, sink)
-        fg.write("\n]}\n")
-    return CellsResult(csv_path, gj_path, state["n"], counts, info["threshold"],
+        files = CellWriter(fc, fg, names, getattr(slide, "mpp", None))
+        info = yield from iter_cells(slide, cams, params, region, instances, files.add)
+        files.close()
+    return CellsResult(csv_path, gj_path, files.n, files.counts, info["threshold"],
                        time.perf_counter() - t_start)

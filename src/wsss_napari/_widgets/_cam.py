@@ -12,18 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QLineEdit
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
@@ -31,18 +20,26 @@ from ..layer_record import LayerRecord
 from ..params import CamParams
 from ..region import Region
 from . import _tooltips as tips
+from ._base import (
+    JobWidget,
+    RegionChoice,
+    button,
+    refusable,
+    require_layer,
+    row,
+    status_label,
+)
 from ._layers import (
     LayerCombo,
     class_colormap,
     field_of_view,
-    install_lifecycle,
     is_shapes_layer,
     is_slide_layer,
     placement,
     shapes_bbox,
     slide_of,
 )
-from ._worker import JobRunner, preload_torch
+from ._worker import preload_torch
 
 REGIONS = ("Field of view", "Shapes ROI", "Whole slide")
 #: Above this many pixels per class the maps are shown as a lazy multiscale layer.
@@ -97,13 +94,15 @@ def _class_levels(cams: Any, c: int) -> list:
     return levels
 
 
-class CamWidget(QWidget):
+class CamWidget(RegionChoice, JobWidget):
     """Dock widget "CAM": slide + model + region + scales -> per-class activation layers."""
 
+    REGIONS = REGIONS
+
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = viewer = napari_viewer
-        install_lifecycle(viewer)
+        super().__init__(napari_viewer, "Compute maps", tips.CAM["run"],
+                         cancel_tip=tips.CAM["cancel"])
+        viewer = napari_viewer
         self.models: dict = {}
         self._base_params = CamParams()
         self.last_result: Any = None
@@ -112,49 +111,21 @@ class CamWidget(QWidget):
         self.image_combo.setToolTip(tips.CAM["image"])
         self.model_edit = QLineEdit("default")
         self.model_edit.setToolTip(tips.CAM["model"])
-        browse = QPushButton("…")
-        browse.setToolTip(tips.CAM["browse"])
-        browse.clicked.connect(self._on_browse_clicked)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_edit)
-        model_row.addWidget(browse)
-        self.region_combo = QComboBox()
-        self.region_combo.addItems(REGIONS)
-        self.region_combo.setToolTip(tips.CAM["region"])
+        browse = button("…", tips.CAM["browse"], self._on_browse_clicked)
         self.shapes_combo = LayerCombo(viewer, is_shapes_layer)
         self.shapes_combo.setToolTip(tips.CAM["shapes"])
         self.scales_edit = QLineEdit(", ".join(f"{s:g}" for s in CamParams().scales))
         self.scales_edit.setToolTip(tips.CAM["scales"])
-
-        self.run_button = QPushButton("Compute maps")
-        self.run_button.setToolTip(tips.CAM["run"])
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip(tips.CAM["cancel"])
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.scores_label = QLabel("")
+        self.scores_label = status_label()
         self.scores_label.setToolTip(tips.CAM["scores"])
-        self.scores_label.setWordWrap(True)
-        self.runner = JobRunner(self.run_button, self.cancel_button, self.bar, self.status)
 
-        form = QFormLayout()
+        form = self.fields
         form.addRow("Slide", self.image_combo)
-        form.addRow("Model", model_row)
-        form.addRow("Region", self.region_combo)
+        form.addRow("Model", row(self.model_edit, browse))
+        form.addRow("Region", self.make_region_combo(tips.CAM["region"]))
         form.addRow("ROI layer", self.shapes_combo)
         form.addRow("Scales", self.scales_edit)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.scores_label)
-        layout.addStretch(1)
+        self.finish_layout(below=(self.scores_label,))
 
     @property
     def params(self) -> CamParams:
@@ -182,16 +153,6 @@ class CamWidget(QWidget):
         self.model_edit.setText(str(value))
 
     @property
-    def region_mode(self) -> str:
-        return self.region_combo.currentText()
-
-    @region_mode.setter
-    def region_mode(self, value: str) -> None:
-        if value not in REGIONS:
-            raise WsssError(f"region must be one of {REGIONS}")
-        self.region_combo.setCurrentText(value)
-
-    @property
     def busy(self) -> bool:
         """True while maps are being computed."""
         return self.runner.running
@@ -202,32 +163,23 @@ class CamWidget(QWidget):
         if mode == "Whole slide":
             return None
         if mode == "Shapes ROI":
-            shapes = self.shapes_combo.layer
-            if shapes is None:
-                raise WsssError("no Shapes layer: add one and draw a rectangle, or choose "
-                                "another region")
+            shapes = require_layer(self.shapes_combo, "no Shapes layer: add one and draw a "
+                                   "rectangle, or choose another region")
             return shapes_bbox(shapes, layer)
         return field_of_view(layer)
 
+    @refusable
     def run(self, model_source: str | None = None):
         """Compute the maps with the current choices; returns the worker (None if refused)."""
-        try:
-            layer = self.image_combo.layer
-            if layer is None:
-                raise WsssError("no slide: open one (File > Open) or a sample "
-                                "(File > Open Sample > wsss-napari)")
-            params, slide, region = self.params, slide_of(layer), self.region(layer)
-            source = model_source or self.model_source
-            preload_torch()
-            worker = self.runner.start(lambda: self._job(slide, source, params, region),
-                                       lambda res: self._on_job_returned(res, layer), "CAM")
-            worker.yielded.connect(lambda item: self._on_preview(item, layer))
-            return worker
-        except WsssError as err:
-            from ._worker import notify_error
-
-            notify_error(err)
-            return None
+        layer = require_layer(self.image_combo, "no slide: open one (File > Open) or a sample "
+                              "(File > Open Sample > wsss-napari)")
+        params, slide, region = self.params, slide_of(layer), self.region(layer)
+        source = model_source or self.model_source
+        preload_torch()
+        worker = self.runner.start(lambda: self._job(slide, source, params, region),
+                                   lambda res: self._on_job_returned(res, layer), "CAM")
+        worker.yielded.connect(lambda item: self._on_preview(item, layer))
+        return worker
 
     def cancel(self) -> None:
         self.runner.cancel()
@@ -280,15 +232,8 @@ class CamWidget(QWidget):
             f"{n} {s:.2f}" for n, s in zip(result.class_names or CLASS_NAMES, scores,
                                            strict=False)))
 
-    def _on_run_clicked(self) -> None:
-        self.run()
-
     def _on_browse_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
                                               "Checkpoints (*.safetensors)")
         if path:
             self.model_source = path
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self.runner.close()
-        super().closeEvent(event)

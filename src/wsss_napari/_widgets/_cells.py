@@ -9,17 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QSpinBox
 
 from .. import WsssError
 from ..classes import PALETTE
@@ -27,27 +17,27 @@ from ..layer_record import LayerRecord
 from ..params import CellParams
 from ..region import MaskGeometry
 from . import _tooltips as tips
+from ._base import JobWidget, RegionChoice, refusable, require_layer
 from ._layers import (
     LayerCombo,
     field_of_view,
-    install_lifecycle,
     is_cam_layer,
     is_labels_layer,
     placement,
     record_of,
 )
-from ._worker import JobRunner
 
 REGIONS = ("Field of view", "Whole slide")
 
 
-class CellsWidget(QWidget):
+class CellsWidget(RegionChoice, JobWidget):
     """Dock widget "Cells": CAM layer (+ optional Labels layer) -> Points layer by class."""
 
+    REGIONS = REGIONS
+
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = viewer = napari_viewer
-        install_lifecycle(viewer)
+        super().__init__(napari_viewer, "Label cells", tips.CELLS["run"])
+        viewer = napari_viewer
         self._base_params = CellParams()
         self.last_cells: Any = None
         self.cam_combo = LayerCombo(viewer, is_cam_layer,
@@ -59,28 +49,13 @@ class CellsWidget(QWidget):
         self.dilate_spin = QSpinBox()
         self.dilate_spin.setRange(0, 1000)
         self.dilate_spin.setToolTip(tips.CELLS["dilate"])
-        self.region_combo = QComboBox()
-        self.region_combo.addItems(REGIONS)
-        self.region_combo.setToolTip(tips.CELLS["region"])
-        self.run_button = QPushButton("Label cells")
-        self.run_button.setToolTip(tips.CELLS["run"])
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.runner = JobRunner(self.run_button, None, self.bar, self.status)
-        form = QFormLayout()
+        form = self.fields
         form.addRow("CAMs", self.cam_combo)
         form.addRow(self.use_labels)
         form.addRow("Labels layer", self.labels_combo)
         form.addRow("Dilate (px)", self.dilate_spin)
-        form.addRow("Region", self.region_combo)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        form.addRow("Region", self.make_region_combo(tips.CELLS["region"]))
+        self.finish_layout()
 
     @property
     def params(self) -> CellParams:
@@ -91,43 +66,26 @@ class CellsWidget(QWidget):
         self._base_params = value
         self.dilate_spin.setValue(value.dilate)
 
-    @property
-    def region_mode(self) -> str:
-        return self.region_combo.currentText()
-
-    @region_mode.setter
-    def region_mode(self, value: str) -> None:
-        if value not in REGIONS:
-            raise WsssError(f"region must be one of {REGIONS}")
-        self.region_combo.setCurrentText(value)
-
+    @refusable
     def run(self):
         """Label the cells with the current choices; returns the worker (None if refused)."""
-        try:
-            cam_layer = self.cam_combo.layer
-            if cam_layer is None:
-                raise WsssError("no CAM layer: compute maps with the CAM widget first")
-            meta = LayerRecord.from_layer(cam_layer)
-            cams, slide, source = meta.slide_cams, meta.slide, meta.source
-            if slide is None or source not in self.viewer.layers:
-                raise WsssError("the slide of these CAMs is no longer open")
-            slide_layer = self.viewer.layers[source]
-            region = field_of_view(slide_layer) if self.region_mode == "Field of view" else None
-            instances = None
-            if self.use_labels.isChecked():
-                labels = self.labels_combo.layer
-                if labels is None:
-                    raise WsssError("no Labels layer with nuclei: add one or untick the box")
-                instances = labels.data[0] if labels.multiscale else labels.data
-            params = self.params
-            return self.runner.start(
-                lambda: self._job(slide, cams, params, region, instances),
-                lambda res: self._on_job_returned(res, slide_layer), "cells")
-        except WsssError as err:
-            from ._worker import notify_error
-
-            notify_error(err)
-            return None
+        cam_layer = require_layer(self.cam_combo,
+                                  "no CAM layer: compute maps with the CAM widget first")
+        meta = LayerRecord.from_layer(cam_layer)
+        cams, slide, source = meta.slide_cams, meta.slide, meta.source
+        if slide is None or source not in self.viewer.layers:
+            raise WsssError("the slide of these CAMs is no longer open")
+        slide_layer = self.viewer.layers[source]
+        region = field_of_view(slide_layer) if self.region_mode == "Field of view" else None
+        instances = None
+        if self.use_labels.isChecked():
+            labels = require_layer(self.labels_combo,
+                                   "no Labels layer with nuclei: add one or untick the box")
+            instances = labels.data[0] if labels.multiscale else labels.data
+        params = self.params
+        return self.runner.start(
+            lambda: self._job(slide, cams, params, region, instances),
+            lambda res: self._on_job_returned(res, slide_layer), "cells")
 
     def _job(self, slide: Any, cams: Any, params: CellParams, region: Any, instances: Any):
         from ..cells import collect_cells
@@ -150,10 +108,3 @@ class CellsWidget(QWidget):
             **placement(slide_layer, MaskGeometry()))
         self.status.setText(f"{len(table)} cells: " + ", ".join(
             f"{n} {int((table.label == c).sum())}" for c, n in enumerate(names)))
-
-    def _on_run_clicked(self) -> None:
-        self.run()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self.runner.close()
-        super().closeEvent(event)

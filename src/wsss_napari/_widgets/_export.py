@@ -10,18 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLineEdit
 
 from .. import WsssError
 from ..io.formats import FORMATS
@@ -29,17 +18,17 @@ from ..layer_record import LayerRecord
 from ..params import ExportFormat, ExportParams
 from ..progress import Progress
 from . import _tooltips as tips
+from ._base import JobWidget, button, refusable, require_layer, row
 from ._layers import LayerCombo, is_labels_layer, layer_mask
-from ._worker import JobRunner, notify_error
 from ._writer import export_kwargs
 
 
-class ExportWidget(QWidget):
+class ExportWidget(JobWidget):
     """Dock widget "Export"."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = viewer = napari_viewer
+        super().__init__(napari_viewer, "Export", tips.EXPORT["run"], lifecycle=False)
+        viewer = napari_viewer
         self.written: list[Path] = []
         self._params = ExportParams()
         self.mask_combo = LayerCombo(viewer, is_labels_layer)
@@ -47,11 +36,6 @@ class ExportWidget(QWidget):
         self.mask_combo.currentIndexChanged.connect(self._on_mask_changed)
         self.folder_edit = QLineEdit(str(Path.home() / "wsss-exports"))
         self.folder_edit.setToolTip(tips.EXPORT["folder"])
-        browse = QPushButton("…")
-        browse.clicked.connect(self._on_browse_clicked)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit)
-        folder_row.addWidget(browse)
         self.name_edit = QLineEdit("")
         self.checks: dict[ExportFormat, QCheckBox] = {}
         fmt_row = QHBoxLayout()
@@ -61,25 +45,12 @@ class ExportWidget(QWidget):
             box.setToolTip(tips.EXPORT["formats"])
             self.checks[fmt] = box
             fmt_row.addWidget(box)
-        self.run_button = QPushButton("Export")
-        self.run_button.setToolTip(tips.EXPORT["run"])
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.runner = JobRunner(self.run_button, None, self.bar, self.status)
 
-        form = QFormLayout()
+        form = self.fields
         form.addRow("Tissue map", self.mask_combo)
-        form.addRow("Folder", folder_row)
+        form.addRow("Folder", row(self.folder_edit, button("…", None, self._on_browse_clicked)))
         form.addRow("File name", self.name_edit)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(fmt_row)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.finish_layout(fmt_row)
         self._on_mask_changed()
 
     @property
@@ -109,21 +80,17 @@ class ExportWidget(QWidget):
     def folder(self, value: str | Path) -> None:
         self.folder_edit.setText(str(value))
 
+    @refusable
     def export(self):
         """Write the chosen layer in the chosen formats; returns the worker (None if refused)."""
-        try:
-            layer = self.mask_combo.layer
-            if layer is None:
-                raise WsssError("no tissue map to export: compute a pseudo-mask first")
-            if not self.formats:
-                raise WsssError("choose at least one format")
-            name = self.name_edit.text().strip() or layer.name
-            mask = layer_mask(layer)  # core labels (0 tumor .. 3 background, 255 none)
-            kwargs = export_kwargs(layer.metadata, name)
-            jobs = [(fmt, self.folder / f"{name}{FORMATS[fmt].suffix}") for fmt in self.formats]
-        except WsssError as err:
-            notify_error(err)
-            return None
+        layer = require_layer(self.mask_combo,
+                              "no tissue map to export: compute a pseudo-mask first")
+        if not self.formats:
+            raise WsssError("choose at least one format")
+        name = self.name_edit.text().strip() or layer.name
+        mask = layer_mask(layer)  # core labels (0 tumor .. 3 background, 255 none)
+        kwargs = export_kwargs(layer.metadata, name)
+        jobs = [(fmt, self.folder / f"{name}{FORMATS[fmt].suffix}") for fmt in self.formats]
         self.written = []
         params = self.params
         return self.runner.start(lambda: _export_job(mask, jobs, params, kwargs),
@@ -146,12 +113,7 @@ class ExportWidget(QWidget):
         if path:
             self.folder = path
 
-    def _on_run_clicked(self) -> None:
-        self.export()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self.runner.close()
-        super().closeEvent(event)
+    run = export  # what the Export button calls
 
 
 def _export_job(mask: Any, jobs: list[tuple[ExportFormat, Path]], params: ExportParams,

@@ -4,7 +4,7 @@ Numbers with a documented ``range`` get a slider plus an exact spin box (a logar
 when the range spans more than three decades, e.g. region sizes of 0..1,000,000 px); booleans a
 check box; ``StrEnum`` fields and strings with ``choices`` a combo box. The form turns its
 controls into the dataclass through :attr:`ParamsForm.params`, so the names and defaults stay
-those of ``params.py``.
+those of ``wsss_napari.params``.
 """
 
 from __future__ import annotations

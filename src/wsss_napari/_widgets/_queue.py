@@ -12,7 +12,6 @@ as tumor / stroma / normal / background, Shift-X exclude, Shift-B brush.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,6 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -33,6 +31,7 @@ from ..labels_encoding import ENCODING, UNLABELLED, from_layer, layer_value, to_
 from ..layer_record import LayerRecord
 from ..params import UncertaintyParams
 from . import _tooltips as tips
+from ._base import EditsFolder, open_edit_store, require_layer
 from ._layers import (
     LayerCombo,
     install_lifecycle,
@@ -52,7 +51,7 @@ KEYS = {"next": "Shift-N", "previous": "Shift-P", "accept": "Shift-A", "exclude"
         "brush": "Shift-B", **{name: f"Shift-{i + 1}" for i, name in enumerate(LABEL_NAMES)}}
 
 
-class QueueWidget(QWidget):
+class QueueWidget(EditsFolder, QWidget):
     """Dock widget "Review queue"."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -65,9 +64,6 @@ class QueueWidget(QWidget):
 
         self.cams_combo = LayerCombo(viewer, is_cam_layer)
         self.cams_combo.setToolTip(tips.QUEUE["cams"])
-        self.project_edit = QLineEdit("")
-        self.project_edit.setPlaceholderText("next to the slide")
-        self.project_edit.setToolTip(tips.QUEUE["folder"])
         self.form = ParamsForm(UncertaintyParams)
         self.build_button = QPushButton("Open / build queue")
         self.build_button.setToolTip(tips.QUEUE["build"])
@@ -94,7 +90,7 @@ class QueueWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("CAMs", self.cams_combo)
-        form.addRow("Edits folder", self.project_edit)
+        form.addRow("Edits folder", self.make_project_edit(tips.QUEUE["folder"]))
         row = QHBoxLayout()
         row.addWidget(self.build_button)
         row.addWidget(self.rebuild_button)
@@ -111,13 +107,6 @@ class QueueWidget(QWidget):
         self._set_enabled()
 
     # -- public API (tests, scripts) -----------------------------------------------------
-    @property
-    def project(self) -> str | None:
-        return self.project_edit.text().strip() or None
-
-    @project.setter
-    def project(self, value: str | Path | None) -> None:
-        self.project_edit.setText(str(value or ""))
 
     @property
     def params(self) -> UncertaintyParams:
@@ -130,12 +119,10 @@ class QueueWidget(QWidget):
     def open_queue(self, rebuild: bool = False) -> Any:
         """Reopen the slide's saved queue (or build it from the selected CAMs); returns it."""
         from ..review_queue import ReviewQueue, queue_path, slide_queue
-        from ._review import open_edit_store
 
         try:
-            layer = self.cams_combo.layer
-            if layer is None:
-                raise WsssError("no CAMs: compute class activation maps (CAM widget) first")
+            layer = require_layer(self.cams_combo,
+                                  "no CAMs: compute class activation maps (CAM widget) first")
             meta = LayerRecord.from_layer(layer)
             cams = meta.slide_cams
             store = open_edit_store(meta, tuple(cams.cams.shape[-2:]), self.project)

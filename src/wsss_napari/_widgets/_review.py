@@ -14,8 +14,6 @@ and the automatic map shows through), never "tumor".
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -46,6 +43,7 @@ from ..labels_encoding import (
 from ..layer_record import LayerRecord
 from ..region import MaskGeometry, Region
 from . import _tooltips as tips
+from ._base import EditsFolder, button, open_edit_store, require_layer, row
 from ._finetune import FinetunePanel
 from ._layers import (
     LayerCombo,
@@ -70,26 +68,24 @@ def _is_mask_layer(layer: Any) -> bool:
     return isinstance(layer, Labels) and is_kind(layer, "mask")
 
 
-def open_edit_store(meta: LayerRecord, mask_shape: tuple[int, int], project: str | None):
-    """The slide's edit store (created on first use) at the tissue map's resolution."""
-    from ..corrections.store import EditStore, edits_path, slide_identity
-
-    slide, d = meta.slide, float(meta.geometry.downsample)
-    path = getattr(slide, "path", None)
-    name = getattr(slide, "name", None) or meta.source or "slide"
-    if project:
-        root = edits_path(path or Path(project) / name, project)
-    elif path is not None:
-        root = edits_path(path)
-    else:
-        raise WsssError("this slide has no file: choose a project folder for the edits")
-    ident = slide_identity(path, name=name, mpp=getattr(slide, "mpp", None))
-    full = slide.shape if slide is not None else mask_shape
-    shape = (math.ceil(full[0] / d), math.ceil(full[1] / d))
-    return EditStore.open_or_create(root, ident, shape=shape, downsample=d)
+def _map_window(mask_layer: Any, geo: MaskGeometry, region: Region | None
+                ) -> tuple[int, int, int, int]:
+    """The map pixels ``(y, x, h, w)`` an edit covers: those under the level-0 ``region``,
+    else the whole map when small, else the field of view (``WsssError`` when outside)."""
+    full = mask_layer.data.shape[-2:]
+    if region is None:
+        fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
+            field_of_view(mask_layer)  # in map pixels: the layer's data
+        return int(fov.y), int(fov.x), int(fov.height), int(fov.width)
+    ys, xs = geo.slices(region)
+    y, x = max(ys.start, 0), max(xs.start, 0)
+    h, w = min(ys.stop, full[0]) - y, min(xs.stop, full[1]) - x
+    if h <= 0 or w <= 0:
+        raise WsssError(f"region {region.describe()} lies outside the tissue map")
+    return y, x, h, w
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(EditsFolder, QWidget):
     """Dock widget "Review and fine-tune"."""
 
     autosave_failed = Signal(object)
@@ -107,14 +103,8 @@ class ReviewWidget(QWidget):
 
         self.mask_combo = LayerCombo(viewer, _is_mask_layer)
         self.mask_combo.setToolTip(tips.REVIEW["mask"])
-        self.project_edit = QLineEdit("")
-        self.project_edit.setPlaceholderText("next to the slide")
-        self.project_edit.setToolTip(tips.REVIEW["folder"])
-        browse = QPushButton("…")
-        browse.clicked.connect(self._on_browse_clicked)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.project_edit)
-        folder_row.addWidget(browse)
+        folder_row = row(self.make_project_edit(tips.REVIEW["folder"]),
+                         button("…", None, self._on_browse_clicked))
         self.edit_button = QPushButton("Edit region")
         self.edit_button.setToolTip(tips.REVIEW["edit"])
         self.edit_button.clicked.connect(self._on_edit_clicked)
@@ -143,14 +133,6 @@ class ReviewWidget(QWidget):
         layout.addStretch(1)
 
     @property
-    def project(self) -> str | None:
-        return self.project_edit.text().strip() or None
-
-    @project.setter
-    def project(self, value: str | Path | None) -> None:
-        self.project_edit.setText(str(value or ""))
-
-    @property
     def correction_layer(self) -> Any | None:
         lyr = self.viewer.layers[CORRECTION_LAYER] if CORRECTION_LAYER in self.viewer.layers \
             else None
@@ -163,25 +145,15 @@ class ReviewWidget(QWidget):
         from ..corrections.autosave import Autosaver
 
         try:
-            mask_layer = self.mask_combo.layer
-            if mask_layer is None:
-                raise WsssError("no tissue map: compute maps (CAM) and a pseudo-mask first")
+            mask_layer = require_layer(self.mask_combo, "no tissue map: compute maps (CAM) "
+                                       "and a pseudo-mask first")
             meta = LayerRecord.from_layer(mask_layer)
             if meta.geometry is None:
                 raise WsssError(f"layer '{mask_layer.name}' does not say where it lies on "
                                 "the slide: recompute the pseudo-mask")
             geo: MaskGeometry = meta.geometry
             full = mask_layer.data.shape[-2:]
-            if region is None:
-                fov = Region.whole(*full) if max(full) <= WHOLE_MAP_EDGE else \
-                    field_of_view(mask_layer)  # in map pixels: the layer's data
-                y, x, h, w = int(fov.y), int(fov.x), int(fov.height), int(fov.width)
-            else:
-                ys, xs = geo.slices(region)
-                y, x = max(ys.start, 0), max(xs.start, 0)
-                h, w = min(ys.stop, full[0]) - y, min(xs.stop, full[1]) - x
-                if h <= 0 or w <= 0:
-                    raise WsssError(f"region {region.describe()} lies outside the tissue map")
+            y, x, h, w = _map_window(mask_layer, geo, region)
             self._close_store()
             self._dirty = []
             self.store = open_edit_store(meta, full, self.project)

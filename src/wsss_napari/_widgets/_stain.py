@@ -9,29 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QLineEdit
 
 from .. import WsssError
 from ..layer_record import LayerRecord
 from . import _tooltips as tips
+from ._base import JobWidget, refusable, require_layer
 from ._layers import (
     LayerCombo,
-    install_lifecycle,
     is_shapes_layer,
     is_slide_layer,
     shapes_bbox,
     slide_of,
 )
-from ._worker import JobRunner
 
 
 def normalized_levels(data: Any, normalizer: Any, multiscale: bool, chunk: int = 1024) -> list:
@@ -49,13 +39,12 @@ def normalized_levels(data: Any, normalizer: Any, multiscale: bool, chunk: int =
     return out
 
 
-class StainWidget(QWidget):
+class StainWidget(JobWidget):
     """Dock widget "Stain normalisation": slide + target -> normalised layer beside it."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = viewer = napari_viewer
-        install_lifecycle(viewer)
+        super().__init__(napari_viewer, "Show normalised slide", tips.STAIN["run"])
+        viewer = napari_viewer
         self.normalizer: Any = None
         self.image_combo = LayerCombo(viewer, is_slide_layer)
         self.image_combo.setToolTip(tips.STAIN["image"])
@@ -66,24 +55,12 @@ class StainWidget(QWidget):
         self.shapes_combo.setToolTip(tips.STAIN["shapes"])
         self.reference_edit = QLineEdit("")
         self.reference_edit.setToolTip(tips.STAIN["reference"])
-        self.run_button = QPushButton("Show normalised slide")
-        self.run_button.setToolTip(tips.STAIN["run"])
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.bar = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.runner = JobRunner(self.run_button, None, self.bar, self.status)
-        form = QFormLayout()
+        form = self.fields
         form.addRow("Slide", self.image_combo)
         form.addRow("Method", self.method_combo)
         form.addRow("Target region", self.shapes_combo)
         form.addRow("or reference file", self.reference_edit)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.finish_layout()
 
     @property
     def method(self) -> str:
@@ -95,29 +72,20 @@ class StainWidget(QWidget):
             raise WsssError("method must be macenko or reinhard")
         self.method_combo.setCurrentText(value)
 
+    @refusable
     def run(self):
         """Estimate and add the normalised layer; returns the worker (None if refused)."""
-        try:
-            layer = self.image_combo.layer
-            if layer is None:
-                raise WsssError("no slide: open one (File > Open)")
-            slide = slide_of(layer)
-            reference = self.reference_edit.text().strip()
-            region = None
-            if not reference:
-                shapes = self.shapes_combo.layer
-                if shapes is None:
-                    raise WsssError("draw the target region on a Shapes layer, or give a "
-                                    "reference file")
-                region = shapes_bbox(shapes, layer)
-            method = self.method
-            return self.runner.start(lambda: self._job(slide, method, region, reference),
-                                     lambda res: self._on_job_returned(res, layer), "stain")
-        except WsssError as err:
-            from ._worker import notify_error
-
-            notify_error(err)
-            return None
+        layer = require_layer(self.image_combo, "no slide: open one (File > Open)")
+        slide = slide_of(layer)
+        reference = self.reference_edit.text().strip()
+        region = None
+        if not reference:
+            shapes = require_layer(self.shapes_combo, "draw the target region on a Shapes "
+                                   "layer, or give a reference file")
+            region = shapes_bbox(shapes, layer)
+        method = self.method
+        return self.runner.start(lambda: self._job(slide, method, region, reference),
+                                 lambda res: self._on_job_returned(res, layer), "stain")
 
     def _job(self, slide: Any, method: str, region: Any, reference: str):
         import numpy as np
@@ -150,10 +118,3 @@ class StainWidget(QWidget):
                                  fallback=normalizer.fallback).to_metadata())
         note = " (slide tissue degenerate: left as is)" if normalizer.fallback else ""
         self.status.setText(f"{name}: toggle its visibility to compare{note}")
-
-    def _on_run_clicked(self) -> None:
-        self.run()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        self.runner.close()
-        super().closeEvent(event)

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -34,6 +33,7 @@ from ..labels_encoding import ENCODING
 from ..layer_record import LayerRecord
 from ..params import PostprocParams
 from . import _tooltips as tips
+from ._base import button, row, status_label
 from ._layers import (
     LayerCombo,
     install_lifecycle,
@@ -69,6 +69,14 @@ class TuneWidget(QWidget):
 
         warm_up()  # compiles the post-processing loops before the first slider move
 
+        file_row = self._make_controls(viewer)
+        self._lay_out(file_row)
+        self._on_cams_changed()  # maps computed before this widget opened
+        self._committed = self.params
+
+    def _make_controls(self, viewer: Any) -> QHBoxLayout:
+        """The combos, sliders, suppress boxes and buttons, wired to their handlers; returns
+        the Load / Save / Reset / Undo row."""
         self.cams_combo = LayerCombo(viewer, is_cam_layer,
                                      unique_by=lambda lyr: id(record_of(lyr).slide_cams))
         self.cams_combo.setToolTip(tips.TUNE["cams"])
@@ -77,13 +85,11 @@ class TuneWidget(QWidget):
         self.form.changed.connect(self._on_form_changed)
         self.form.committed.connect(self._on_form_committed)
         self.suppress: dict[str, QCheckBox] = {}
-        sup_row = QHBoxLayout()
         for name in CLASS_NAMES:
             box = QCheckBox(name)
             box.setToolTip(tips.TUNE["suppress"])
             box.toggled.connect(self._on_form_committed)
             self.suppress[name] = box
-            sup_row.addWidget(box)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -91,41 +97,24 @@ class TuneWidget(QWidget):
 
         self.gt_combo = LayerCombo(viewer, is_ground_truth)
         self.gt_combo.setToolTip(tips.TUNE["gt"])
-        self.fit_button = QPushButton("Fit to ground truth")
-        self.fit_button.setToolTip(tips.TUNE["fit"])
-        self.fit_button.clicked.connect(self._on_fit_clicked)
+        self.fit_button = button("Fit to ground truth", tips.TUNE["fit"], self._on_fit_clicked)
         self.fit_cancel = QPushButton("Cancel")
-        load = QPushButton("Load…")
-        load.setToolTip(tips.TUNE["load"])
-        load.clicked.connect(self._on_load_clicked)
-        save = QPushButton("Save…")
-        save.setToolTip(tips.TUNE["save"])
-        save.clicked.connect(self._on_save_clicked)
-        reset = QPushButton("Reset")
-        reset.setToolTip(tips.TUNE["reset"])
-        reset.clicked.connect(self.reset)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip(tips.TUNE["undo"])
-        self.undo_button.clicked.connect(self.undo)
+        self.undo_button = button("Undo", tips.TUNE["undo"], self.undo)
         self.undo_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.iou_label = QLabel("")
-        self.iou_label.setWordWrap(True)
+        self.status = status_label()
+        self.iou_label = status_label()
         self.bar = QProgressBar()
         self.fit_runner = JobRunner(self.fit_button, self.fit_cancel, self.bar, self.status)
+        return row(button("Load…", tips.TUNE["load"], self._on_load_clicked),
+                   button("Save…", tips.TUNE["save"], self._on_save_clicked),
+                   button("Reset", tips.TUNE["reset"], self.reset), self.undo_button)
 
+    def _lay_out(self, file_row: QHBoxLayout) -> None:
+        """Maps and suppress boxes, the sliders, the file row, ground truth and fitting, top
+        to bottom."""
         top = QFormLayout()
         top.addRow("Maps", self.cams_combo)
-        top.addRow("Suppress", sup_row)
-        fit_row = QHBoxLayout()
-        fit_row.addWidget(self.fit_button)
-        fit_row.addWidget(self.fit_cancel)
-        file_row = QHBoxLayout()
-        file_row.addWidget(load)
-        file_row.addWidget(save)
-        file_row.addWidget(reset)
-        file_row.addWidget(self.undo_button)
+        top.addRow("Suppress", row(*self.suppress.values()))
         gt_form = QFormLayout()
         gt_form.addRow("Ground truth", self.gt_combo)
         layout = QVBoxLayout(self)
@@ -133,13 +122,11 @@ class TuneWidget(QWidget):
         layout.addWidget(self.form)
         layout.addLayout(file_row)
         layout.addLayout(gt_form)
-        layout.addLayout(fit_row)
+        layout.addLayout(row(self.fit_button, self.fit_cancel))
         layout.addWidget(self.bar)
         layout.addWidget(self.status)
         layout.addWidget(self.iou_label)
         layout.addStretch(1)
-        self._on_cams_changed()  # maps computed before this widget opened
-        self._committed = self.params
 
     # -------------------------------------------------------------------- typed state
 

@@ -46,6 +46,13 @@ import numpy as np
 from .. import WsssError
 from ..classes import LABEL_NAMES
 from ..region import MaskGeometry
+from .identity import edits_path, slide_identity
+from .merged import MergedMask
+
+__all__ = [  # where a store lives and the merged view stay importable from here
+    "ENCODING", "FORMAT", "FORMAT_VERSION", "UNEDITED", "EditStore", "EditedTile", "MergedMask",
+    "edits_path", "slide_identity",
+]
 
 #: Label value meaning "not edited" (the same as "unlabelled" in masks).
 UNEDITED = 255
@@ -54,37 +61,6 @@ FORMAT_VERSION = 2
 #: What the stored values mean (written into the store's attrs).
 ENCODING = {"classes": "0 tumor, 1 stroma, 2 normal, 3 background", "uncorrected": UNEDITED}
 _TIME_CHUNK = 64  # tiles per side in one chunk of the tile-time array
-
-
-def slide_identity(path: str | os.PathLike | None = None, name: str | None = None,
-                   mpp: float | None = None) -> dict[str, Any]:
-    """Identity of a slide recorded in (and checked against) an edit store.
-
-    Args:
-        path: the slide file; its resolved path, size and mtime are recorded.
-        name: a name for array slides without a file (defaults to the file name).
-        mpp: micrometres per pixel at level 0, if known (kept for exports).
-    """
-    ident: dict[str, Any] = {"name": name or (Path(path).name if path else "array")}
-    if path is not None:
-        p = Path(path)
-        ident["path"] = str(p.resolve())
-        try:
-            st = p.stat()
-            ident["size"] = st.st_size
-            ident["mtime"] = st.st_mtime
-        except OSError:
-            pass
-    if mpp is not None:
-        ident["mpp"] = float(mpp)
-    return ident
-
-
-def edits_path(slide_path: str | os.PathLike, project_dir: str | os.PathLike | None = None) -> Path:
-    """Default store location: ``<slide>.wsss/edits.zarr``, or inside ``project_dir``."""
-    sp = Path(slide_path)
-    base = Path(project_dir) if project_dir is not None else sp.parent
-    return base / f"{sp.name}.wsss" / "edits.zarr"
 
 
 @dataclass(frozen=True)
@@ -399,26 +375,3 @@ class EditStore:
                     if col.name.isdigit():
                         found.append((int(row.name), int(col.name)))
         return found
-
-
-class MergedMask:
-    """Read-only array-like: a base mask with an :class:`EditStore`'s edits over it."""
-
-    dtype = np.dtype(np.uint8)
-    ndim = 2
-
-    def __init__(self, store: EditStore, base: Any) -> None:
-        self.store, self.base = store, base
-        self.shape = store.shape
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not (isinstance(key, tuple) and len(key) == 2
-                and all(isinstance(k, slice) for k in key)):
-            return np.asarray(self)[key]
-        (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
-        region = self.store.merged(y0, x0, max(y1 - y0, 0), max(x1 - x0, 0), self.base)
-        return region[::sy, ::sx]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        a = self[0:self.shape[0], 0:self.shape[1]]
-        return a if dtype is None else a.astype(dtype)

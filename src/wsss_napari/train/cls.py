@@ -27,11 +27,12 @@ from .data import PatchDataset, PatchItem, resolve_bad, scan_patches
 from .loop import (
     autocast,
     epoch_rng,
+    epoch_steps,
     fit_epochs,
-    load_train_state,
     make_loader,
     multilabel_metrics,
     prepare_training,
+    resume_state,
     state_path,
 )
 
@@ -218,8 +219,6 @@ def train_classifier(
     Returns:
         ``out_path``.
     """
-    import torch
-
     params = params or TrainClsParams()
     out = Path(out_path)
     items = _items_of(data, csv_path, on_bad)
@@ -230,52 +229,66 @@ def train_classifier(
     from ..stain import stain_training_items
 
     train_items, val_items = stain_training_items(params, model, train_items, val_items)
-    labels = np.array([it.labels for it in train_items], dtype=np.float32)
-    pw = torch.from_numpy(pos_weight(labels)).to(device)
-    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
-    from .sam import make_optimizer
-
-    optimizer = make_optimizer(model, params.optimizer, params.lr, params.momentum,
-                               params.weight_decay, params.sam_rho)
-
+    criterion, optimizer = _loss_and_optimizer(params, model, train_items, device)
     train_set = ClsTrainSet(train_items, params)
     val_loader = (make_loader(ClsEvalSet(val_items, params.crop_size), params.batch_size, False,
                               params.seed, 0, params.workers) if val_items else None)
-    steps_per_epoch = len(make_loader(train_set, params.batch_size, True, params.seed, 0, 0,
-                                      drop_last=True))
-    total = steps_per_epoch * params.epochs
-    start_epoch, history = 0, []
-    spath = state_path(out)
-    if resume:
-        start_epoch, meta = load_train_state(spath, model, optimizer)
-        history = list(meta.get("history", []))
-        if meta.get("params", {}).get("backbone") != params.backbone:
-            raise WsssError(f"cannot resume: the state in '{spath}' was trained with backbone "
-                            f"{meta.get('params', {}).get('backbone')!r}, not {params.backbone!r}")
-        if start_epoch >= params.epochs:
-            log.info("training already finished (%d epochs); nothing to resume", start_epoch)
-            yield Progress("train-cls", total, total, {"epoch": start_epoch})
-            return out
-
-    compute_loss = None
-    if params.puzzle > 0:
-        from .puzzle import PIECES, puzzle_loss, puzzle_weight
-
-        unit = PIECES * int(getattr(model, "stride", 1))
-        if params.crop_size % unit or not hasattr(model, "class_maps") or model.needs_grad:
-            raise WsssError(f"--puzzle needs a CNN CAM model and a crop size that is a "
-                            f"multiple of {unit} (2 x the CAM stride), not {params.crop_size}")
-
-        def compute_loss(m, x, y, step):
-            alpha = puzzle_weight(params.puzzle, step, total)
-            return puzzle_loss(m, x, y, criterion, alpha)[0]
-
+    steps = epoch_steps(train_set, params)
+    total = steps * params.epochs
+    start_epoch, history = _resume(out, model, optimizer, params) if resume else (0, [])
+    if start_epoch >= params.epochs:
+        log.info("training already finished (%d epochs); nothing to resume", start_epoch)
+        yield Progress("train-cls", total, total, {"epoch": start_epoch})
+        return out
     return (yield from fit_epochs(
         "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
-        compute_loss=compute_loss,
-        use_amp=use_amp, start_epoch=start_epoch, history=history,
-        steps_per_epoch=steps_per_epoch,
+        compute_loss=_puzzle_loss(params, model, criterion, total),
+        use_amp=use_amp, start_epoch=start_epoch, history=history, steps_per_epoch=steps,
         evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))
         if val_loader is not None else None,
     ))
 
+
+def _loss_and_optimizer(params: TrainClsParams, model, train_items: Sequence[PatchItem], device):
+    """BCE weighted towards each class's rarer side (:func:`pos_weight`), and the optimizer
+    ``params`` names (SGD, AdamW or SAM)."""
+    import torch
+
+    from .sam import make_optimizer
+
+    labels = np.array([it.labels for it in train_items], dtype=np.float32)
+    pw = torch.from_numpy(pos_weight(labels)).to(device)
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pw)
+    optimizer = make_optimizer(model, params.optimizer, params.lr, params.momentum,
+                               params.weight_decay, params.sam_rho)
+    return criterion, optimizer
+
+
+def _resume(out: Path, model, optimizer, params: TrainClsParams) -> tuple[int, list[dict]]:
+    """Finished epochs and history of the state beside ``out``, loaded into the model and the
+    optimizer (a state of another backbone is refused: it cannot continue this run)."""
+    start_epoch, history, meta = resume_state(out, model, optimizer)
+    backbone = meta.get("params", {}).get("backbone")
+    if backbone != params.backbone:
+        raise WsssError(f"cannot resume: the state in '{state_path(out)}' was trained with "
+                        f"backbone {backbone!r}, not {params.backbone!r}")
+    return start_epoch, history
+
+
+def _puzzle_loss(params: TrainClsParams, model, criterion, total: int):
+    """Puzzle-CAM's ``compute_loss`` for :func:`fit_epochs` (tile-vs-whole consistency, ramped
+    over ``total`` steps), or ``None`` when ``params.puzzle`` is off; needs a CNN CAM model."""
+    if params.puzzle <= 0:
+        return None
+    from .puzzle import PIECES, puzzle_loss, puzzle_weight
+
+    unit = PIECES * int(getattr(model, "stride", 1))
+    if params.crop_size % unit or not hasattr(model, "class_maps") or model.needs_grad:
+        raise WsssError(f"--puzzle needs a CNN CAM model and a crop size that is a "
+                        f"multiple of {unit} (2 x the CAM stride), not {params.crop_size}")
+
+    def compute_loss(m, x, y, step):
+        alpha = puzzle_weight(params.puzzle, step, total)
+        return puzzle_loss(m, x, y, criterion, alpha)[0]
+
+    return compute_loss

@@ -11,9 +11,7 @@ files can change between the scan and the read.
 
 from __future__ import annotations
 
-import csv
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,23 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
+from .labels import (
+    IMAGE_SUFFIXES,
+    Problem,
+    labels_from_filename,
+    list_images,
+    parse_labels,
+    read_csv_labels,
+)
+
+__all__ = [  # the label parsing of .labels stays importable from here
+    "IMAGE_SUFFIXES", "PatchDataset", "PatchItem", "Problem", "ScanReport", "items_from_arrays",
+    "labels_from_filename", "list_images", "load_mask", "load_rgb", "parse_labels",
+    "read_csv_labels", "resolve_bad", "scan_patches", "split_items",
+]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-#: ``[1, 0, 1]`` at the end of a file stem, spaces optional.
-_LABEL_RE = re.compile(r"\[\s*([^\[\]]*?)\s*\]\s*$")
 #: Image modes that convert to RGB without losing meaning (noted in the report, not dropped).
 _CONVERTIBLE = {"RGBA": "RGBA (alpha composited onto white)", "L": "grey", "P": "palette",
                 "CMYK": "CMYK", "RGBX": "RGBX", "YCbCr": "YCbCr"}
@@ -44,17 +53,6 @@ class PatchItem:
     @property
     def label_array(self) -> np.ndarray:
         return np.asarray(self.labels, dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why one file (or the data set as a whole, ``path=None``) cannot be used."""
-
-    path: Path | None
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path if self.path is not None else '<data set>'}: {self.reason}"
 
 
 @dataclass
@@ -95,46 +93,6 @@ class ScanReport:
         return "\n".join(lines)
 
 
-def parse_labels(text: str, n_classes: int = len(CLASS_NAMES)) -> tuple[int, ...]:
-    """Parse a multi-label: ``'[1, 0, 1]'``, ``'1,0,1'``, ``'1 0 1'`` or ``'tumor;normal'``.
-
-    Raises:
-        WsssError: when the text is not ``n_classes`` flags of 0/1 nor known class names.
-    """
-    t = text.strip().strip("[]()").strip()
-    parts = [p for p in re.split(r"[\s,;|]+", t) if p]
-    if parts and all(p in ("0", "1") for p in parts):
-        if len(parts) != n_classes:
-            raise WsssError(
-                f"label '{text}' has {len(parts)} flags; expected {n_classes} "
-                f"({', '.join(CLASS_NAMES)})"
-            )
-        return tuple(int(p) for p in parts)
-    names = [p.lower() for p in parts]
-    if names and all(n in CLASS_NAMES for n in names):
-        return tuple(int(c in names) for c in CLASS_NAMES)
-    raise WsssError(
-        f"label '{text}' is neither {n_classes} flags of 0/1 like '[1, 0, 1]' nor class names "
-        f"from {', '.join(CLASS_NAMES)}"
-    )
-
-
-def labels_from_filename(path: str | Path) -> tuple[int, ...]:
-    """Labels of a patch in the challenge layout ``<anything>-[1, 0, 1].png``.
-
-    Raises:
-        WsssError: when the name carries no ``[..]`` label or a malformed one.
-    """
-    stem = Path(path).stem
-    m = _LABEL_RE.search(stem)
-    if m is None:
-        raise WsssError(
-            f"file name '{Path(path).name}' has no label; expected '<name>-[tumor, stroma, normal]"
-            f"{Path(path).suffix}', e.g. 'patch-[1, 0, 1].png'"
-        )
-    return parse_labels(m.group(1))
-
-
 def _check_image(path: Path, notes: list[str]) -> tuple[int, int]:
     """Cheap validity check of an image file; returns (height, width) or raises WsssError."""
     from PIL import Image, UnidentifiedImageError
@@ -166,41 +124,6 @@ def _check_mask(path: Path, shape: tuple[int, int]) -> None:
         )
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
-    d = Path(folder)
-    if not d.is_dir():
-        raise WsssError(f"data folder '{d}' does not exist or is not a folder")
-    return sorted(
-        p for p in d.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-
-
-def read_csv_labels(csv_path: str | Path, root: str | Path | None = None
-                    ) -> tuple[list[tuple[Path, str]], list[Problem]]:
-    """Rows ``file,labels`` of a CSV (header optional); paths relative to ``root`` or the CSV."""
-    p = Path(csv_path)
-    base = Path(root) if root is not None else p.parent
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as err:
-        raise WsssError(f"cannot read label CSV '{p}': {err.strerror or err}") from err
-    rows: list[tuple[Path, str]] = []
-    problems: list[Problem] = []
-    for i, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-            continue
-        if i == 1 and row[0].strip().lower() in ("file", "filename", "path", "image"):
-            continue
-        if len(row) < 2:
-            problems.append(Problem(p, f"line {i}: expected 'file,labels', got {row!r}"))
-            continue
-        f = Path(row[0].strip())
-        rows.append((f if f.is_absolute() else base / f, ",".join(row[1:])))
-    return rows, problems
-
-
 def scan_patches(
     source: str | Path | Sequence[PatchItem],
     csv_path: str | Path | None = None,
@@ -220,56 +143,16 @@ def scan_patches(
         The report; nothing is raised for bad files (see :func:`resolve_bad`).
     """
     report = ScanReport()
-    entries: list[tuple[Path, str | tuple[int, ...] | None]] = []
-    if isinstance(source, (str, Path)):
-        if csv_path is not None:
-            rows, problems = read_csv_labels(csv_path, root=source)
-            report.problems += problems
-            entries = [(f, lab) for f, lab in rows]
-        else:
-            entries = [(f, None) for f in list_images(source)]
-            if not entries:
-                raise WsssError(
-                    f"no images ({', '.join(IMAGE_SUFFIXES)}) found in '{source}'"
-                )
-    else:
-        entries = [(Path(it.path), tuple(it.labels)) for it in source]
-    masks_given: dict[Path, Path | None] = (
-        {} if isinstance(source, (str, Path)) else {Path(it.path): it.mask_path for it in source}
-    )
+    entries, masks_given = _scan_entries(source, csv_path, report)
     mdir = Path(mask_dir) if mask_dir is not None else None
     if mdir is not None and not mdir.is_dir():
         raise WsssError(f"mask folder '{mdir}' does not exist or is not a folder")
-
     for path, lab in entries:
         try:
-            if lab is None:
-                labels = labels_from_filename(path)
-            elif isinstance(lab, str):
-                labels = parse_labels(lab)
-            else:
-                labels = tuple(int(v) for v in lab)
-            if not path.is_file():
-                raise WsssError("file not found")
-            shape = _check_image(path, report.notes)
-            mask_path = masks_given.get(path)
-            if mdir is not None:
-                cand = mdir / path.name
-                mask_path = cand if cand.is_file() else mdir / (path.stem + ".png")
-            if mask_path is not None and not Path(mask_path).is_file():
-                if require_masks:
-                    mp = Path(mask_path)
-                    raise WsssError(f"no mask '{mp.name}' in '{mp.parent}'")
-                mask_path = None
-            if mask_path is None and require_masks:
-                raise WsssError("no mask given")
-            if mask_path is not None:
-                _check_mask(Path(mask_path), shape)
+            report.items.append(_check_entry(path, lab, masks_given.get(path), mdir,
+                                             require_masks, report.notes))
         except WsssError as err:
             report.problems.append(Problem(path, str(err)))
-            continue
-        report.items.append(PatchItem(Path(path), labels, Path(mask_path) if mask_path else None))
-
     counts = report.class_counts()
     for name, c in zip(CLASS_NAMES, counts, strict=True):
         if report.items and c == 0:
@@ -277,6 +160,55 @@ def scan_patches(
                 Problem(None, f"no patch is labelled '{name}': the model cannot learn that class")
             )
     return report
+
+
+_Entry = tuple[Path, str | tuple[int, ...] | None]
+
+
+def _scan_entries(source: str | Path | Sequence[PatchItem], csv_path: str | Path | None,
+                  report: ScanReport) -> tuple[list[_Entry], dict[Path, Path | None]]:
+    """What to check: (file, raw label) pairs and the masks items already name (CSV rows are
+    parsed here, so their syntax problems land in ``report``)."""
+    if not isinstance(source, (str, Path)):
+        return ([(Path(it.path), tuple(it.labels)) for it in source],
+                {Path(it.path): it.mask_path for it in source})
+    if csv_path is not None:
+        rows, problems = read_csv_labels(csv_path, root=source)
+        report.problems += problems
+        return [(f, lab) for f, lab in rows], {}
+    entries: list[_Entry] = [(f, None) for f in list_images(source)]
+    if not entries:
+        raise WsssError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) found in '{source}'"
+        )
+    return entries, {}
+
+
+def _check_entry(path: Path, lab: str | tuple[int, ...] | None, mask_path: Path | None,
+                 mdir: Path | None, require_masks: bool, notes: list[str]) -> PatchItem:
+    """One file's labels, image and mask checked into an item (``WsssError`` says why not)."""
+    if lab is None:
+        labels = labels_from_filename(path)
+    elif isinstance(lab, str):
+        labels = parse_labels(lab)
+    else:
+        labels = tuple(int(v) for v in lab)
+    if not path.is_file():
+        raise WsssError("file not found")
+    shape = _check_image(path, notes)
+    if mdir is not None:
+        cand = mdir / path.name
+        mask_path = cand if cand.is_file() else mdir / (path.stem + ".png")
+    if mask_path is not None and not Path(mask_path).is_file():
+        if require_masks:
+            mp = Path(mask_path)
+            raise WsssError(f"no mask '{mp.name}' in '{mp.parent}'")
+        mask_path = None
+    if mask_path is None and require_masks:
+        raise WsssError("no mask given")
+    if mask_path is not None:
+        _check_mask(Path(mask_path), shape)
+    return PatchItem(Path(path), labels, Path(mask_path) if mask_path else None)
 
 
 def resolve_bad(report: ScanReport, on_bad: str = "skip") -> list[PatchItem]:

@@ -212,15 +212,13 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
     """
     import torch
 
-    from ..models.checkpoint import save_model
     from ..progress import Progress
-    from .sam import SAM, LossScale, sam_train_step
+    from .sam import SAM, LossScale
 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     # False: not SAM; None: SAM in fp32; a LossScale: SAM under AMP (see train.sam)
     sam_scale = (LossScale() if use_amp else None) if isinstance(optimizer, SAM) else False
     total = steps_per_epoch * params.epochs
-    spath = state_path(out)
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, params.epochs):
         train_set.epoch = epoch
@@ -232,29 +230,12 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
         n_seen, last_loss, since_log = 0, float("nan"), LOG_EVERY - 1  # log step 1
         for x, y in loader:
             lr = poly_lr(params.lr, step, total)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            if sam_scale is not False:  # SAM: two forward-backward passes (train.sam)
-                loss, _ = sam_train_step(model, optimizer, _sam_closure(
-                    model, loss_fn, x, y, device, use_amp, epoch, compute_loss, step),
-                    sam_scale)
-            else:
-                with autocast(device, use_amp):
-                    if compute_loss is not None:
-                        loss = compute_loss(model, model.normalize(x), y, step)
-                    else:
-                        loss = loss_fn(model(model.normalize(x)).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            loss, n = _train_step(model, optimizer, scaler, sam_scale, loss_fn, compute_loss,
+                                  x, y, lr, device=device, use_amp=use_amp, epoch=epoch,
+                                  step=step)
             step += 1
-            running += loss.detach() * len(x)
-            n_seen += len(x)
+            running += loss.detach() * n
+            n_seen += n
             since_log += 1
             if since_log >= LOG_EVERY or step == total:
                 last_loss = float(loss.detach())  # the one host sync of the interval
@@ -264,21 +245,61 @@ def fit_epochs(stage: str, model, train_set, params, optimizer, loss_fn, *, out,
                                     f"{epoch + 1}; lower --lr")
             yield Progress(stage, step, total,
                            {"epoch": epoch + 1, "loss": round(last_loss, 4), "lr": lr})
-        epoch_loss = float(running) / max(n_seen, 1)
-        if not math.isfinite(epoch_loss):
-            raise WsssError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; "
-                            "lower --lr")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": epoch_loss}
-        if evaluate is not None:
-            record.update({f"val_{k}": v for k, v in evaluate(model).items()})
-        history.append(record)
-        model.config = model.config.replace(extra={**model.config.extra, "history": history})
-        save_model(model, out)
-        save_train_state(spath, model, optimizer, epoch + 1,
-                         {"params": params.to_dict(), "history": history, "seed": params.seed})
+        record = _end_epoch(model, optimizer, params, out, epoch, float(running) / max(n_seen, 1),
+                            history, evaluate)
         info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
         yield Progress(stage, step, total, info)
     return out
+
+
+def _train_step(model, optimizer, scaler, sam_scale, loss_fn, compute_loss, x, y, lr: float,
+                *, device, use_amp: bool, epoch: int, step: int):
+    """One optimisation step (plain, or SAM's two passes); returns (the loss on the device,
+    the batch size), so the epoch loop only counts and reports."""
+    import torch
+
+    from .sam import sam_train_step
+
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = y.to(device, non_blocking=True)
+    if sam_scale is not False:  # SAM: two forward-backward passes (train.sam)
+        loss, _ = sam_train_step(model, optimizer, _sam_closure(
+            model, loss_fn, x, y, device, use_amp, epoch, compute_loss, step), sam_scale)
+        return loss, len(x)
+    with autocast(device, use_amp):
+        if compute_loss is not None:
+            loss = compute_loss(model, model.normalize(x), y, step)
+        else:
+            loss = loss_fn(model(model.normalize(x)).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, len(x)
+
+
+def _end_epoch(model, optimizer, params, out, epoch: int, epoch_loss: float,
+               history: list[dict[str, Any]], evaluate) -> dict[str, Any]:
+    """Check the epoch's mean loss, validate, and write the model and the resumable state
+    (what makes a run resumable after every epoch); returns the epoch's history record."""
+    from ..models.checkpoint import save_model
+
+    if not math.isfinite(epoch_loss):
+        raise WsssError(f"training diverged (loss {epoch_loss}) at epoch {epoch + 1}; "
+                        "lower --lr")
+    record: dict[str, Any] = {"epoch": epoch + 1, "loss": epoch_loss}
+    if evaluate is not None:
+        record.update({f"val_{k}": v for k, v in evaluate(model).items()})
+    history.append(record)
+    model.config = model.config.replace(extra={**model.config.extra, "history": history})
+    save_model(model, out)
+    save_train_state(state_path(out), model, optimizer, epoch + 1,
+                     {"params": params.to_dict(), "history": history, "seed": params.seed})
+    return record
 
 
 def _check_finite(loss, epoch: int) -> None:
@@ -302,6 +323,19 @@ def _sam_closure(model, loss_fn, x, y, device, use_amp: bool, epoch: int,
         return loss
 
     return forward_loss
+
+
+def resume_state(out: Path, model, optimizer) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """Load the state beside the model file ``out`` into ``model`` and ``optimizer``; return
+    (finished epochs, history, the state's meta): where an interrupted run continues."""
+    start_epoch, meta = load_train_state(state_path(out), model, optimizer)
+    return start_epoch, list(meta.get("history", [])), meta
+
+
+def epoch_steps(train_set, params) -> int:
+    """Optimisation steps in one epoch (the training loader drops the last partial batch)."""
+    return len(make_loader(train_set, params.batch_size, True, params.seed, 0, 0,
+                           drop_last=True))
 
 
 def prepare_training(params, items, val_items, build, extra_meta=None):

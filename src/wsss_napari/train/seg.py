@@ -25,11 +25,11 @@ from .data import PatchDataset, PatchItem, resolve_bad, scan_patches
 from .loop import (
     autocast,
     epoch_rng,
+    epoch_steps,
     fit_epochs,
-    load_train_state,
     make_loader,
     prepare_training,
-    state_path,
+    resume_state,
 )
 
 log = logging.getLogger(__name__)
@@ -199,44 +199,56 @@ def train_segmenter(
     Returns:
         ``out_path``.
     """
-    from torch.nn import functional as F
-
     params = params or TrainSegParams()
     out = Path(out_path)
+    items = _items_with_masks(data, mask_dir, csv_path, on_bad)
+    train_items, val_items, model, device, use_amp = prepare_training(
+        params, items, val_items,
+        lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
+    from ..stain import stain_training_items
+    from .sam import make_optimizer
+
+    train_items, val_items = stain_training_items(params, model, train_items, val_items)
+    optimizer = make_optimizer(model, params.optimizer, params.lr, 0.9, 1e-4, params.sam_rho)
+    train_set = SegTrainSet(train_items, params)
+    val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
+                              False, params.seed, 0, params.workers) if val_items else None)
+    steps_per_epoch = epoch_steps(train_set, params)
+    total = steps_per_epoch * params.epochs
+    start_epoch, history, _ = resume_state(out, model, optimizer) if resume else (0, [], {})
+    if start_epoch >= params.epochs:
+        yield Progress("train-seg", total, total, {"epoch": start_epoch})
+        return out
+    return (yield from fit_epochs(
+        "train-seg", model, train_set, params, optimizer, _seg_loss(params), out=out,
+        device=device, use_amp=use_amp, start_epoch=start_epoch, history=history,
+        steps_per_epoch=steps_per_epoch,
+        evaluate=(lambda m: evaluate_segmenter(m, val_loader, device, use_amp))
+        if val_loader is not None else None,
+    ))
+
+
+def _items_with_masks(data: str | Path | Sequence[PatchItem], mask_dir: str | Path | None,
+                      csv_path: str | Path | None, on_bad: str) -> list[PatchItem]:
+    """The usable patches, each with its mask (scanned and reported, unless ``data`` is
+    items that already carry masks)."""
     if isinstance(data, (str, Path)) or mask_dir is not None:
         report = scan_patches(data, csv_path=csv_path, mask_dir=mask_dir, require_masks=True)
         # a class with no positive does not stop segmentation training: masks carry the signal
         report.problems = [p for p in report.problems if p.path is not None]
         if report.problems or report.notes:
             log.warning("segmentation data report:\n%s", report.summary())
-        items = resolve_bad(report, on_bad)
-    else:
-        items = list(data)
-        if not items or any(it.mask_path is None for it in items):
-            raise WsssError("segmentation training needs a mask for every patch")
-    train_items, val_items, model, device, use_amp = prepare_training(
-        params, items, val_items,
-        lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
-    from ..stain import stain_training_items
+        return resolve_bad(report, on_bad)
+    items = list(data)
+    if not items or any(it.mask_path is None for it in items):
+        raise WsssError("segmentation training needs a mask for every patch")
+    return items
 
-    train_items, val_items = stain_training_items(params, model, train_items, val_items)
-    from .sam import make_optimizer
 
-    optimizer = make_optimizer(model, params.optimizer, params.lr, 0.9, 1e-4, params.sam_rho)
-    train_set = SegTrainSet(train_items, params)
-    val_loader = (make_loader(SegTrainSet(val_items, params, train=False), params.batch_size,
-                              False, params.seed, 0, params.workers) if val_items else None)
-    steps_per_epoch = len(make_loader(train_set, params.batch_size, True, params.seed, 0, 0,
-                                      drop_last=True))
-    total = steps_per_epoch * params.epochs
-    start_epoch, history = 0, []
-    spath = state_path(out)
-    if resume:
-        start_epoch, meta = load_train_state(spath, model, optimizer)
-        history = list(meta.get("history", []))
-        if start_epoch >= params.epochs:
-            yield Progress("train-seg", total, total, {"epoch": start_epoch})
-            return out
+def _seg_loss(params: TrainSegParams):
+    """``loss_fn(logits, y)`` of ``params.loss``: cross-entropy ignoring unlabelled pixels (0
+    on a batch without any label) or per-class BCE, plus the weighted Dice term."""
+    from torch.nn import functional as F
 
     def seg_loss(logits, y):
         if params.loss == "bce+dice":
@@ -248,10 +260,4 @@ def train_segmenter(
             loss = loss + params.dice_weight * dice_loss(logits, y)
         return loss
 
-    return (yield from fit_epochs(
-        "train-seg", model, train_set, params, optimizer, seg_loss, out=out, device=device,
-        use_amp=use_amp, start_epoch=start_epoch, history=history,
-        steps_per_epoch=steps_per_epoch,
-        evaluate=(lambda m: evaluate_segmenter(m, val_loader, device, use_amp))
-        if val_loader is not None else None,
-    ))
+    return seg_loss

@@ -68,24 +68,9 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, geometry: MaskGeometry
     mask = as_mask(mask)
     out = Path(out)
     h, w = (int(s) for s in mask.shape)
-    class_colors = colors(palette, len(class_names))
-    desc = {DESC_KEY: {
-        "class_names": list(class_names), "class_colors": class_colors, "unlabelled": UNLABELLED,
-        "geometry": geometry.to_dict(), "record": (record or RunRecord()).to_dict(),
-    }}
-    metadata: dict[str, Any] = {
-        "axes": "YX", "Name": out.name.split(".")[0], "Description": json.dumps(desc),
-        "Channel": {"Name": "labels"},
-        "MapAnnotation": {
-            "Namespace": "wsss-napari/classes",
-            "Value": {str(i): f"{n} #{r:02x}{g:02x}{b:02x}" for i, (n, (r, g, b))
-                      in enumerate(zip(class_names, class_colors, strict=True))},
-        },
-    }
     px_um = geometry.mpp * geometry.downsample if geometry.mpp else None
-    if px_um:
-        metadata.update(PhysicalSizeX=px_um, PhysicalSizeXUnit="µm",
-                        PhysicalSizeY=px_um, PhysicalSizeYUnit="µm")
+    metadata = _ome_metadata(out.name.split(".")[0], class_names,
+                             colors(palette, len(class_names)), geometry, record, px_um)
     n_levels = 1
     while max(-(-h // 2 ** (n_levels - 1)), -(-w // 2 ** (n_levels - 1))) > tile:
         n_levels += 1
@@ -98,33 +83,66 @@ def export_ome_tiff(mask: Any, out: str | os.PathLike, *, geometry: MaskGeometry
         with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=True) as tw:
             src = mask
             for level in range(n_levels):
-                f = 2**level
-                shape = (-(-h // f), -(-w // f))
-                kw: dict[str, Any] = {}
-                if px_um:
-                    kw.update(resolution=(1e4 / (px_um * f), 1e4 / (px_um * f)),
-                              resolutionunit="CENTIMETER")
-                if level == 0:
-                    kw.update(subifds=n_levels - 1, metadata=metadata)
-                    tiles = _tiles(src, shape, tile, 1)
-                    dst = src
-                else:
-                    kw.update(subfiletype=1, metadata=None)
-                    dst = None
-                    if in_memory:
-                        dst = src[::2, ::2]
-                    elif level < n_levels - 1:  # lazy source: keep each level for the next
-                        import zarr
-
-                        dst = zarr.create_array(str(Path(scratch) / f"level{level}.zarr"),
-                                                shape=shape, chunks=(tile, tile), dtype="uint8",
-                                                fill_value=UNLABELLED)
-                    tiles = _tiles(src, shape, tile, 2, None if in_memory else dst)
-                tw.write(tiles, shape=shape, dtype=np.uint8, tile=(tile, tile),
-                         compression="zlib", photometric="minisblack", **kw)
-                src = dst
+                src = _write_level(tw, src, (h, w), level, n_levels, tile, px_um, metadata,
+                                   None if in_memory else Path(scratch))
     return finish(out, record, export_info(FORMAT, mask, geometry, class_names,
                                       levels=n_levels, tile=tile))
+
+
+def _ome_metadata(name: str, class_names: Sequence[str], class_colors: list, geometry:
+                  MaskGeometry, record: RunRecord | None, px_um: float | None) -> dict[str, Any]:
+    """tifffile's OME metadata of the mask: what QuPath / OMERO show (the label -> class map,
+    the pixel size) and the JSON ``Description`` that :func:`read_exported_mask` reads back."""
+    desc = {DESC_KEY: {
+        "class_names": list(class_names), "class_colors": class_colors, "unlabelled": UNLABELLED,
+        "geometry": geometry.to_dict(), "record": (record or RunRecord()).to_dict(),
+    }}
+    metadata: dict[str, Any] = {
+        "axes": "YX", "Name": name, "Description": json.dumps(desc),
+        "Channel": {"Name": "labels"},
+        "MapAnnotation": {
+            "Namespace": "wsss-napari/classes",
+            "Value": {str(i): f"{n} #{r:02x}{g:02x}{b:02x}" for i, (n, (r, g, b))
+                      in enumerate(zip(class_names, class_colors, strict=True))},
+        },
+    }
+    if px_um:
+        metadata.update(PhysicalSizeX=px_um, PhysicalSizeXUnit="µm",
+                        PhysicalSizeY=px_um, PhysicalSizeYUnit="µm")
+    return metadata
+
+
+def _write_level(tw: Any, src: Any, size: tuple[int, int], level: int, n_levels: int,
+                 tile: int, px_um: float | None, metadata: dict[str, Any],
+                 scratch: Path | None) -> Any:
+    """Write pyramid ``level`` of a ``size`` mask (level 0 holds the metadata and the SubIFDs)
+    from the level above, ``src``; return this level's array, the next one's source (a lazy
+    source's levels are kept in ``scratch``, so each is read once)."""
+    f = 2**level
+    shape = (-(-size[0] // f), -(-size[1] // f))
+    kw: dict[str, Any] = {}
+    if px_um:
+        kw.update(resolution=(1e4 / (px_um * f), 1e4 / (px_um * f)),
+                  resolutionunit="CENTIMETER")
+    if level == 0:
+        kw.update(subifds=n_levels - 1, metadata=metadata)
+        tiles = _tiles(src, shape, tile, 1)
+        dst = src
+    else:
+        kw.update(subfiletype=1, metadata=None)
+        dst = None
+        if scratch is None:
+            dst = src[::2, ::2]
+        elif level < n_levels - 1:  # lazy source: keep each level for the next
+            import zarr
+
+            dst = zarr.create_array(str(scratch / f"level{level}.zarr"),
+                                    shape=shape, chunks=(tile, tile), dtype="uint8",
+                                    fill_value=UNLABELLED)
+        tiles = _tiles(src, shape, tile, 2, None if scratch is None else dst)
+    tw.write(tiles, shape=shape, dtype=np.uint8, tile=(tile, tile),
+             compression="zlib", photometric="minisblack", **kw)
+    return dst
 
 
 def _tiles(src: Any, shape: tuple[int, int], tile: int, f: int,
