@@ -113,9 +113,10 @@ def worker(args) -> dict:
             rgb = np.asarray(slide.read_region(0, 1500, 1100, 64, 64))[..., :3].copy()
             slide = Slide.from_arrays([rgb], mpp=slide.mpp)
             region = None
+        params = CamParams(stride=args.stride)
         t = time.perf_counter()
         if args.task == "fov" and hasattr(slide_cam, "progressive_slide_cams"):
-            gen = slide_cam.progressive_slide_cams(slide, model, CamParams(), cache_dir=cache,
+            gen = slide_cam.progressive_slide_cams(slide, model, params, cache_dir=cache,
                                                    region=region)
             try:
                 while True:
@@ -125,7 +126,7 @@ def worker(args) -> dict:
             except StopIteration as stop:
                 res = stop.value
         else:
-            res = run_to_end(slide_cam.slide_cams(slide, model, CamParams(), cache_dir=cache,
+            res = run_to_end(slide_cam.slide_cams(slide, model, params, cache_dir=cache,
                                                   region=region))
         rec["seconds"] = time.perf_counter() - t
         rec["crops"] = crops[0]
@@ -135,7 +136,7 @@ def worker(args) -> dict:
         if args.warm:  # again in this warm process (imports, first-call set-up done)
             crops[0] = 0
             t = time.perf_counter()
-            run_to_end(slide_cam.slide_cams(slide, model, CamParams(),
+            run_to_end(slide_cam.slide_cams(slide, model, params,
                                             cache_dir=tempfile.mkdtemp(prefix="wsss-bench-"),
                                             region=region))
             rec["warm_seconds"] = time.perf_counter() - t
@@ -148,6 +149,8 @@ def run_worker(src: str, task: str, args, region=None, save=None, warm=False) ->
            "--slide", str(args.slide), "--bare-crops", str(args.bare_crops)]
     if warm:
         cmd += ["--warm"]
+    if args.stride:
+        cmd += ["--stride", str(args.stride)]
     if region:
         cmd += ["--region", *map(str, region)]
     if save:
@@ -169,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bare-crops", type=int, default=320)
     ap.add_argument("--save-prefix", help="save the whole-slide maps as PREFIX_{ours,base}.npy")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: fov png loaded")
+    ap.add_argument("--stride", type=int, default=0,
+                    help="CamParams.stride for every run (default 0: each version's default)")
     # worker mode
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
