@@ -8,20 +8,23 @@ from pathlib import Path
 import wsss_napari
 
 PKG = Path(wsss_napari.__file__).parent
-CORE = ["io", "models", "inference", "postproc", "train", "corrections", "sample", "params"]
-CORE_FILES = ["progress.py", "device.py", "classes.py", "metrics.py", "tune.py",
-              "report.py", "slide_job.py", "cohort.py", "layer_record.py",
-              "labels_encoding.py", "region.py"]
+#: Not core: the napari widgets, and the CLI (its ``demo`` command opens napari lazily; the
+#: import test below checks that importing it loads no GUI). Every other module is core,
+#: new ones included.
+NOT_CORE = ("_widgets", "cli")
 FORBIDDEN = ("napari", "qtpy", "PyQt6", "PyQt5", "PySide6", "PySide2", "magicgui", "superqt")
 
 
-def _core_files():
-    for name in CORE:
-        assert (PKG / name / "__init__.py").exists(), f"core package {name} is gone: update CORE"
-        yield from (PKG / name).rglob("*.py")
-    for name in CORE_FILES:
-        assert (PKG / name).exists(), f"core module {name} is gone: update CORE_FILES"
-        yield PKG / name
+def _core_files() -> list[Path]:
+    files = sorted(p for p in PKG.rglob("*.py") if p.relative_to(PKG).parts[0] not in NOT_CORE)
+    names = {p.relative_to(PKG).as_posix() for p in files}
+    assert {"params/base.py", "io/slide.py", "cells.py", "train/loop.py"} <= names, names
+    return files
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(("wsss_napari", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def test_core_sources_never_import_gui_packages():
@@ -43,9 +46,7 @@ def test_core_sources_never_import_gui_packages():
 
 
 def test_importing_the_core_loads_no_gui():
-    mods = [f"wsss_napari.{m}" for m in CORE] + [
-        "wsss_napari.cli", "wsss_napari.cohort", "wsss_napari.slide_job",
-        "wsss_napari.inference.slide_mask", "wsss_napari.train.versioned"]
+    mods = sorted({_module_name(p) for p in _core_files()}) + ["wsss_napari.cli"]
     code = (
         "import sys, importlib\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
@@ -101,3 +102,50 @@ def test_models_have_no_import_cycle():
     graph["registry"] |= {f.module for f in FAMILIES}
     assert {"cam", "gradcam", "seg"} <= graph["registry"]
     assert _find_cycle(graph) == [], " -> ".join(_find_cycle(graph))
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60  # from ``def`` to the last line, docstring included
+#: What is still longer, each with the reason; an entry no longer needed fails too.
+SIZE_ALLOWED = {  # being reworked by other changes this round: split there, or next round
+    "review_queue.py": "issue 12's review queue (becoming a package)",
+    "stain.py": "issue 11's stain normalisation",
+    "train/finetune.py:finetune": "issue 12's fine-tuning",
+    "inference/multiscale.py:iter_window_cams": "issue 14's CAM speed work",
+    "cli/_predict.py:run": "issue 16's segmentation-model masks (--mask-from)",
+    "slide_job.py:run_slide": "issue 16's segmentation-model masks (--mask-from)",
+}
+
+
+def _oversized(root: Path) -> dict[str, int]:
+    """``{'path': lines}`` of modules over the limit, ``{'path:function': lines}`` of
+    functions over it (methods and nested functions too), under ``root``."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        text = path.read_text()
+        if (n := len(text.splitlines())) > MAX_MODULE_LINES:
+            found[rel] = n
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                    found[f"{rel}:{node.name}"] = n
+    return found
+
+
+def test_oversized_finds_long_modules_and_functions(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"def f():\n{body}\n\n\ndef g():\n    pass\n"
+                                      + "\n" * MAX_MODULE_LINES)
+    (tmp_path / "short.py").write_text("def f():\n    pass\n")
+    assert _oversized(tmp_path) == {"long.py": MAX_MODULE_LINES + MAX_FUNCTION_LINES + 5,
+                                    "long.py:f": MAX_FUNCTION_LINES + 1}
+
+
+def test_modules_and_functions_stay_short():
+    """Modules over 400 lines and functions over 60 are split by concept (issue 13)."""
+    found = _oversized(PKG)
+    new = {k: n for k, n in found.items() if k not in SIZE_ALLOWED}
+    stale = sorted(k for k in SIZE_ALLOWED if k not in found)
+    assert not new, f"split these by concept (or allow them here, with a reason): {new}"
+    assert not stale, f"no longer over the limit: remove from SIZE_ALLOWED: {stale}"

@@ -87,6 +87,29 @@ def test_cli_pseudo_then_train_seg(patches, cam_model, tmp_path):
     assert model.config.arch == "unet" and not state_path(out).exists()
 
 
+def test_cli_pseudo_uses_the_models_recommended_postprocessing(patches, cam_model, tmp_path):
+    """Like ``predict``: the tuned parameters stored in the checkpoint, unless --config."""
+    import json
+    import shutil
+
+    from wsss_napari.models.checkpoint import with_recommended_postproc
+
+    model = tmp_path / "tuned.safetensors"
+    shutil.copy(cam_model, model)
+    tuned = PostprocParams(bg_exponent=7.0, min_region=5)
+    with_recommended_postproc(model, tuned)
+    args = ["--scales", "1.0", "--device", "cpu"]
+    assert main(["pseudo", str(model), str(patches), "--out", str(tmp_path / "a"), *args]) == 0
+    used = json.loads((tmp_path / "a" / "pseudo.run.json").read_text())["params"]["postproc"]
+    assert used["bg_exponent"] == 7.0 and used["min_region"] == 5
+    cfg = tmp_path / "post.json"
+    cfg.write_text(json.dumps({"postproc": {"bg_exponent": 2.0}}))
+    assert main(["pseudo", str(model), str(patches), "--out", str(tmp_path / "b"),
+                 "--config", str(cfg), "--min-region", "9", *args]) == 0
+    used = json.loads((tmp_path / "b" / "pseudo.run.json").read_text())["params"]["postproc"]
+    assert used["bg_exponent"] == 2.0 and used["min_region"] == 9
+
+
 def test_dice_loss_is_zero_for_a_perfect_prediction():
     import torch
 

@@ -296,7 +296,10 @@ def _tile_cells(slide: Any, cams: Any, tile: tuple[int, int, int, int], p: CellP
     ch, cw = cams.cams.shape[1:]
     hy0, hx0 = max(ty - p.halo, 0), max(tx - p.halo, 0)
     hy1, hx1 = min(ty + th + p.halo, h0), min(tx + tw + p.halo, w0)
-    if instances is not None:
+    if instances is not None:  # the halo stops where the given labels do (a region's)
+        hy0, hx0 = max(hy0, inst_offset[0]), max(hx0, inst_offset[1])
+        hy1 = min(hy1, inst_offset[0] + instances.shape[0])
+        hx1 = min(hx1, inst_offset[1] + instances.shape[1])
         inst = np.asarray(instances[hy0 - inst_offset[0]:hy1 - inst_offset[0],
                                     hx0 - inst_offset[1]:hx1 - inst_offset[1]])
     else:

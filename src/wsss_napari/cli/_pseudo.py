@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write pseudo-masks for training patches (CAM + post-processing)",
         description="For every patch of DATA_DIR: multi-scale CAMs of MODEL, post-processed "
         "with the patch's own labels suppressing absent classes, written as a palette PNG "
-        "with the patch's name into MASK_DIR (input of train-seg).",
+        "with the patch's name into MASK_DIR (input of train-seg). Post-processing: the "
+        "model's recommended parameters ('tune --into-model') unless --config is given, "
+        "then the command-line flags on top, as in 'predict'.",
     )
     p.add_argument("model", metavar="MODEL", help="CAM model file, or 'default'")
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder (labels in file names)")
@@ -30,17 +32,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..device import choose_device
-    from ..models.checkpoint import load_model
+    from ..models.checkpoint import load_model, recommended_postproc
     from ..progress import run_to_end
     from ..train.data import resolve_bad, scan_patches
     from ..train.pseudo import make_pseudo_masks
 
     cam = params_from_args(args, CamParams)
-    post = params_from_args(args, PostprocParams)
+    model = load_model(args.model, device=choose_device(cam.device))
+    recommended = None if args.config else recommended_postproc(model)
+    post = params_from_args(args, PostprocParams, base=recommended)
+    print("post-processing: " + (f"from {args.config}" if args.config else  # noqa: T201
+                                 "recommended by the model" if recommended != PostprocParams()
+                                 else "defaults"))
     report = scan_patches(args.data_dir, csv_path=args.csv)
     print(report.summary())  # noqa: T201
     items = resolve_bad(report, args.on_bad)
-    model = load_model(args.model, device=choose_device(cam.device))
     out = run_to_end(make_pseudo_masks(model, items, args.out, cam, post), show=True)
     print(f"wrote {len(items)} masks to {out}")  # noqa: T201
     return 0

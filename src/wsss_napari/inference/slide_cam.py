@@ -211,21 +211,9 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     """
     import torch
 
-    from ..device import choose_device
-    from .multiscale import crop_geometry, evict_crops, iter_window_cams, scale_grids
-
     params = params or CamParams()
-    if getattr(model.config, "kind", "cam") != "cam":
-        raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
-    device = choose_device(params.device)
-    region = _check_region(region)
-    _import_ahead()
-    plan = _plan(slide, model, params, region)
-    for w in plan.warnings if _log_warnings else ():
-        log.warning(w)
-    path, group = _store_for(slide, model, params, region, plan, cache_dir, out)
-    grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
-    done, keep = _mark_glass(group, slide, plan, grids, params)
+    device, plan, path, group, grids, done, keep = _prepare(
+        slide, model, params, region, cache_dir, out, _log_warnings)
     todo = [(int(ty), int(tx)) for ty, tx in zip(*np.nonzero(done == PENDING), strict=True)]
     n_total = int(done.size)
     n_done = int(n_total - len(todo))
@@ -240,15 +228,10 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
     try:
         computed = 0
         for (ty, tx), tile in reads:
-            core_box, window_box = _tile_boxes(plan, ty, tx)
-            evict_crops(crop_cache, grids, core_box[0])
-            per_scale: list | None = [] if params.keep_scales else None
-            gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
-                                   window_box=window_box, core_box=core_box,
-                                   out_stride=plan.out_stride, keep=keep, device=device,
-                                   grids=grids, crop_cache=crop_cache, per_scale=per_scale)
-            raw, scores, _n = yield from _relabel(gen, lambda p, n=n_done: Progress(
-                "CAM tiles", n, n_total, {**info, "crops": f"{p.done}/{p.total}"}))
+            raw, scores, per_scale = yield from _tile_cams(
+                model, tile, params, plan, (ty, tx), grids, keep, device, crop_cache,
+                lambda p, n=n_done: Progress("CAM tiles", n, n_total,
+                                             {**info, "crops": f"{p.done}/{p.total}"}))
             _write_tile(arrays, plan, ty, tx, raw, scores, per_scale)
             computed += 1
             n_done += 1
@@ -261,6 +244,46 @@ def slide_cams(slide: Any, model: Any, params: CamParams | None = None,
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return _result(group, path)
+
+
+def _prepare(slide: Any, model: Any, params: CamParams, region: Region | None,
+             cache_dir: str | Path | None, out: str | Path | None, log_warnings: bool):
+    """Everything before the first tile: the device, the tile plan, the store (new, resumed
+    or reused), the crop grids, and the tiles' states with glass tiles marked;
+    ``(device, plan, path, group, grids, done, keep)``."""
+    from ..device import choose_device
+    from .multiscale import crop_geometry, scale_grids
+
+    if getattr(model.config, "kind", "cam") != "cam":
+        raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
+    device = choose_device(params.device)
+    region = _check_region(region)
+    _import_ahead()
+    plan = _plan(slide, model, params, region)
+    for w in plan.warnings if log_warnings else ():
+        log.warning(w)
+    path, group = _store_for(slide, model, params, region, plan, cache_dir, out)
+    grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
+    done, keep = _mark_glass(group, slide, plan, grids, params)
+    return device, plan, path, group, grids, done, keep
+
+
+def _tile_cams(model: Any, tile: Any, params: CamParams, plan: Any, index: tuple[int, int],
+               grids: Any, keep: Any, device: Any, crop_cache: dict, progress: Any):
+    """One tile's maps from its window of the slide (crops shared with the next tiles come
+    from ``crop_cache``), relaying crop progress through ``progress``; returns ``(raw maps,
+    scores, per-scale maps or None)``."""
+    from .multiscale import evict_crops, iter_window_cams
+
+    core_box, window_box = _tile_boxes(plan, *index)
+    evict_crops(crop_cache, grids, core_box[0])
+    per_scale: list | None = [] if params.keep_scales else None
+    gen = iter_window_cams(model, tile, params, region_shape=plan.shape,
+                           window_box=window_box, core_box=core_box,
+                           out_stride=plan.out_stride, keep=keep, device=device,
+                           grids=grids, crop_cache=crop_cache, per_scale=per_scale)
+    raw, scores, _n = yield from _relabel(gen, progress)
+    return raw, scores, per_scale
 
 
 @dataclass(frozen=True)

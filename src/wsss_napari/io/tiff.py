@@ -174,8 +174,28 @@ def open_tiff(p: Path) -> dict[str, Any]:
 
 
 def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
-    import zarr
+    series, assoc, page = _slide_series(p, tf)
+    channels = _check_axes(p, series)
+    _check_complete(p, series)
+    levels = _open_levels(p, series, channels, closers)
+    mpp, source = _mpp_from_tiff(tf, page)
+    fmt = ("svs" if tf.is_svs else "ome-tiff" if tf.is_ome
+           else "bigtiff" if tf.is_bigtiff else "tiff")
+    thumb = assoc.get("thumbnail")
+    info = {
+        "compression": getattr(page.compression, "name", str(page.compression)).lower(),
+        "tile_size": [int(page.tilelength), int(page.tilewidth)] if page.is_tiled else None,
+        "stripped": not page.is_tiled,
+        "dtype": str(series.dtype),
+        "axes": series.axes,
+        "associated": sorted(assoc),
+    }
+    return {"levels": levels, "mpp": mpp, "mpp_source": source, "path": p, "name": p.name,
+            "fmt": fmt, "info": info, "closers": closers, "thumbnail_source": thumb}
 
+
+def _slide_series(p: Path, tf: Any) -> tuple[Any, dict[str, Any], Any]:
+    """``(series, associated images, first page)`` of the slide; a damaged file in one line."""
     try:
         series, assoc = _pick_series(tf)
         page = series.pages[0] if series.pages else tf.pages[0]
@@ -187,7 +207,12 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
         raise SlideError(
             f"'{p}' cannot be parsed as a slide: {err}. The file may be damaged"
         ) from err
+    return series, assoc, page
 
+
+def _check_axes(p: Path, series: Any) -> int:
+    """The number of channels of a single 2D image; stacks and several channel axes are
+    refused (as is a dtype / channel layout that is not an image)."""
     axes = series.axes
     extra = [(a, n) for a, n in zip(axes, series.shape, strict=True) if a not in "YXSC" and n > 1]
     if extra:
@@ -198,7 +223,13 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
         raise SlideError(f"'{p}' has several channel axes ({axes}); not supported")
     channels = series.shape[ch_axes[0]] if ch_axes else 1
     check_layout(p.name, series.dtype, channels)
-    _check_complete(p, series)
+    return channels
+
+
+def _open_levels(p: Path, series: Any, channels: int, closers: list[Any]) -> list[Any]:
+    """The pyramid's levels as zarr arrays (converted views unless 8-bit RGB), with one tile
+    decoded now so that a missing codec is reported at open, not on first paint."""
+    import zarr
 
     try:
         store = series.aszarr()
@@ -211,6 +242,7 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
     else:
         arrays = [root]
 
+    axes = series.axes
     native = series.dtype == np.uint8 and axes.endswith("YXS") and channels == 3 and all(
         a.ndim == 3 for a in arrays
     )
@@ -220,7 +252,6 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
         scale = value_range(p.name, arrays[-1], series.dtype)
         levels = [ConvertedLevel(a, axes, scale) for a in arrays]
 
-    # decode one tile now, so a missing codec is reported at open, not on first paint
     smallest = levels[-1]
     try:
         np.asarray(smallest[: min(16, smallest.shape[0]), : min(16, smallest.shape[1])])
@@ -228,21 +259,7 @@ def _slide_from_tiff(p: Path, tf: Any, closers: list[Any]) -> dict[str, Any]:
         raise
     except Exception as err:  # noqa: BLE001
         raise decode_error(p, err) from err
-
-    mpp, source = _mpp_from_tiff(tf, page)
-    fmt = ("svs" if tf.is_svs else "ome-tiff" if tf.is_ome
-           else "bigtiff" if tf.is_bigtiff else "tiff")
-    thumb = assoc.get("thumbnail")
-    info = {
-        "compression": getattr(page.compression, "name", str(page.compression)).lower(),
-        "tile_size": [int(page.tilelength), int(page.tilewidth)] if page.is_tiled else None,
-        "stripped": not page.is_tiled,
-        "dtype": str(series.dtype),
-        "axes": axes,
-        "associated": sorted(assoc),
-    }
-    return {"levels": levels, "mpp": mpp, "mpp_source": source, "path": p, "name": p.name,
-            "fmt": fmt, "info": info, "closers": closers, "thumbnail_source": thumb}
+    return levels
 
 
 def _check_complete(p: Path, series: Any) -> None:

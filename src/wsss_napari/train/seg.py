@@ -199,6 +199,8 @@ def train_segmenter(
     Returns:
         ``out_path``.
     """
+    from .sam import make_optimizer
+
     params = params or TrainSegParams()
     out = Path(out_path)
     items = _items_with_masks(data, mask_dir, csv_path, on_bad)
@@ -206,7 +208,6 @@ def train_segmenter(
         params, items, val_items,
         lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
     from ..stain import stain_training_items
-    from .sam import make_optimizer
 
     train_items, val_items = stain_training_items(params, model, train_items, val_items)
     optimizer = make_optimizer(model, params.optimizer, params.lr, 0.9, 1e-4, params.sam_rho)
