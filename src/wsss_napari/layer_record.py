@@ -60,6 +60,12 @@ class LayerRecord:
     #: ``id()`` of the ``SlideCams`` a pseudo-mask was computed from.
     slide_cams_id: int | None = None
     postproc_params: Any = None
+    #: Mask layers: ``'seg'`` when a segmentation model made the mask (``'cam'`` or None:
+    #: the CAMs + post-processing), and that model's file and sha256 (``model`` stays the
+    #: maps' CAM model).
+    mask_from: str | None = None
+    mask_model_path: str | None = None
+    mask_model_hash: str | None = None
     #: Per foreground class: False where the user suppressed it.
     present: tuple[bool, ...] | None = None
     label_names: tuple[str, ...] | None = None

@@ -44,6 +44,8 @@ class TissueReport:
         stroma_high: ``tumor_stroma_ratio > 0.5`` (``None`` with the ratio).
         mpp: level-0 microns per pixel (``None`` unknown); ``downsample``: of the mask.
         model_hash, params_hash: what made the mask (see ``slide_job.job_hashes``).
+        mask_from: ``'seg'`` (a segmentation model made the mask) or ``'cam'`` (CAMs +
+            post-processing); ``''`` unknown.
         geometry: the mask's :class:`MaskGeometry` as a dict.
     """
 
@@ -58,6 +60,7 @@ class TissueReport:
     model_hash: str = ""
     params_hash: str = ""
     geometry: dict[str, Any] = field(default_factory=dict)
+    mask_from: str = ""
     tsr_definition: str = "stroma / (tumor + stroma) area over the analysed region"
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,11 +86,12 @@ class TissueReport:
         out["mpp"] = "" if self.mpp is None else self.mpp
         out["model_hash"] = self.model_hash
         out["params_hash"] = self.params_hash
+        out["mask_from"] = self.mask_from
         return out
 
 
 def tissue_report(mask: Any, geometry: MaskGeometry, *, slide: str = "", model_hash: str = "",
-                  params_hash: str = "",
+                  params_hash: str = "", mask_from: str = "",
                   class_names: Sequence[str] = CLASS_NAMES) -> TissueReport:
     """Areas per class and the tumor-stroma ratio of a label mask (labels = class index)."""
     m = np.asarray(mask)
@@ -104,6 +108,7 @@ def tissue_report(mask: Any, geometry: MaskGeometry, *, slide: str = "", model_h
         stroma_high=None if tsr is None else bool(tsr > STROMA_HIGH),
         mpp=geometry.mpp, downsample=float(geometry.downsample),
         model_hash=model_hash, params_hash=params_hash, geometry=geometry.to_dict(),
+        mask_from=mask_from,
     )
 
 

@@ -1,14 +1,19 @@
-"""One whole slide, end to end: CAMs (cached) -> mask -> OME-TIFF, GeoJSON and tissue report.
+"""One whole slide, end to end: mask -> OME-TIFF, GeoJSON and tissue report.
+
+The mask comes from a segmentation model (``inference.slide_seg``; the default when the
+shipped default segmentation model is installed) or from the CAMs (cached) and the
+post-processing, as ``SlideSpec.mask_from`` resolves (:mod:`wsss_napari.inference.mask_source`).
 
 ``wsss-napari slide`` runs :func:`run_slide` in the process; ``wsss-napari batch`` runs the
 same function on dask workers (:mod:`wsss_napari.cohort`), one task per slide. Outputs in
 ``OUT_DIR`` for a slide ``S.svs``:
 
-- ``S.mask.ome.tif``: the post-processed mask, pyramidal OME-TIFF (level-0 origin and
+- ``S.mask.ome.tif``: the mask, pyramidal OME-TIFF (level-0 origin and
   downsample in its description, physical pixel size when the mpp is known);
 - ``S.geojson``: QuPath annotations in level-0 pixel coordinates;
 - ``S.report.json`` / ``S.report.csv``: areas per class and tumor-stroma ratio
-  (:mod:`wsss_napari.report`), with the model and parameter hashes;
+  (:mod:`wsss_napari.report`), with the hashes of the model that made the mask and of the
+  parameters (the run records beside the exports also say ``mask_from``: seg or cam);
 - ``S.done.json``: written last, after every other file is complete. A rerun with the same
   slide file, model hash and parameter hash finds it and skips the slide (unless ``force``);
 - ``S.error.log``: the traceback, when the slide failed (removed once it succeeds).
@@ -85,6 +90,10 @@ class SlideSpec:
         present: per foreground class, False to suppress it (the widget's check boxes).
         cache_dir: CAM cache folder (``None``: the default cache, ``$WSSS_CACHE_DIR``).
         torch_threads: threads torch may use in this process (``None``: leave as is).
+        mask_from: ``auto``, ``seg`` or ``cam``: which model makes the mask
+            (:mod:`wsss_napari.inference.mask_source`; with ``seg`` no CAMs are computed and
+            the post-processing only lends its glass rule).
+        seg_model: segmentation checkpoint (``None``: the default one, if installed).
     """
 
     model: str = "default"
@@ -94,6 +103,8 @@ class SlideSpec:
     present: tuple[bool, ...] = (True, True, True)
     cache_dir: str | None = None
     torch_threads: int | None = None
+    mask_from: str = "auto"
+    seg_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,14 +121,17 @@ class SlideResult:
 
 # ------------------------------------------------------------------------------ hashes
 def params_hash(cam: CamParams, post: PostprocParams, region: Region | None,
-                present: Sequence[bool]) -> str:
-    """Hash (16 hex) of every parameter that changes the mask (not device or batch size)."""
+                present: Sequence[bool], mask_from: str = "cam") -> str:
+    """Hash (16 hex) of every parameter that changes the mask (not device or batch size);
+    ``mask_from`` ``'seg'`` is part of it (``'cam'`` keeps the hashes of earlier runs)."""
     c = cam.to_dict()
     for k in ("device", "batch_size"):  # change speed, not results
         c.pop(k, None)
     blob = {"cam": c, "postproc": post.to_dict(),
             "region": None if region is None else region.to_dict(),
             "present": [bool(p) for p in present]}
+    if mask_from != "cam":
+        blob["mask_from"] = mask_from
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -236,17 +250,18 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         out_dir: output folder (created).
         spec: model and parameters.
         force: recompute even when the done-marker says this exact job is finished.
-        model: the loaded model of ``spec.model`` (default: loaded here, kept per process).
+        model: the loaded model that makes the mask (default: the one ``spec.model``,
+            ``spec.mask_from`` and ``spec.seg_model`` resolve to, loaded here and kept per
+            process).
 
     Yields:
-        :class:`Progress` of the CAM tiles, then of post-processing and writing.
+        :class:`Progress` of the CAM (or segmentation) tiles, then of post-processing and
+        writing.
 
     Returns:
         :class:`SlideResult` (``status`` ``'skipped'`` when the outputs were already there).
     """
-    from .inference.slide_cam import slide_cams
-    from .inference.slide_mask import slide_mask
-    from .io.atomic import atomic_write_text
+    from .inference.mask_source import resolve_mask_source
     from .io.slide import Slide
 
     t0 = time.perf_counter()
@@ -254,10 +269,12 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
     out = check_out_dir(out_dir, create=False)
     outputs = SlideOutputs.of(out, slide_path)
     identity = _slide_identity(slide_path)
+    src = resolve_mask_source(spec.model, spec.mask_from, spec.seg_model)
     # hashes from the checkpoint file: a finished slide is skipped without loading torch
-    model_hash = str(model.file_hash) if model is not None else spec_model_hash(spec.model)
-    post = resolve_postproc(model if model is not None else spec.model, spec.postproc)
-    p_hash = params_hash(spec.cam, post, spec.region, spec.present)
+    model_hash = str(model.file_hash) if model is not None else spec_model_hash(src.model)
+    post = resolve_postproc(model if model is not None else (src.cam_model or src.model),
+                            spec.postproc)
+    p_hash = params_hash(spec.cam, post, spec.region, spec.present, src.kind)
     done = None if force else finished(outputs, identity, model_hash, p_hash)
     if done is not None:
         return SlideResult(str(slide_path), "skipped", TissueReport.from_dict(done["report"]),
@@ -266,32 +283,59 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
         import torch
 
         torch.set_num_threads(int(spec.torch_threads))
-    model = model if model is not None else load_spec_model(spec.model)
+    model = model if model is not None else load_spec_model(src.model)
     with Slide.open(slide_path) as slide:
         check_out_dir(out)
         outputs.done.unlink(missing_ok=True)  # from here on the old outputs are not "done"
         _remove_leftovers(out, outputs)
-        cams = yield from slide_cams(slide, model, spec.cam, cache_dir=spec.cache_dir,
-                                     region=spec.region)
-        yield Progress("post-processing", 0, 1)
-        mask, geometry = slide_mask(cams, post, slide, present=tuple(spec.present))
+        mask, geometry, warnings = yield from _make_mask(slide, model, spec, post)
     yield Progress("writing", 0, 1)
     record = RunRecord.make(post, spec.cam, model_name=Path(str(model.source)).name,
-                            model_hash=model_hash, slide=identity["path"],
-                            slide_mpp=geometry.mpp)
+                            model_hash=model_hash, mask_from=src.kind,
+                            slide=identity["path"], slide_mpp=geometry.mpp)
     write_mask_files(mask, geometry, outputs, record)
     report = tissue_report(mask, geometry, slide=str(slide_path), model_hash=model_hash,
-                           params_hash=p_hash)
+                           params_hash=p_hash, mask_from=src.kind)
     write_report(report, outputs.report_json, outputs.report_csv)
     seconds = time.perf_counter() - t0
-    marker = {"format": DONE_FORMAT, "slide": identity, "model_hash": model_hash,
-              "params_hash": p_hash, "report": report.to_dict(),
+    _write_done(outputs, identity, record, report, p_hash, warnings, seconds)
+    yield Progress("writing", 1, 1)
+    return SlideResult(str(slide_path), "done", report, outputs, seconds, tuple(warnings))
+
+
+def _write_done(outputs: SlideOutputs, identity: dict[str, Any], record: RunRecord,
+                report: TissueReport, p_hash: str, warnings: list[str], seconds: float) -> None:
+    """The done marker, written last (atomically); the error log of a failed try goes."""
+    from .io.atomic import atomic_write_text
+
+    marker = {"format": DONE_FORMAT, "slide": identity, "model_hash": record.model_hash,
+              "params_hash": p_hash, "report": report.to_dict(), "mask_from": record.mask_from,
               "outputs": {k: str(v) for k, v in vars(outputs).items()},
-              "warnings": list(cams.warnings), "seconds": seconds, "record": record.to_dict()}
+              "warnings": list(warnings), "seconds": seconds, "record": record.to_dict()}
     atomic_write_text(outputs.done, json.dumps(marker, indent=2, sort_keys=True))
     outputs.log.unlink(missing_ok=True)
-    yield Progress("writing", 1, 1)
-    return SlideResult(str(slide_path), "done", report, outputs, seconds, tuple(cams.warnings))
+
+
+def _make_mask(slide: Any, model: Any, spec: SlideSpec, post: PostprocParams
+               ) -> Generator[Progress, None, tuple[Any, MaskGeometry, list[str]]]:
+    """The slide's mask, its geometry and warnings: from a segmentation ``model`` on the
+    CAM maps' grid (``inference.slide_seg``), or from the CAMs of a CAM ``model`` (cached)
+    and the post-processing."""
+    if model.config.kind == "seg":
+        from .inference.slide_seg import map_geometry, slide_seg
+
+        geometry, shape = map_geometry(slide, model, spec.cam, spec.region)
+        mask = yield from slide_seg(slide, model, geometry, shape, spec.cam, glass=post,
+                                    present=tuple(spec.present))
+        return mask, geometry, []
+    from .inference.slide_cam import slide_cams
+    from .inference.slide_mask import slide_mask
+
+    cams = yield from slide_cams(slide, model, spec.cam, cache_dir=spec.cache_dir,
+                                 region=spec.region)
+    yield Progress("post-processing", 0, 1)
+    mask, geometry = slide_mask(cams, post, slide, present=tuple(spec.present))
+    return mask, geometry, list(cams.warnings)
 
 
 def mask_layer_data(mask_path: str | os.PathLike) -> tuple[Any, dict[str, Any], str]:

@@ -41,6 +41,7 @@ from ._layers import (
     record_of,
 )
 from ._paramform import ParamsForm
+from ._segmask import MaskFromChoice
 from ._tunelayers import fit_job, is_ground_truth, make_tuner, resample_to_cams, show_mask
 from ._worker import JobRunner, notify_error
 
@@ -105,6 +106,7 @@ class TuneWidget(QWidget):
         self.iou_label = status_label()
         self.bar = QProgressBar()
         self.fit_runner = JobRunner(self.fit_button, self.fit_cancel, self.bar, self.status)
+        self.mask_from = MaskFromChoice(self)  # segmentation model or CAMs + sliders
         return row(button("Load…", tips.TUNE["load"], self._on_load_clicked),
                    button("Save…", tips.TUNE["save"], self._on_save_clicked),
                    button("Reset", tips.TUNE["reset"], self.reset), self.undo_button)
@@ -114,6 +116,7 @@ class TuneWidget(QWidget):
         to bottom."""
         top = QFormLayout()
         top.addRow("Maps", self.cams_combo)
+        top.addRow("Mask from", self.mask_from.combo)
         top.addRow("Suppress", row(*self.suppress.values()))
         gt_form = QFormLayout()
         gt_form.addRow("Ground truth", self.gt_combo)
@@ -201,6 +204,8 @@ class TuneWidget(QWidget):
             return None
         self.generation += 1
         gen, meta = self.generation, LayerRecord.from_layer(cam_layer)
+        if self.mask_from.active:
+            return self.mask_from.recompute(meta, params, present, gen)
         max_size = self._display_size(meta) if preview else None
         worker = create_worker(self._compute, meta, params, present, max_size, gen,
                                _start_thread=False, _ignore_errors=True)
@@ -251,7 +256,7 @@ class TuneWidget(QWidget):
             mask = cv2.resize(mask, full[::-1], interpolation=cv2.INTER_NEAREST)
         show_mask(self.viewer, MASK_LAYER, mask, meta.replace(
             kind="mask", slide_cams=None, class_index=None, slide_cams_id=id(cams),
-            geometry=cams.geometry, postproc_params=params, present=present,
+            geometry=cams.geometry, postproc_params=params, present=present, mask_from="cam",
             label_names=LABEL_NAMES, label_encoding=ENCODING), cams, self._slide_layer(meta))
         self.status.setText("preview (release the slider for full resolution)" if is_preview
                             else f"pseudo-mask {mask.shape[1]} x {mask.shape[0]} px")
@@ -275,6 +280,7 @@ class TuneWidget(QWidget):
         layer = self.cams_combo.layer
         if layer is not None:
             self._adopt_recommended(LayerRecord.from_layer(layer))
+            self.mask_from.adopt(LayerRecord.from_layer(layer))
             self.recompute(preview=False)
 
     def _adopt_recommended(self, meta: LayerRecord) -> None:

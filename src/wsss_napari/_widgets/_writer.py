@@ -22,10 +22,13 @@ def run_record(metadata: dict) -> RunRecord:
     slide = w.slide or metadata.get("slide")  # a slide layer's reader entry
     params = [p for p in (w.cam_params, w.postproc_params) if isinstance(p, ParamsBase)]
     extra = {"present": list(w.present)} if w.present is not None else {}
+    seg = w.mask_from == "seg"  # the segmentation model made the mask, not the CAM model
+    path, digest = (w.mask_model_path, w.mask_model_hash) if seg else (w.model_path,
+                                                                      w.model_hash)
     rec = RunRecord.make(
         *params,
-        model_name=Path(w.model_path).name if w.model_path else "",
-        model_hash=w.model_hash or "",
+        model_name=Path(path).name if path else "",
+        model_hash=digest or "", mask_from=w.mask_from or "",
         slide=str(getattr(slide, "path", None) or w.source or ""),
         slide_mpp=getattr(slide, "mpp", None),
     )

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict a tissue mask for every image of IMAGES_DIR and write it to "
         "OUT_DIR as a palette PNG of the same name (values 0 tumor, 1 stroma, 2 normal, "
         "3 background, WSSS4LUAD colours). CAM models go through multi-scale CAMs and the "
-        "post-processing; segmentation models through a sliding window.",
+        "post-processing; segmentation models through a sliding window. 'default' uses the "
+        "shipped segmentation model when it is installed (--mask-from).",
     )
     p.add_argument("model", metavar="MODEL", help="checkpoint (.safetensors) or 'default'")
     p.add_argument("images", metavar="IMAGES_DIR", help="folder of RGB images")
@@ -33,12 +34,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="post-processing parameters (JSON/YAML, e.g. from 'wsss-napari tune'); "
                    "default: the model's recommended ones ('tune --into-model'), if it has any")
     p.add_argument("--cam-params", metavar="FILE", help="CAM parameters (JSON/YAML)")
+    add_mask_from_arguments(p)
     p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
                    help="unreadable images (or ones without a background mask): skip them, "
                    "each reported, or stop before writing anything (default: skip)")
     add_params_arguments(p, PostprocParams)
     add_params_arguments(p, CamParams)
     p.set_defaults(func=run)
+
+
+def add_mask_from_arguments(p: argparse.ArgumentParser) -> None:
+    """``--mask-from`` and ``--seg-model`` (``inference.mask_source``), shared with ``slide``
+    and ``batch``."""
+    from ..inference.mask_source import MASK_FROM
+
+    p.add_argument("--mask-from", choices=MASK_FROM, default="auto",
+                   help="which model makes the masks: 'seg' a segmentation model (stage 2), "
+                   "'cam' the CAM model's maps + post-processing; 'auto' (default): the "
+                   "segmentation model when the model is 'default' and the default "
+                   "segmentation model is installed, or when one is given, else the CAMs; "
+                   "with 'seg' the post-processing only lends its glass rule")
+    p.add_argument("--seg-model", metavar="FILE",
+                   help="segmentation checkpoint for --mask-from seg/auto (default: the shipped "
+                   "one)")
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -110,9 +128,9 @@ def load_background(folder: str | None, image: Path) -> np.ndarray | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference.mask_source import describe
     from ..inference.predict import predict_mask
     from ..io.atomic import atomic_write_text, check_writable_dir
-    from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
     from ..params import RunRecord
     from ..progress import Progress, run_to_end
     from ..stain import image_for_model
@@ -121,30 +139,10 @@ def run(args: argparse.Namespace) -> int:
     # image folder leaves nothing behind
     cam = params_from_args(args, CamParams, config_attr="cam_params")
     images = list_images(args.images)
-    model = load_model(args.model)
-    recommended = None
-    if not args.params and model.config.kind == "cam" and POSTPROC_KEY in model.config.extra:
-        recommended = recommended_postproc(model)
-    post = params_from_args(args, PostprocParams, config_attr="params", base=recommended)
-    bad: dict[str, str] = {}
-    for f in images:
-        why = check_image(f)
-        if why is None and args.background_masks:
-            try:
-                find_match(Path(args.background_masks), f, "background mask")
-            except WsssError as err:
-                why = str(err)
-        if why is not None:
-            bad[f.name] = why
-            _report_bad(f.name, why, args.on_bad)
-    if bad and args.on_bad == "stop":
-        raise WsssError(f"{len(bad)} bad image(s) in '{args.images}' (listed above); nothing "
-                        "was written: fix or remove them, or use --on-bad skip")
-    todo = [f for f in images if f.name not in bad]
-    if not todo:
-        raise WsssError(f"none of the {len(images)} image(s) in '{args.images}' can be read; "
-                        "nothing was written")
+    src, model, post, recommended = _mask_model(args)
+    todo, bad = _screen_images(images, args)
     out = check_writable_dir(args.out)
+    print(describe(src))  # noqa: T201
     if model.config.kind == "cam":
         source = (f"from {args.params}" if args.params else
                   "recommended by the model" if recommended is not None else "defaults")
@@ -166,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             yield Progress("predict", i + 1, len(todo), {"image": f.name})
 
     run_to_end(job(), show=True, desc="predict")
-    record = RunRecord.make(post, cam, model_name=str(args.model),
+    record = RunRecord.make(post, cam, model_name=str(src.model), mask_from=src.kind,
                             model_hash=getattr(model, "file_hash", ""))
     atomic_write_text(out / "predict.run.json", record.to_json())
     if bad:
@@ -176,6 +174,45 @@ def run(args: argparse.Namespace) -> int:
     print(f"{written} masks written to {out}"  # noqa: T201
           + (f"; {len(bad)} image(s) skipped, listed in predict.skipped.tsv" if bad else ""))
     return 0
+
+
+def _screen_images(images: list[Path], args: argparse.Namespace
+                   ) -> tuple[list[Path], dict[str, str]]:
+    """The images to predict and ``{name: why}`` of the bad ones (each reported); an error
+    when ``--on-bad stop`` finds one or when none is left."""
+    bad: dict[str, str] = {}
+    for f in images:
+        why = check_image(f)
+        if why is None and args.background_masks:
+            try:
+                find_match(Path(args.background_masks), f, "background mask")
+            except WsssError as err:
+                why = str(err)
+        if why is not None:
+            bad[f.name] = why
+            _report_bad(f.name, why, args.on_bad)
+    if bad and args.on_bad == "stop":
+        raise WsssError(f"{len(bad)} bad image(s) in '{args.images}' (listed above); nothing "
+                        "was written: fix or remove them, or use --on-bad skip")
+    todo = [f for f in images if f.name not in bad]
+    if not todo:
+        raise WsssError(f"none of the {len(images)} image(s) in '{args.images}' can be read; "
+                        "nothing was written")
+    return todo, bad
+
+
+def _mask_model(args: argparse.Namespace):
+    """``(MaskSource, loaded mask model, post-processing, recommended or None)``."""
+    from ..inference.mask_source import resolve_mask_source
+    from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
+
+    src = resolve_mask_source(args.model, args.mask_from, args.seg_model)
+    model = load_model(src.model)
+    recommended = None
+    if not args.params and model.config.kind == "cam" and POSTPROC_KEY in model.config.extra:
+        recommended = recommended_postproc(model)
+    post = params_from_args(args, PostprocParams, config_attr="params", base=recommended)
+    return src, model, post, recommended
 
 
 def _report_bad(name: str, why: str, on_bad: str) -> None:

@@ -11,8 +11,12 @@ from ._params import add_params_arguments, params_from_args
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
     """Model, parameter and region flags shared by ``slide`` and ``batch``."""
+    from ._predict import add_mask_from_arguments
+
     p.add_argument("--model", default="default",
-                   help="CAM model checkpoint (.safetensors) or 'default' (default: default)")
+                   help="CAM (or segmentation) checkpoint (.safetensors) or 'default' "
+                   "(default: default)")
+    add_mask_from_arguments(p)
     p.add_argument("--params", metavar="FILE",
                    help="post-processing parameters (JSON/YAML, e.g. saved by the tuning "
                    "widget or 'wsss-napari tune'); default: the model's recommended ones, as "
@@ -40,14 +44,17 @@ def spec_from_args(args: argparse.Namespace):
                             base=None if args.params else recommended_postproc(args.model))
     region = Region.from_cli(args.region) if args.region else None
     return SlideSpec(model=str(args.model), cam=cam, postproc=post, region=region,
-                     cache_dir=args.cache_dir)
+                     cache_dir=args.cache_dir, mask_from=args.mask_from,
+                     seg_model=args.seg_model)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "slide",
         help="one whole slide -> mask OME-TIFF, GeoJSON and tissue report",
-        description="CAMs of a whole slide (cached), post-processed exactly as the tuning "
+        description="The mask of a whole slide, from the segmentation model (the default "
+        "when the shipped one is installed; --mask-from) or from its CAMs (cached), "
+        "post-processed exactly as the tuning "
         "widget does for the same model and parameters, written to OUT_DIR as <slide>.mask."
         "ome.tif (pyramidal), <slide>.geojson (QuPath, level-0 px), <slide>.report.json/.csv "
         "(area per class in mm², tumor-stroma ratio, model and parameter hashes) and "
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for w in res.warnings:
         print(f"warning: {w}")  # noqa: T201
     print(summary_line(res))  # noqa: T201
+    print(f"  mask from: {res.report.mask_from or '?'} (model {res.report.model_hash[:12]})")  # noqa: T201
     for path in (res.outputs.mask, res.outputs.geojson, res.outputs.report_json):
         print(f"  {path}")  # noqa: T201
     return 0

@@ -21,7 +21,8 @@ from .config import ModelConfig
 from .header import FORMAT_VERSION, META_KEY, read_config, read_header
 
 __all__ = [  # header / backbone names stay importable from here
-    "FORMAT_VERSION", "META_KEY", "default_model_path", "file_hash", "load_backbone_weights",
+    "FORMAT_VERSION", "META_KEY", "default_model_path", "default_seg_model_path", "file_hash",
+    "load_backbone_weights",
     "load_model", "read_config", "read_header", "recommended_postproc", "save_model",
     "with_recommended_postproc",
 ]
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 def default_model_path() -> Path:
     """Where the shipped default CAM model lives (inside the installed package)."""
     return Path(__file__).resolve().parent / "default" / "cam_default.safetensors"
+
+
+def default_seg_model_path() -> Path:
+    """Where the shipped default segmentation model (stage 2 of the default CAM model) lives;
+    it may be absent (``inference.mask_source`` then falls back to the CAM model)."""
+    return Path(__file__).resolve().parent / "default" / "seg_default.safetensors"
 
 
 def file_hash(path: str | Path) -> str:

@@ -107,6 +107,9 @@ class RunRecord:
     created: str = field(default_factory=_utc_now)
     model_name: str = ""
     model_hash: str = ""
+    #: Which model made the mask: ``'seg'`` (segmentation model) or ``'cam'`` (CAMs +
+    #: post-processing); ``''`` for records of other results.
+    mask_from: str = ""
     slide: str = ""
     slide_mpp: float | None = None
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
