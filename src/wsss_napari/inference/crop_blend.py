@@ -204,8 +204,8 @@ def _run_and_blend(index: np.ndarray, forward: Any, blender: _Blender, *, batch_
     of a batch; yields ``Progress`` after every batch.
 
     A step gives each stream one batch of ``batch_size``; the last step of a window splits
-    what is left evenly over the streams (one stream idle while the other ran a whole batch
-    cost ~3 % of a CMU-1 run, issue 14)."""
+    what is left evenly over the streams (before, one stream sat idle while the other ran
+    the window's last batch)."""
     import torch
     from torch.nn import functional as F
 
