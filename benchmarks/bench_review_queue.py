@@ -11,12 +11,13 @@ same budget). Reported: mIoU (tumor / stroma / normal, confusions summed over al
 images) against the fraction reviewed, for the margin, entropy and scale-disagreement
 orders, the region-mode queue and random order; the gain over no review is compared at 10 %.
 
-``--finetune``: each fold's held-out images are split in two halves; the corrections made
-at 10 % on the first half (uncertainty order vs random order, seed 0) fine-tune the
-classifier (``train.finetune``) and the second half's CAM-argmax mIoU is measured before and
-after: does the model learn from the reviewed regions?
+Per fold the images also share one budget ("pooled": ranked together like the regions of
+one slide). ``--models DIR`` reads each fold's classifier from ``DIR/fold<k>/cam.safetensors``
+(read only; no classifier is trained). ``--finetune``: see ``review_finetune.py`` (fine-tune
+on the 10 % corrections of half of each fold's held-out images, score the other half).
 
-    python benchmarks/bench_review_queue.py --plot docs/images/review_queue.png
+    python benchmarks/bench_review_queue.py --models /tmp/h16bench/lite0 --work /tmp/q \\
+        --finetune --plot docs/images/review_queue.png
 """
 
 from __future__ import annotations
@@ -64,19 +65,6 @@ def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tupl
     return out, done
 
 
-def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> np.ndarray:
-    """255 everywhere but the reviewed items (their true labels): the corrections."""
-    lab, done = np.full(gt.shape, 255, np.uint8), 0
-    for it in items:
-        if done >= budget:
-            break
-        r0, c0, h, w = it.box
-        sub = lab[r0:r0 + h, c0:c0 + w]
-        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
-        done += it.area_px
-    return lab
-
-
 def predict(res, gt, uparams):
     """Uncertainty map and queues of one image from its CAMs (background mask given)."""
     from wsss_napari.review_queue import build_queue
@@ -120,7 +108,6 @@ def _review_pooled(per_image, merged, budget):
 
 
 def run_fold(fold, train, test, args, work, rows, ft_rows):
-    import torch
 
     from wsss_napari.inference.multiscale import CamResult, multiscale_cam
     from wsss_napari.models.checkpoint import load_model
@@ -131,7 +118,11 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
 
     t0 = time.perf_counter()
     cam_path = work / f"fold{fold}" / "cam.safetensors"
-    if not cam_path.exists():
+    if args.models is not None:  # a fold's classifier trained elsewhere: read only
+        cam_path = args.models / f"fold{fold}" / "cam.safetensors"
+        if not cam_path.is_file():
+            raise SystemExit(f"--models: no {cam_path}")
+    elif not cam_path.exists():
         samples = [(p, None, lab) for _, rgb, gt in train
                    for p, lab in cut_patches(rgb, gt, args.patch, args.stride, 0.02, 0.8)]
         items = items_from_arrays(samples, work / f"fold{fold}" / "patches")
@@ -176,57 +167,35 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
             for _, _, gt, pred, queues in per_image:
                 tissue = int((gt != 3).sum())
                 out, done = review(pred, gt, queues[order], f * tissue)
-                rows.append(("per image", order, f, _conf(out, gt), done, tissue))
+                rows.append(("per image", order, f, _conf(out, gt), done, tissue, fold))
             # pooled: the fold's held-out images ranked together, like regions of one slide
             merged = [(k, it) for k, (*_, queues) in enumerate(per_image)
                       for it in queues[order]]
             if order.startswith("random"):
-                np.random.default_rng(fold * 7919 + len(order)).shuffle(merged)
+                seed = int(order.split("#")[1])
+                np.random.default_rng(fold * 7919 + 101 * seed).shuffle(merged)
             elif not order.startswith("oracle"):
                 merged.sort(key=lambda ki: -ki[1].score)
             else:
                 merged = _by_error(per_image, merged)
             outs, done = _review_pooled(per_image, merged, f * total)
             for (_, _, gt, _, _), out in zip(per_image, outs, strict=True):
-                rows.append(("pooled", order, f, _conf(out, gt), 0, 0))
-            rows.append(("pooled", order, f, np.zeros((4, 4), np.int64), done, total))
+                rows.append(("pooled", order, f, _conf(out, gt), 0, 0, fold))
+            rows.append(("pooled", order, f, np.zeros((4, 4), np.int64), done, total, fold))
     t_eval = time.perf_counter()
     print(f"fold {fold}: classifier {model.config.backbone}, train {t_cls - t0:.0f}s, "
           f"CAMs + queues + oracle of {len(test)} images {t_eval - t_cls:.0f}s", flush=True)
 
     if args.finetune:
-        from wsss_napari.inference.multiscale import multiscale_cam
-        from wsss_napari.params import FinetuneParams
-        from wsss_napari.train.finetune import run_finetune
+        from review_finetune import finetune_fold
 
-        first, second = per_image[0::2], per_image[1::2]
-        plain = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
-
-        def held_out(m):
-            c = np.zeros((4, 4), np.int64)
-            for _, rgb, gt, _, _ in second:
-                c += _conf(multiscale_cam(m, rgb, plain).cams.argmax(0).astype(np.uint8), gt)
-            return c
-
-        ft_rows.append(("before fine-tune", fold, held_out(model)))
-        for order in (DEFAULT, "random"):
-            data = []
-            for name, rgb, gt, _, queues in first:
-                its = list(queues[DEFAULT])
-                if order == "random":
-                    np.random.default_rng(zlib.crc32(name.encode()) % 1000).shuffle(its)
-                data.append((rgb, reviewed_labels(gt, its, 0.1 * (gt != 3).sum())))
-            torch.manual_seed(fold)
-            res = run_finetune(model, data, FinetuneParams(
-                steps=args.ft_steps, crop_size=args.patch, batch_size=4, lr=args.ft_lr,
-                device="cpu", seed=fold))
-            ft_rows.append((f"after fine-tune ({order} order)", fold, held_out(res.model)))
-        print(f"fold {fold}: fine-tunes {time.perf_counter() - t_eval:.0f}s", flush=True)
+        finetune_fold(fold, model, per_image, args, _conf, DEFAULT, ft_rows)
 
 
-def summarise(rows, seeds, setting):
-    """{order: [(fraction, mIoU, reviewed fraction, sd)]}, random seeds averaged."""
-    rows = [r[1:] for r in rows if r[0] == setting]
+def summarise(rows, seeds, setting, fold=None):
+    """{order: [(fraction, mIoU, reviewed fraction, sd, per-seed mIoUs)]}, random seeds
+    averaged; confusions summed over the images (of ``fold`` only, if given)."""
+    rows = [r[1:] for r in rows if r[0] == setting and fold in (None, r[-1])]
     orders = sorted({r[0] for r in rows if not r[0].startswith(("random", "oracle"))})
     out = {}
     for order in orders + ["random", "oracle (true errors)"]:
@@ -238,8 +207,24 @@ def summarise(rows, seeds, setting):
                 sel = [r for r in rows if r[0] == nm and r[1] == f]
                 mious.append(_miou(sum(r[2] for r in sel)))
                 fr.append(sum(r[3] for r in sel) / max(sum(r[4] for r in sel), 1))
-            line.append((f, float(np.mean(mious)), float(np.mean(fr)), float(np.std(mious))))
+            line.append((f, float(np.mean(mious)), float(np.mean(fr)), float(np.std(mious)),
+                         mious))
         out[order] = line
+    return out
+
+
+def gains(summary, at: float = 0.1) -> dict[str, tuple[float, float, float, float]]:
+    """{order: (gain at ``at``, random's mean gain, ratio, ratio's range over the seeds)}."""
+    i = FRACTIONS.index(at)
+    base = summary["random"][0][1]
+    g_seeds = [m - base for m in summary["random"][i][4]]
+    g_rand = float(np.mean(g_seeds))
+    out = {}
+    for order, line in summary.items():
+        g = line[i][1] - base
+        ratios = [g / x if x > 0 else float("inf") for x in g_seeds]
+        out[order] = (g, g_rand, g / g_rand if g_rand > 0 else float("inf"),
+                      max(ratios) - min(ratios))
     return out
 
 
@@ -250,7 +235,7 @@ def plot(summary, path: Path, title: str) -> None:
     W, H, L, R, T, B = 760, 480, 70, 190, 40, 55
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    ys = [m for line in summary.values() for _, m, _, _ in line]
+    ys = [m for line in summary.values() for _, m, *_ in line]
     y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
     x1 = 100 * max(r[2] for line in summary.values() for r in line)
     x1 = max(30.0, float(np.ceil(x1 / 5) * 5))
@@ -298,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--stride", type=int, default=64)
-    ap.add_argument("--backbone", default="mobilenetv3_small_100")
-    ap.add_argument("--epochs-cls", type=int, default=10)
+    ap.add_argument("--backbone", default="tf_efficientnet_lite0")
+    ap.add_argument("--epochs-cls", type=int, default=6)
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     ap.add_argument("--tile", type=int, default=32, help="queue tile edge (px)")
     ap.add_argument("--threshold", type=float, default=0.5, help="region-mode threshold")
@@ -307,10 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune", action="store_true",
                     help="also fine-tune on the 10 %% corrections (see the docstring)")
-    ap.add_argument("--ft-steps", type=int, default=60)
-    ap.add_argument("--ft-lr", type=float, default=1e-4)
+    ap.add_argument("--ft-steps", type=int, default=50, help="fine-tune steps (widget: 50)")
+    ap.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tune lr (widget: 1e-3)")
+    ap.add_argument("--ft-crop", type=int, default=224, help="fine-tune crop (widget: 224)")
+    ap.add_argument("--ft-random", type=int, default=3, help="random orders fine-tuned on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", type=Path, help="write the mIoU-vs-fraction plot (PNG) here")
+    ap.add_argument("--models", type=Path,
+                    help="read each fold's CAM classifier from DIR/fold<k>/cam.safetensors "
+                         "(read only; e.g. bench_weak_labels.py's --work); CAMs are cached "
+                         "under --work")
     ap.add_argument("--work", type=Path,
                     help="keep the models and CAMs here; a rerun reuses them (no training)")
     ap.add_argument("--limit", type=int, default=0,
@@ -319,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.epochs_cls, args.folds, args.scales, args.seeds = 2, [0], [1.0, 1.5], 2
-        args.ft_steps = 5
+        args.ft_steps, args.ft_random = 5, 1
 
     import torch
 
@@ -342,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             run_fold(fold, train, test, args, work, rows, ft_rows)
     elapsed = time.perf_counter() - t0
     print()
+    who = (f"{args.models}/fold<k>/cam.safetensors" if args.models else
+           f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches (unless "
+           "reused from --work)")
     print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds}; classifier "
-          f"(unless reused from --work, see the fold lines) "
-          f"{args.backbone} {args.epochs_cls} ep on {args.patch}px weak patches; scales "
+          f"{who}; scales "
           f"{args.scales}; queue tiles {args.tile}px; random order: {args.seeds} seeds; "
           f"{elapsed / 60:.1f} min")
     summaries = {}
@@ -357,26 +350,27 @@ def main(argv: list[str] | None = None) -> int:
         print(head)
         print("|" + "---|" * (len(FRACTIONS) + 1))
         for order, line in summary.items():
-            cells = " | ".join(f"{m:.3f}" for _, m, _, _ in line)
+            cells = " | ".join(f"{m:.3f}" for _, m, *_ in line)
             print(f"| {order} | {cells} |")
         i10 = FRACTIONS.index(0.1)
+        print("(random: mean of the seeds; their sd: " + ", ".join(
+            f"{100 * r[0]:g} % {r[3]:.3f}" for r in summary["random"]) + ")")
         print("(reviewed share at the 10 % column: " + ", ".join(
             f"{o} {100 * line[i10][2]:.1f} %" for o, line in summary.items()) + ")")
-        base = summary["random"][0][1]
-        g_rand = summary["random"][i10][1] - base
-        for order, line in summary.items():
-            if order == "random":
-                continue
-            g = line[i10][1] - base
-            print(f"gain at 10 % ({setting}): {order} {g:+.3f} vs random {g_rand:+.3f} -> "
-                  f"{g / g_rand if g_rand > 0 else float('inf'):.2f}x")
+        for order, (g, g_rand, ratio, spread) in gains(summary).items():
+            if order != "random":
+                print(f"gain at 10 % ({setting}): {order} {g:+.3f} vs random {g_rand:+.3f} "
+                      f"-> {ratio:.2f}x (range over the random seeds {spread:.2f})")
+        if len(args.folds) > 1:
+            for fold in args.folds:
+                g = gains(summarise(rows, args.seeds, setting, fold))
+                print(f"  fold {fold} ({setting}): " + ", ".join(
+                    f"{o} {v[0]:+.3f} {v[2]:.2f}x" for o, v in g.items()
+                    if o in (DEFAULT, "random", "oracle (true errors)")))
     if ft_rows:
-        print()
-        print("| fine-tune (held-out half of each fold's test images) | mIoU |")
-        print("|---|---|")
-        for name in dict.fromkeys(r[0] for r in ft_rows):
-            c = sum(r[2] for r in ft_rows if r[0] == name)
-            print(f"| {name} | {_miou(c):.3f} |")
+        from review_finetune import report
+
+        report(ft_rows, _miou)
     if args.plot:
         from PIL import Image
 

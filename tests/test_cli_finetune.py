@@ -67,3 +67,25 @@ def test_fine_tune_bad_input_is_one_line(edited, tmp_path, capsys):
                  str(tmp_path / "m2.safetensors"), *FLAGS]) == 2
     assert "folder of model versions" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_fine_tune_leaves_out_the_review_queues_excluded_items(edited, tmp_path, capsys):
+    """Edits inside an item the reviewer excluded (painted before or after the decision)
+    are not learned from; the rest of the store is."""
+    from wsss_napari.params import UncertaintyParams
+    from wsss_napari.region import MaskGeometry, Region
+    from wsss_napari.review_queue import EXCLUDE, QueueItem, ReviewQueue, queue_path
+
+    slide, root, model = edited
+    geo = MaskGeometry(downsample=4.0, mpp=0.5, slide="case.tif")  # the store's grid
+    # store rows 64..80, cols 0..64: the upper 8 rows of the 16 x 24 tumor square
+    item = QueueItem(id="r64c0n0", rank=1, box=(64, 0, 16, 64), mask=np.ones((16, 64), bool),
+                     region=Region(y=256, x=0, height=64, width=256), area_px=1024,
+                     area_mm2=None, cls=0, runner_up=1, probs=(0.5, 0.5, 0.0, 0.0), score=1.0)
+    queue = ReviewQueue(items=[item], geometry=geo, params=UncertaintyParams())
+    queue.decide(item, EXCLUDE)
+    queue.save(queue_path(root))
+    out = tmp_path / "models"
+    assert main(["fine-tune", str(model), "--edits", str(root), "--out", str(out), *FLAGS]) == 0
+    (version,) = list_versions(out)
+    assert version.finetune["labelled_pixels"] == {"tumor": 8 * 24}

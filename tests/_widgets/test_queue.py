@@ -124,3 +124,44 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
 
 def _camera(viewer):
     return getattr(viewer, "scene", viewer).camera  # napari >= 0.9: scene
+
+
+def test_an_excluded_item_stays_out_of_finetuning_with_pseudo_labels_elsewhere(
+        qtbot, viewer, small_slide, tiny_model_path, tmp_path):
+    """Exclude clears the item's edits; fine-tuning with 'pseudo elsewhere' must not give
+    its pixels the map's class back: they are ignored (255), the rest of the region is
+    learned. Checked on what the saved fine-tuned version says it learned from."""
+    from wsss_napari.models.versioning import list_versions
+    from wsss_napari.params import FinetuneParams
+
+    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
+    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+    _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
+    cam.image_combo.layer = slide_layer
+    cam.model_source = str(tiny_model_path)
+    cam.region_mode = "Whole slide"
+    cam.params = CamParams(scales=(1.0,))
+    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
+        pass
+    qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
+
+    _, queue_widget = viewer.window.add_plugin_dock_widget("wsss-napari", "Review queue")
+    queue_widget.project = tmp_path
+    queue_widget.params = UncertaintyParams(mode="tile", tile=64, min_area=0)
+    queue = queue_widget.open_queue()
+    excluded = queue.current()
+    queue_widget.act("exclude")
+    assert queue.excluded(excluded)
+
+    _, review = viewer.window.add_plugin_dock_widget("wsss-napari", "Review and fine-tune")
+    review.project = tmp_path
+    layer = review.edit_region()  # the whole (small) map, on the CAM grid
+    assert layer.data.shape == tuple(cam.last_result.cams.shape[-2:])
+    panel = review.finetune
+    panel.params = FinetuneParams(steps=1, batch_size=1, crop_size=32, pseudo_elsewhere=True)
+    with qtbot.waitSignal(panel.start().finished, timeout=120_000):
+        pass
+    (version,) = list_versions(tmp_path / "small.tif.wsss" / "models")
+    learned = sum(version.finetune["labelled_pixels"].values())
+    # every pixel of the region is a (pseudo-)label except the excluded item's
+    assert learned == layer.data.size - excluded.area_px

@@ -97,6 +97,7 @@ class FinetunePanel(QWidget):
 
     def start(self):
         """Fine-tune the maps' model on the corrected region; returns the worker or None."""
+        from ..review_queue import excluded_pixels, finetune_labels
         from ..train.finetune import FinetuneControl
 
         try:
@@ -112,7 +113,10 @@ class FinetunePanel(QWidget):
                 raise WsssError("no corrected pixels yet: paint on the 'Correction' layer, or "
                                 "tick 'pseudo elsewhere' to learn from the whole region")
             self.review.flush()
-            labels = np.where(edited | params.pseudo_elsewhere, corrected, 255).astype(np.uint8)
+            # the review queue's excluded (ambiguous) items stay out, pseudo elsewhere or not
+            excluded = excluded_pixels(self.review.store.root, meta.geometry, edited.shape)
+            labels = finetune_labels(corrected, edited, pseudo_elsewhere=params.pseudo_elsewhere,
+                                     excluded=excluded)
             image = region_rgb(meta.slide, meta.geometry, labels.shape)
         except WsssError as err:
             notify_error(err)

@@ -174,12 +174,54 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     Raises:
         WsssError: no labelled pixels, bad sample shapes or an unsupported model.
     """
-    import torch
-
-    from ..device import DEVICE_LOCK, choose_device
-
     params = params or FinetuneParams()
     control = control or FinetuneControl()
+    run = _prepare(model, samples, params)
+    result = FinetuneResult(model=run.work, params=params, data={
+        "samples": len(samples), "labelled_pixels": run.pixels})
+    step = 0
+    try:
+        while step < params.steps:
+            yield from _pause_point(control, step, params, result.losses)
+            total = yield from _step(run, samples, params, control, step, result.losses)
+            step += 1
+            result.losses.append(total)
+            result.steps_done = step
+            yield Progress(STAGE, step, params.steps,
+                           {"loss": total, "lr": params.lr, "paused": False})
+    except _Stopped:
+        result.stopped = True
+    run.opt.zero_grad(set_to_none=True)
+    run.work.eval()
+    for p in run.work.parameters():
+        p.requires_grad_(False)
+    return result
+
+
+@dataclass
+class _Run:
+    """What the steps of one fine-tuning run share (see :func:`_prepare`)."""
+
+    work: Any
+    opt: Any
+    scaler: Any
+    loss_fn: Any
+    n_classes: int
+    device: Any
+    amp: bool
+    micro: int
+    weights: np.ndarray
+    rng: np.random.Generator
+    pixels: dict[str, int]
+
+
+def _prepare(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
+             params: FinetuneParams) -> _Run:
+    """Check the model and samples, seed, and make the trainable copy and its optimiser."""
+    import torch
+
+    from ..device import choose_device
+
     config = getattr(model, "config", None)
     kind = getattr(config, "kind", None)
     if kind not in ("cam", "seg"):
@@ -197,45 +239,39 @@ def finetune(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     if cuda:
         work.to(memory_format=torch.channels_last)
-    loss_fn = _seg_loss if kind == "seg" else _cam_loss
-    micro = params.batch_size if device.type == "cuda" else min(params.batch_size, 2)
     weights = np.array([d["labelled"] for d in data["per_sample"]], np.float64)
-    weights /= weights.sum()
-    result = FinetuneResult(model=work, params=params, data={
-        "samples": len(samples), "labelled_pixels": data["pixels"]})
+    return _Run(work=work, opt=opt, scaler=scaler,
+                loss_fn=_seg_loss if kind == "seg" else _cam_loss, n_classes=n_classes,
+                device=device, amp=amp,
+                micro=params.batch_size if cuda else min(params.batch_size, 2),
+                weights=weights / weights.sum(), rng=rng, pixels=data["pixels"])
 
-    step = 0
-    try:
-        while step < params.steps:
-            yield from _pause_point(control, step, params, result.losses)
-            crops = [_random_crop(samples, weights, params.crop_size, rng)
-                     for _ in range(params.batch_size)]
-            opt.zero_grad(set_to_none=True)
-            total_t = torch.zeros((), device=device)
-            for i in range(0, len(crops), micro):
-                part = crops[i:i + micro]
-                yield from _pause_point(control, step, params, result.losses)  # between crops too
-                loss = _backward(work, part, len(crops), loss_fn, n_classes, device, amp,
-                                 scaler)
-                total_t += loss.detach().float() * len(part) / len(crops)
-            if control.stopped:
-                raise _Stopped
-            with DEVICE_LOCK:
-                scaler.step(opt)
-                scaler.update()
-            total = float(total_t)  # one host sync per step (the loss the widget plots)
-            step += 1
-            result.losses.append(total)
-            result.steps_done = step
-            yield Progress(STAGE, step, params.steps,
-                           {"loss": total, "lr": params.lr, "paused": False})
-    except _Stopped:
-        result.stopped = True
-    opt.zero_grad(set_to_none=True)
-    work.eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    return result
+
+def _step(run: _Run, samples: Sequence[tuple[np.ndarray, np.ndarray]], params: FinetuneParams,
+          control: FinetuneControl, step: int,
+          losses: list[float]) -> Generator[Progress, None, float]:
+    """One optimisation step over ``params.batch_size`` random crops, in micro-batches
+    (pausing between them); returns its loss. Raises :class:`_Stopped` when stopped."""
+    import torch
+
+    from ..device import DEVICE_LOCK
+
+    crops = [_random_crop(samples, run.weights, params.crop_size, run.rng)
+             for _ in range(params.batch_size)]
+    run.opt.zero_grad(set_to_none=True)
+    total_t = torch.zeros((), device=run.device)
+    for i in range(0, len(crops), run.micro):
+        part = crops[i:i + run.micro]
+        yield from _pause_point(control, step, params, losses)  # between crops too
+        loss = _backward(run.work, part, len(crops), run.loss_fn, run.n_classes, run.device,
+                         run.amp, run.scaler)
+        total_t += loss.detach().float() * len(part) / len(crops)
+    if control.stopped:
+        raise _Stopped
+    with DEVICE_LOCK:
+        run.scaler.step(run.opt)
+        run.scaler.update()
+    return float(total_t)  # one host sync per step (the loss the widget plots)
 
 
 def _pause_point(control: FinetuneControl, step: int, params: FinetuneParams,

@@ -25,8 +25,8 @@ from ..region import Region
 
 def edit_samples(store: Any, slide: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]],
                                                   list[Region]]:
-    """``(rgb, labels)`` of every edited tile of ``store`` (labels ``255`` where unedited)
-    and the level-0 region of each.
+    """``(rgb, labels)`` of every edited tile of ``store`` (labels ``255`` where unedited, and
+    on the items the slide's review queue excluded) and the level-0 region of each.
 
     Args:
         store: an open :class:`~wsss_napari.corrections.store.EditStore`.
@@ -34,13 +34,18 @@ def edit_samples(store: Any, slide: Any) -> tuple[list[tuple[np.ndarray, np.ndar
     """
     from ..corrections.store import UNEDITED
     from ..inference.slide_mask import region_rgb
+    from ..review_queue import ReviewQueue, queue_path
 
+    qpath = queue_path(store.root)  # the review queue's excluded items stay out
+    queue = ReviewQueue.load(qpath) if qpath.is_file() else None
     samples, regions = [], []
     for t in store.edited_tiles(rescan=True):
-        labels = np.asarray(store.read(t.y, t.x, t.h, t.w), np.uint8)
+        labels = np.array(store.read(t.y, t.x, t.h, t.w), np.uint8)
+        geo = store.geometry.crop(t.y, t.x)  # the tile's place on the slide
+        if queue is not None:
+            labels[queue.exclusion_mask(labels.shape, geo.downsample, (geo.y, geo.x))] = UNEDITED
         if not (labels != UNEDITED).any():
             continue
-        geo = store.geometry.crop(t.y, t.x)  # the tile's place on the slide
         samples.append((region_rgb(slide, geo, labels.shape), labels))
         regions.append(geo.region(labels.shape))
     if not samples:
