@@ -49,6 +49,27 @@ def test_batch_size_does_not_change_the_result(model, image):
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
 
 
+def test_streams_do_not_change_the_result(model, image):
+    """Two CPU streams (scales prepared concurrently, the last batches split between the
+    streams) give the one-stream maps."""
+    from wsss_napari.device import available_cores
+
+    a = multiscale_cam(model, image, CamParams(device="cpu", threads=1, batch_size=5))
+    b = multiscale_cam(model, image, CamParams(device="cpu", threads=2, batch_size=5))
+    np.testing.assert_allclose(a.cams, b.cams, atol=1e-5)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+    if available_cores() < 2:
+        pytest.skip("one core: both runs used one stream")
+
+
+def test_normalize_in_place_equals_normalize(model, image):
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    want = model.normalize(x)
+    y = x.contiguous(memory_format=torch.channels_last)
+    got = model.normalize_(y)
+    assert got is y and torch.equal(got, want)
+
+
 def test_single_crop_equals_the_model(model):
     """One crop at one scale: the result is the model's CAM upsampled, and its score."""
     from torch.nn import functional as F

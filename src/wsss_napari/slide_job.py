@@ -94,6 +94,8 @@ class SlideSpec:
             (:mod:`wsss_napari.inference.mask_source`; with ``seg`` no CAMs are computed and
             the post-processing only lends its glass rule).
         seg_model: segmentation checkpoint (``None``: the default one, if installed).
+        slide_mpp: level-0 microns per pixel given by the user (``--slide-mpp``), over what
+            the file says (``None``: the file's; unknown -> level 0 read at the model's mpp).
     """
 
     model: str = "default"
@@ -105,6 +107,7 @@ class SlideSpec:
     torch_threads: int | None = None
     mask_from: str = "auto"
     seg_model: str | None = None
+    slide_mpp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,11 @@ class SlideResult:
 
 # ------------------------------------------------------------------------------ hashes
 def params_hash(cam: CamParams, post: PostprocParams, region: Region | None,
-                present: Sequence[bool], mask_from: str = "cam") -> str:
+                present: Sequence[bool], mask_from: str = "cam",
+                slide_mpp: float | None = None) -> str:
     """Hash (16 hex) of every parameter that changes the mask (not device or batch size);
-    ``mask_from`` ``'seg'`` is part of it (``'cam'`` keeps the hashes of earlier runs)."""
+    ``mask_from`` ``'seg'`` and a user ``slide_mpp`` are part of it (``'cam'`` and no
+    ``slide_mpp`` keep the hashes of earlier runs)."""
     c = cam.to_dict()
     for k in ("device", "batch_size"):  # change speed, not results
         c.pop(k, None)
@@ -132,6 +137,8 @@ def params_hash(cam: CamParams, post: PostprocParams, region: Region | None,
             "present": [bool(p) for p in present]}
     if mask_from != "cam":
         blob["mask_from"] = mask_from
+    if slide_mpp:
+        blob["slide_mpp"] = float(slide_mpp)
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -274,7 +281,7 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
     model_hash = str(model.file_hash) if model is not None else spec_model_hash(src.model)
     post = resolve_postproc(model if model is not None else (src.cam_model or src.model),
                             spec.postproc)
-    p_hash = params_hash(spec.cam, post, spec.region, spec.present, src.kind)
+    p_hash = params_hash(spec.cam, post, spec.region, spec.present, src.kind, spec.slide_mpp)
     done = None if force else finished(outputs, identity, model_hash, p_hash)
     if done is not None:
         return SlideResult(str(slide_path), "skipped", TissueReport.from_dict(done["report"]),
@@ -284,7 +291,7 @@ def run_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, spec: S
 
         torch.set_num_threads(int(spec.torch_threads))
     model = model if model is not None else load_spec_model(src.model)
-    with Slide.open(slide_path) as slide:
+    with Slide.open(slide_path, mpp=spec.slide_mpp) as slide:
         check_out_dir(out)
         outputs.done.unlink(missing_ok=True)  # from here on the old outputs are not "done"
         _remove_leftovers(out, outputs)
@@ -323,11 +330,12 @@ def _make_mask(slide: Any, model: Any, spec: SlideSpec, post: PostprocParams
     and the post-processing."""
     if model.config.kind == "seg":
         from .inference.slide_seg import map_geometry, slide_seg
+        from .inference.tile_plan import mpp_warnings
 
         geometry, shape = map_geometry(slide, model, spec.cam, spec.region)
         mask = yield from slide_seg(slide, model, geometry, shape, spec.cam, glass=post,
                                     present=tuple(spec.present))
-        return mask, geometry, []
+        return mask, geometry, mpp_warnings(slide, model)
     from .inference.slide_cam import slide_cams
     from .inference.slide_mask import slide_mask
 

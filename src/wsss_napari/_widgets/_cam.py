@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QFileDialog, QLineEdit
+from qtpy.QtWidgets import QDoubleSpinBox, QFileDialog, QLineEdit
 
 from .. import WsssError
 from ..classes import CLASS_NAMES
@@ -116,6 +116,12 @@ class CamWidget(RegionChoice, JobWidget):
         self.shapes_combo.setToolTip(tips.CAM["shapes"])
         self.scales_edit = QLineEdit(", ".join(f"{s:g}" for s in CamParams().scales))
         self.scales_edit.setToolTip(tips.CAM["scales"])
+        self.mpp_spin = QDoubleSpinBox()
+        self.mpp_spin.setRange(0.0, 50.0)
+        self.mpp_spin.setDecimals(3)
+        self.mpp_spin.setSingleStep(0.25)
+        self.mpp_spin.setSpecialValueText("from file")  # 0 = what the file says
+        self.mpp_spin.setToolTip(tips.CAM["slide_mpp"])
         self.scores_label = status_label()
         self.scores_label.setToolTip(tips.CAM["scores"])
 
@@ -125,6 +131,7 @@ class CamWidget(RegionChoice, JobWidget):
         form.addRow("Region", self.make_region_combo(tips.CAM["region"]))
         form.addRow("ROI layer", self.shapes_combo)
         form.addRow("Scales", self.scales_edit)
+        form.addRow("Slide µm/px", self.mpp_spin)
         self.finish_layout(below=(self.scores_label,))
 
     @property
@@ -174,6 +181,10 @@ class CamWidget(RegionChoice, JobWidget):
         layer = require_layer(self.image_combo, "no slide: open one (File > Open) or a sample "
                               "(File > Open Sample > wsss-napari)")
         params, slide, region = self.params, slide_of(layer), self.region(layer)
+        if self.mpp_spin.value() > 0:
+            from ..io.slide import MppOverride
+
+            slide = MppOverride(slide, self.mpp_spin.value())
         source = model_source or self.model_source
         preload_torch()
         worker = self.runner.start(lambda: self._job(slide, source, params, region),

@@ -11,6 +11,9 @@ CAM = {
     "model": "'default' = the model shipped with wsss-napari; or choose a checkpoint file "
     "(.safetensors) made by 'wsss-napari train-cls' or by fine-tuning.",
     "browse": "Choose a model checkpoint file (.safetensors).",
+    "slide_mpp": "Level-0 microns per pixel of the slide (0.25 = 40x, 0.5 = 20x, 1.0 = 10x), "
+    "over what the file says; 'from file' = the file's. Needed when the file has none: the "
+    "slide is then read as if it were at the model's mpp (CLI: --slide-mpp).",
     "region": "Field of view: what the canvas shows now. Shapes ROI: the bounding box of the "
     "shapes of a Shapes layer. Whole slide: every tile with tissue.",
     "shapes": "The Shapes layer whose shapes bound the region.",

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..params import CamParams, RunRecord
 from ..region import CLI_REGION_METAVAR, Region
 from ._params import add_params_arguments, params_from_args
+from ._slide import add_slide_mpp_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only this level-0 rectangle: top-left Y X, height H, width W "
                    "(default: the whole slide)")
     p.add_argument("--config", help="JSON/YAML file of CAM parameters")
+    add_slide_mpp_argument(p)
     add_params_arguments(p, CamParams)
     p.set_defaults(func=run)
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args, CamParams)
     region = None if args.region is None else Region.from_cli(args.region)
     model = load_model(args.model)
-    with Slide.open(args.slide) as opened:
+    with Slide.open(args.slide, mpp=args.slide_mpp) as opened:
         slide = slide_for_model(opened, model)  # normalised like the training data, if it was
         result = run_to_end(slide_cams(slide, model, params, region=region, out=args.out),
                             show=True, desc="CAM tiles")

@@ -9,6 +9,28 @@ from ..region import CLI_REGION_METAVAR
 from ._params import add_params_arguments, params_from_args
 
 
+def _mpp(text: str) -> float:
+    from ..io.tiff import MPP_RANGE
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not MPP_RANGE[0] <= v <= MPP_RANGE[1]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a microns per pixel in {MPP_RANGE[0]:g}-{MPP_RANGE[1]:g} "
+            "(0.25 = 40x, 0.5 = 20x, 1.0 = 10x)")
+    return v
+
+
+def add_slide_mpp_argument(p: argparse.ArgumentParser) -> None:
+    """``--slide-mpp UM`` of ``slide``, ``batch`` and ``cam``."""
+    p.add_argument("--slide-mpp", type=_mpp, metavar="UM",
+                   help="level-0 microns per pixel of the slide(s), over what the file says; "
+                   "needed when the file has none (else level 0 is read as if it were at the "
+                   "model's mpp, with a warning)")
+
+
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
     """Model, parameter and region flags shared by ``slide`` and ``batch``."""
     from ._predict import add_mask_from_arguments
@@ -24,6 +46,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cam-params", metavar="FILE", help="CAM parameters (JSON/YAML)")
     p.add_argument("--region", type=float, nargs=4, metavar=CLI_REGION_METAVAR,
                    help="only this level-0 rectangle of each slide (default: the whole slide)")
+    add_slide_mpp_argument(p)
     p.add_argument("--cache-dir", metavar="DIR",
                    help="CAM cache folder (default: $WSSS_CACHE_DIR or ~/.cache/wsss-napari)")
     p.add_argument("--force", action="store_true",
@@ -45,7 +68,7 @@ def spec_from_args(args: argparse.Namespace):
     region = Region.from_cli(args.region) if args.region else None
     return SlideSpec(model=str(args.model), cam=cam, postproc=post, region=region,
                      cache_dir=args.cache_dir, mask_from=args.mask_from,
-                     seg_model=args.seg_model)
+                     seg_model=args.seg_model, slide_mpp=args.slide_mpp)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

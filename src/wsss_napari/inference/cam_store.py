@@ -153,6 +153,8 @@ def cache_key(slide: Any, model: Any, params: CamParams, region: Region | None) 
         p.pop(k, None)
     blob = {"format": STORE_FORMAT, "slide": _slide_identity(slide), "model": _model_hash(model),
             "params": p, "region": region.to_dict() if region is not None else None}
+    if getattr(slide, "mpp_source", None) == "user":  # --slide-mpp: other CAMs (old keys kept)
+        blob["slide_mpp"] = float(slide.mpp)
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -25,7 +25,7 @@ PAD_VALUE = 255.0
 class _ScaleLayer:
     """One scale's crops that touch the core: their views and the blending canvas."""
 
-    view: Any  # (rows, cols, 3, crop, crop) float views of the resized window
+    view: Any  # (rows, cols, 3, crop, crop) views of the resized, normalised window (NHWC)
     i0: int  # grid row / column of view[0, 0]
     j0: int
     sum: Any  # (C, h, w) weighted CAM sum at CAM resolution
@@ -33,61 +33,80 @@ class _ScaleLayer:
 
 
 def _scale_layers(src: Any, grids: Sequence[ScaleGrid], keep: Sequence[np.ndarray] | None, *,
-                  region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
-                  core_box: tuple[int, int, int, int], crop: int, stride: int, cell: int,
-                  out_stride: int, n_cls: int) -> tuple[list[_ScaleLayer | None], np.ndarray]:
+                  pool: Any = None, **kw: Any) -> tuple[list[_ScaleLayer | None], np.ndarray]:
     """Per scale, the crops that touch the core (None where none is kept), cut as views of
-    the resized window; and the index ``(n, 3)`` of (scale, local row, local col) to run."""
+    the resized window; and the index ``(n, 3)`` of (scale, local row, local col) to run.
+
+    The scales are prepared concurrently on ``pool`` (the CPU plan's streams; resizing the
+    window to scale 2 is the largest piece of work of a tile outside the network); ``kw``
+    as :func:`_scale_layer`."""
+    import functools
+
+    one = functools.partial(_scale_layer, src, keep=keep, **kw)
+    order = sorted(range(len(grids)), key=lambda i: -grids[i].eff)  # largest first
+    done = dict(zip(order, (pool.map if pool is not None else map)(
+        one, order, [grids[i] for i in order]), strict=True))
+    layers = [done[i][0] for i in range(len(grids))]
+    parts = [done[i][1] for i in range(len(grids)) if done[i][1] is not None]
+    return layers, (np.concatenate(parts) if parts else np.zeros((0, 3), np.int64))
+
+
+def _scale_layer(src: Any, si: int, sg: ScaleGrid, *, keep: Sequence[np.ndarray] | None,
+                 region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
+                 core_box: tuple[int, int, int, int], crop: int, stride: int, cell: int,
+                 out_stride: int, n_cls: int, normalize_: Any
+                 ) -> tuple[_ScaleLayer | None, np.ndarray | None]:
+    """Scale ``si``'s crops that touch the core as views of the window resized to that
+    scale, and their rows of the crop index (``(None, None)`` when none is kept).
+
+    The resized window is normalised in place (``normalize_``: the model's per-channel
+    scaling) and kept channels_last, so a batch is one gather of ready network input:
+    crops overlap (each pixel is in four crops at stride crop / 2), and normalising each
+    crop, then copying it to channels_last, cost more than the gather (issue 14)."""
     import torch
     from torch.nn import functional as F
 
     H, W = region_shape
     wy, wx, wh, ww = window_box
     cy, cx, ch, cw = core_box
-    device = src.device
-    layers: list[_ScaleLayer | None] = []
-    index_parts = []
-    for si, sg in enumerate(grids):
-        pad = sg.sample_pad(cell, out_stride)
-        i0, i1 = sg.crop_range(cy, cy + ch, sg.ny, pad)
-        j0, j1 = sg.crop_range(cx, cx + cw, sg.nx, pad)
-        sel = np.ones((i1 - i0, j1 - j0), bool)
-        if keep is not None:
-            sel = np.asarray(keep[si][i0:i1, j0:j1], bool)
-        if not sel.any():
-            layers.append(None)
-            continue
-        # region px to resize: the crops' footprints plus the filter margin, inside the region
-        y0 = max(0, i0 * sg.pitch - sg.margin) // sg.align * sg.align
-        x0 = max(0, j0 * sg.pitch - sg.margin) // sg.align * sg.align
-        y1 = min(H, (i1 - 1) * sg.pitch + sg.foot + sg.margin)
-        x1 = min(W, (j1 - 1) * sg.pitch + sg.foot + sg.margin)
-        if y0 < wy or x0 < wx or y1 > wy + wh or x1 > wx + ww:
-            raise WsssError(f"the window {window_box} does not hold the crops of scale "
-                            f"{sg.scale:g} (needs {y0}:{y1}, {x0}:{x1}); grow the halo")
-        x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx].float()
-        eff = sg.eff
-        if sg.foot != crop:
-            x = F.interpolate(x, scale_factor=eff, mode="bilinear", align_corners=False,
-                              antialias=eff < 1, recompute_scale_factor=False)
-        # scaled coordinates of the window's corner and of the first crop
-        sy0, sx0 = round(y0 * eff), round(x0 * eff)
-        py, px = i0 * stride - sy0, j0 * stride - sx0
-        need_h = py + (i1 - i0 - 1) * stride + crop
-        need_w = px + (j1 - j0 - 1) * stride + crop
-        x = x[..., :need_h, :need_w]
-        if x.shape[-2] < need_h or x.shape[-1] < need_w:
-            x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
-        x = x[..., py:, px:]
-        view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
-        ch_ = ((i1 - i0 - 1) * stride + crop) // cell
-        cw_ = ((j1 - j0 - 1) * stride + crop) // cell
-        layers.append(_ScaleLayer(view, i0, j0, torch.zeros(n_cls, ch_, cw_, device=device),
-                                  torch.zeros(1, ch_, cw_, device=device)))
-        iy, ix = np.nonzero(sel)
-        index_parts.append(np.stack([np.full_like(iy, si), iy, ix], 1))
-    index = np.concatenate(index_parts) if index_parts else np.zeros((0, 3), np.int64)
-    return layers, index
+    pad = sg.sample_pad(cell, out_stride)
+    i0, i1 = sg.crop_range(cy, cy + ch, sg.ny, pad)
+    j0, j1 = sg.crop_range(cx, cx + cw, sg.nx, pad)
+    sel = np.ones((i1 - i0, j1 - j0), bool)
+    if keep is not None:
+        sel = np.asarray(keep[si][i0:i1, j0:j1], bool)
+    if not sel.any():
+        return None, None
+    # region px to resize: the crops' footprints plus the filter margin, inside the region
+    y0 = max(0, i0 * sg.pitch - sg.margin) // sg.align * sg.align
+    x0 = max(0, j0 * sg.pitch - sg.margin) // sg.align * sg.align
+    y1 = min(H, (i1 - 1) * sg.pitch + sg.foot + sg.margin)
+    x1 = min(W, (j1 - 1) * sg.pitch + sg.foot + sg.margin)
+    if y0 < wy or x0 < wx or y1 > wy + wh or x1 > wx + ww:
+        raise WsssError(f"the window {window_box} does not hold the crops of scale "
+                        f"{sg.scale:g} (needs {y0}:{y1}, {x0}:{x1}); grow the halo")
+    x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx].float()
+    eff = sg.eff
+    if sg.foot != crop:
+        x = F.interpolate(x, scale_factor=eff, mode="bilinear", align_corners=False,
+                          antialias=eff < 1, recompute_scale_factor=False)
+    # scaled coordinates of the window's corner and of the first crop
+    sy0, sx0 = round(y0 * eff), round(x0 * eff)
+    py, px = i0 * stride - sy0, j0 * stride - sx0
+    need_h = py + (i1 - i0 - 1) * stride + crop
+    need_w = px + (j1 - j0 - 1) * stride + crop
+    x = x[..., :need_h, :need_w]
+    if x.shape[-2] < need_h or x.shape[-1] < need_w:
+        x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
+    # a channels_last copy of the crops' pixels (ours: never ``src``), normalised in place
+    x = normalize_(x[..., py:, px:].contiguous(memory_format=torch.channels_last))
+    view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
+    ch_ = ((i1 - i0 - 1) * stride + crop) // cell
+    cw_ = ((j1 - j0 - 1) * stride + crop) // cell
+    layer = _ScaleLayer(view, i0, j0, torch.zeros(n_cls, ch_, cw_, device=src.device),
+                        torch.zeros(1, ch_, cw_, device=src.device))
+    iy, ix = np.nonzero(sel)
+    return layer, np.stack([np.full_like(iy, si), iy, ix], 1)
 
 
 class _Blender:
@@ -151,9 +170,9 @@ def _run_crops(chunk: np.ndarray, *, model: Any, layers: list[_ScaleLayer | None
 
     parts = [layers[int(si)].view[torch.as_tensor(chunk[chunk[:, 0] == si][:, 1]),
                                   torch.as_tensor(chunk[chunk[:, 0] == si][:, 2])]
-             for si in np.unique(chunk[:, 0])]
-    batch = model.normalize(torch.cat(parts).to(device))
-    batch = batch.contiguous(memory_format=torch.channels_last)
+             for si in np.unique(chunk[:, 0])]  # gathers of normalised NHWC crops
+    batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+    batch = batch.contiguous(memory_format=torch.channels_last)  # a no-op: already NHWC
     with torch.autocast(device.type, enabled=amp), \
             (torch.no_grad() if needs_grad else torch.inference_mode()):
         if flip:
@@ -182,7 +201,11 @@ def _run_and_blend(index: np.ndarray, forward: Any, blender: _Blender, *, batch_
                    plan: Any, k: int, keep: Any) -> Generator[Any, None, None]:
     """Run the crops ``index`` in batches (several at once on the CPU plan's streams), blend
     their CAMs (resized to ``k x k``) and call ``keep(scale, sel, cams, logits)`` per scale
-    of a batch; yields ``Progress`` after every batch."""
+    of a batch; yields ``Progress`` after every batch.
+
+    A step gives each stream one batch of ``batch_size``; the last step of a window splits
+    what is left evenly over the streams (before, one stream sat idle while the other ran
+    the window's last batch)."""
     import torch
     from torch.nn import functional as F
 
@@ -192,7 +215,7 @@ def _run_and_blend(index: np.ndarray, forward: Any, blender: _Blender, *, batch_
     total = len(index)
     streams = plan.streams if plan is not None else 1
     pool = None
-    if streams > 1 and total > batch_size:
+    if streams > 1 and total > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="wsss-cam")
@@ -200,8 +223,9 @@ def _run_and_blend(index: np.ndarray, forward: Any, blender: _Blender, *, batch_
     try:
         step = batch_size * (streams if pool is not None else 1)
         for b0 in range(0, total, step):
-            chunks = [index[c0:c0 + batch_size]
-                      for c0 in range(b0, min(b0 + step, total), batch_size)]
+            n = min(step, total - b0)
+            parts = min(streams, n) if pool is not None else 1
+            chunks = np.array_split(index[b0:b0 + n], parts)  # equal batches (last step)
             with DEVICE_LOCK, torch_threads(plan):
                 if pool is not None and len(chunks) > 1:
                     outs = list(pool.map(forward, chunks))

@@ -7,8 +7,9 @@ image, giving values in ``[0, 1]``.
 
 **One crop grid per region, whatever the tiling.** A crop at scale ``s`` covers ``foot``
 image pixels (``crop / s``, rounded so that ``foot`` and the crop ``pitch`` are whole pixels
-with ``pitch / foot == stride / crop``; e.g. 0.75 becomes 224 / 298 = 0.752) and crops start
-at multiples of ``pitch`` from the region's corner. A tile of a slide computes exactly the
+with ``pitch / foot == stride / crop``; e.g. with 128 px crops every 96 px, 0.75 becomes
+128 / 172 = 0.744) and crops start at multiples of ``pitch`` from the region's corner. A
+tile of a slide computes exactly the
 crops of that global grid that touch it, from a read that covers their footprints
 (:func:`reach` px around the tile), resizes with the same pixel mapping as the whole region
 would, and resamples the blended maps at the same global coordinates; so tiled maps equal
@@ -108,10 +109,18 @@ class ScaleGrid:
         return -(-cell * self.foot // self.crop) + out_stride
 
 
+#: Crop stride as a fraction of the crop when ``CamParams.stride`` is 0. Measured on the
+#: held-out 3-fold benchmark (``benchmarks/bench_cam_defaults.py``, docs/cam.md): 3/4 of the
+#: crop was as accurate as 1/2 (five scales: CAM + tuned post 0.377 vs 0.355, CAM argmax
+#: 0.362 vs 0.357) at 0.64x the time.
+DEFAULT_STRIDE = 0.75
+
+
 def crop_geometry(model: Any, params: CamParams) -> tuple[int, int]:
-    """``(crop_size, stride)`` in px: the params, or the model's input size and half of it."""
+    """``(crop_size, stride)`` in px: the params, or the model's input size and
+    :data:`DEFAULT_STRIDE` of it."""
     crop = int(params.crop_size or model.config.input_size)
-    stride = int(params.stride or max(1, crop // 2))
+    stride = int(params.stride or max(1, round(crop * DEFAULT_STRIDE)))
     return crop, min(stride, crop)
 
 
@@ -248,15 +257,67 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
     Returns:
         ``(raw float32 (C, ceil(h / os), ceil(w / os)), scores float32 (C,), crops run)``.
     """
-    import functools
-
     import torch
 
-    from ..device import choose_device, cpu_plan, torch_threads
+    from ..device import torch_threads
 
     img = _check_image(window)
-    device = device if device is not None else choose_device(params.device)
-    device = torch.device(device)
+    job = _window_job(model, img, params, region_shape=region_shape, window_box=window_box,
+                      core_box=core_box, out_stride=out_stride, device=device, grids=grids)
+    layers, index, blender = _prepare_crops(model, img, job, keep, crop_cache)
+    cy, cx, ch, cw = core_box
+
+    def keep_later(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
+        if crop_cache is not None:  # keep what a later tile will need
+            sg = job.grids[si]
+            _keep_for_later(crop_cache, blender, sg, si, sel, cams, logits,
+                            sg.sample_pad(job.cell, out_stride), (cy + ch, cx + cw))
+
+    yield from _run_and_blend(index, _crop_forward(model, layers, job, params), blender,
+                              batch_size=params.batch_size, plan=job.plan, k=job.k,
+                              keep=keep_later)
+
+    with torch.inference_mode(), torch_threads(job.plan):
+        fused = _fuse_scales(job.grids, layers, n_cls=job.n_cls, out_shape=job.out_shape,
+                             corner=(cy, cx), cell=job.cell, out_stride=out_stride,
+                             stride=job.stride, device=job.device, per_scale=per_scale)
+    return (fused.cpu().numpy().astype(np.float32),
+            blender.score_max.cpu().numpy().astype(np.float32), len(index))
+
+
+@dataclass(frozen=True)
+class _WindowJob:
+    """What :func:`iter_window_cams` derives from its arguments: the crop geometry
+    (``cell``: px per CAM cell, ``k``: CAM cells per crop, ``ref``: the scale nearest 1, whose
+    crops give the scores), the output shape, the device and the CPU plan (None on GPUs)."""
+
+    crop: int
+    stride: int
+    cell: int
+    k: int
+    ref: int
+    grids: list[ScaleGrid]
+    out_shape: tuple[int, int]
+    n_cls: int
+    region_shape: tuple[int, int]
+    window_box: tuple[int, int, int, int]
+    core_box: tuple[int, int, int, int]
+    out_stride: int
+    device: Any
+    plan: Any
+
+
+def _window_job(model: Any, img: np.ndarray, params: CamParams, *,
+                region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
+                core_box: tuple[int, int, int, int], out_stride: int, device: Any,
+                grids: Sequence[ScaleGrid] | None) -> _WindowJob:
+    """Check the boxes against the pixels, put the model on its device and derive the crop
+    geometry of a window (see :func:`iter_window_cams` for the arguments)."""
+    import torch
+
+    from ..device import choose_device, cpu_plan
+
+    device = torch.device(device if device is not None else choose_device(params.device))
     prepare_model(model, device)
     crop, stride = crop_geometry(model, params)
     cy, cx, ch, cw = core_box
@@ -266,45 +327,59 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
         raise WsssError(f"core box {core_box} must start on multiples of out_stride")
     grids = list(grids) if grids is not None else scale_grids(crop, stride, params.scales,
                                                               region_shape)
-    oh, ow = -(-ch // out_stride), -(-cw // out_stride)
-    n_cls = model.config.num_classes
-    cuda = device.type == "cuda"
     cell = math.gcd(int(getattr(model, "stride", 1)) or 1, math.gcd(crop, stride))
-    k = crop // cell
     ref = min(range(len(grids)), key=lambda i: abs(math.log(grids[i].eff)))
+    return _WindowJob(
+        crop=crop, stride=stride, cell=cell, k=crop // cell, ref=ref, grids=grids,
+        out_shape=(-(-ch // out_stride), -(-cw // out_stride)),
+        n_cls=model.config.num_classes, region_shape=tuple(region_shape),
+        window_box=tuple(window_box), core_box=tuple(core_box), out_stride=out_stride,
+        device=device, plan=cpu_plan(params.threads) if device.type == "cpu" else None)
 
-    plan = cpu_plan(params.threads) if device.type == "cpu" else None
-    with torch_threads(plan):  # all CPU work of the call on the plan's threads
+
+def _prepare_crops(model: Any, img: np.ndarray, job: _WindowJob,
+                   keep: Sequence[np.ndarray] | None, crop_cache: dict | None
+                   ) -> tuple[list, np.ndarray, _Blender]:
+    """Upload the window (pinned uint8 on CUDA), cut each scale's crops as views of its
+    resized, normalised pixels, and blend the crops a neighbouring tile already ran: the
+    layers, the index of the crops still to run and the blender."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from ..device import torch_threads
+
+    streams = job.plan.streams if job.plan is not None else 1
+    with torch_threads(job.plan), contextlib.ExitStack() as stack:  # on the plan's threads
+        pool = (stack.enter_context(ThreadPoolExecutor(streams, thread_name_prefix="wsss-scale"))
+                if streams > 1 and len(job.grids) > 1 else None)
         src = torch.from_numpy(img if img.flags.writeable else img.copy())
-        if cuda:
+        if job.device.type == "cuda":
             src = src.pin_memory()
-        src = src.to(device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w) uint8
+        src = src.to(job.device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w)
         layers, index = _scale_layers(
-            src, grids, keep, region_shape=region_shape, window_box=window_box,
-            core_box=core_box, crop=crop, stride=stride, cell=cell, out_stride=out_stride,
-            n_cls=n_cls)
-        blender = _Blender(layers, k, stride // cell, n_cls, ref, device)
+            src, job.grids, keep, pool=pool, region_shape=job.region_shape,
+            window_box=job.window_box, core_box=job.core_box, crop=job.crop,
+            stride=job.stride, cell=job.cell, out_stride=job.out_stride, n_cls=job.n_cls,
+            normalize_=getattr(model, "normalize_", None) or model.normalize)
+        blender = _Blender(layers, job.k, job.stride // job.cell, job.n_cls, job.ref,
+                           job.device)
         if crop_cache is not None and len(index):
             index = blender.blend_cached(index, crop_cache)
-    total = len(index)
-    forward = functools.partial(
-        _run_crops, model=model, layers=layers, device=device, amp=bool(params.amp and cuda),
-        needs_grad=bool(getattr(model, "needs_grad", False)), flip=params.flip)
+    return layers, index, blender
 
-    def keep_later(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
-        if crop_cache is not None:  # keep what a later tile will need
-            _keep_for_later(crop_cache, blender, grids[si], si, sel, cams, logits,
-                            grids[si].sample_pad(cell, out_stride), (cy + ch, cx + cw))
 
-    yield from _run_and_blend(index, forward, blender, batch_size=params.batch_size, plan=plan,
-                              k=k, keep=keep_later)
+def _crop_forward(model: Any, layers: list, job: _WindowJob, params: CamParams) -> Any:
+    """``forward(chunk) -> (logits, cams)`` of a chunk of the crop index (:func:`_run_crops`
+    with this window's layers and the params' AMP and flip)."""
+    import functools
 
-    with torch.inference_mode(), torch_threads(plan):
-        fused = _fuse_scales(grids, layers, n_cls=n_cls, out_shape=(oh, ow), corner=(cy, cx),
-                             cell=cell, out_stride=out_stride, stride=stride, device=device,
-                             per_scale=per_scale)
-    return (fused.cpu().numpy().astype(np.float32),
-            blender.score_max.cpu().numpy().astype(np.float32), total)
+    cuda = job.device.type == "cuda"
+    return functools.partial(
+        _run_crops, model=model, layers=layers, device=job.device,
+        amp=bool(params.amp and cuda), needs_grad=bool(getattr(model, "needs_grad", False)),
+        flip=params.flip)
 
 
 def evict_crops(crop_cache: dict, grids: Sequence[ScaleGrid], row_start: int) -> None:

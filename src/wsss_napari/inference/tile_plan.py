@@ -40,6 +40,20 @@ def _check_region(region: Any) -> Region | None:
     return region
 
 
+def mpp_warnings(slide: Any, model: Any) -> list[str]:
+    """One line when the slide's (or the model's) microns per pixel is unknown: level 0 is
+    then read as if it were at the model's resolution."""
+    slide_mpp, model_mpp = getattr(slide, "mpp", None), model.config.mpp
+    if not slide_mpp:
+        at = f"{float(model_mpp):g} um/px" if model_mpp else "the model's resolution"
+        return [f"the slide's microns-per-pixel is unknown: level 0 is read as if it were "
+                f"{at}; give the real value with --slide-mpp UM (CAM widget: 'Slide µm/px')"]
+    if not model_mpp:
+        return ["the model's microns-per-pixel is unknown: level 0 is read without "
+                "resampling"]
+    return []
+
+
 def _plan(slide: Any, model: Any, params: CamParams, region: Region | None) -> _Plan:
     from .multiscale import reach
 
@@ -53,16 +67,12 @@ def _plan(slide: Any, model: Any, params: CamParams, region: Region | None) -> _
         if h0 <= 0 or w0 <= 0:
             raise WsssError(f"region {region.describe()} lies outside the slide "
                             f"({W} x {H} px)")
-    warnings = []
+    warnings = mpp_warnings(slide, model)
     slide_mpp, model_mpp = getattr(slide, "mpp", None), model.config.mpp
     if slide_mpp and model_mpp:
         target = float(model_mpp) / float(slide_mpp)
         level = int(slide.level_for_downsample(target * 1.001))
     else:
-        which = "slide" if not slide_mpp else "model"
-        warnings.append(f"the {which}'s microns-per-pixel is unknown: CAMs were computed at "
-                        "level 0 without resampling; if the slide's magnification differs "
-                        "from the training images', set the slide mpp")
         target, level = 1.0, 0
     ds_level = float(slide.downsamples[level])
     resample = target / ds_level

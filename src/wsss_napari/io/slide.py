@@ -41,7 +41,7 @@ from .tiff import ASSOCIATED_NAMES, MPP_RANGE, decode_error, open_tiff
 __all__ = [
     "ASSOCIATED_NAMES", "IMAGE_SUFFIXES", "LAZY_PYRAMID_MIN", "MPP_RANGE",
     "PYRAMID_CACHE_SUFFIX", "TIFF_SUFFIXES", "ConvertedLevel", "LazyDownsampled", "LevelView",
-    "Slide", "SlideError", "close_layer_slide", "pyramid_cache_path", "to_rgb8",
+    "MppOverride", "Slide", "SlideError", "close_layer_slide", "pyramid_cache_path", "to_rgb8",
 ]
 
 #: Formats read as one in-memory image (patches, photos).
@@ -87,13 +87,16 @@ class Slide:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, use_cache: bool = True) -> Slide:
+    def open(cls, path: str | os.PathLike, use_cache: bool = True,
+             mpp: float | None = None) -> Slide:
         """Open a slide or image file lazily.
 
         Args:
             path: SVS, (OME-/Big)TIFF, or a PNG/JPEG patch.
             use_cache: use a pyramidal copy written by :meth:`build_pyramid_cache` when it is
                 newer than the file.
+            mpp: level-0 microns per pixel given by the user (``--slide-mpp``), over what the
+                file says (:meth:`set_mpp`); ``None``: the file's.
 
         Raises:
             SlideError: the file is missing, empty, truncated, not an image, of an
@@ -107,15 +110,22 @@ class Slide:
         size = p.stat().st_size
         if size == 0:
             raise SlideError(f"'{p}' is empty (0 bytes)")
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            return _open_image(p)
         cache = pyramid_cache_path(p)
-        if use_cache and cache.exists() and cache.stat().st_mtime >= p.stat().st_mtime:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            slide = _open_image(p)
+        elif use_cache and cache.exists() and cache.stat().st_mtime >= p.stat().st_mtime:
             slide = _open_tiff(cache)
             slide.path, slide.name = p, p.name
             slide.details["pyramid_cache"] = str(cache)
-            return slide
-        return _open_tiff(p)
+        else:
+            slide = _open_tiff(p)
+        if mpp is not None:
+            try:
+                slide.set_mpp(mpp)
+            except SlideError:
+                slide.close()
+                raise
+        return slide
 
     @classmethod
     def from_arrays(cls, levels: Sequence[Any] | Any, mpp: float | None = None,
@@ -134,6 +144,20 @@ class Slide:
             else:
                 raise SlideError(f"'{name}': expected (H, W) or (H, W, C) levels, got {lv.shape}")
         return cls(views, mpp=mpp, mpp_source="user" if mpp else "unknown", name=name)
+
+    def set_mpp(self, mpp: float) -> Slide:
+        """Give the level-0 microns per pixel (``--slide-mpp``): ``mpp_source`` becomes
+        'user'; returns ``self``.
+
+        Raises:
+            SlideError: ``mpp`` is outside the plausible range.
+        """
+        if not (isinstance(mpp, (int, float)) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
+            raise SlideError(f"slide mpp {mpp!r} is not a plausible microns per pixel "
+                             f"({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g}; 0.25 = 40x, 0.5 = 20x, "
+                             "1.0 = 10x)")
+        self.mpp, self.mpp_source = float(mpp), "user"
+        return self
 
     # -- geometry ---------------------------------------------------------------------------
 
@@ -293,6 +317,20 @@ def pyramid_cache_path(path: str | os.PathLike) -> Path:
     """Where :meth:`Slide.build_pyramid_cache` writes the pyramidal copy of ``path``."""
     p = Path(path)
     return p.with_name(p.name + PYRAMID_CACHE_SUFFIX)
+
+
+class MppOverride:
+    """``slide`` seen at a user-given level-0 mpp (the CAM widget's "Slide µm/px"), leaving
+    the opened slide (shared by its layer) as it is; everything else is the slide's."""
+
+    def __init__(self, slide: Any, mpp: float) -> None:
+        if not MPP_RANGE[0] <= float(mpp) <= MPP_RANGE[1]:
+            raise SlideError(f"slide mpp {mpp!r} is not a plausible microns per pixel "
+                             f"({MPP_RANGE[0]:g}-{MPP_RANGE[1]:g})")
+        self._slide, self.mpp, self.mpp_source = slide, float(mpp), "user"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._slide, name)
 
 
 def close_layer_slide(metadata: dict[str, Any] | None) -> None:

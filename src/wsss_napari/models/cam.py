@@ -53,6 +53,11 @@ class CamModel(nn.Module):
         """uint8 (or 0-255 float) ``(B, 3, H, W)`` -> normalised float32 input."""
         return (x.float() - self.pixel_mean) / self.pixel_std
 
+    def normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalize` in place, for a float32 tensor of 0-255 pixels (no copy: the
+        CAM engine normalises each scale's resized window this way); returns ``x``."""
+        return x.sub_(self.pixel_mean).div_(self.pixel_std)
+
     def class_maps(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -25,7 +25,9 @@ class CamParams(ParamsBase):
         (0.5, 0.75, 1.0, 1.5, 2.0), "image scales of the multi-scale test"
     )
     crop_size: int = _f(0, "crop size in px at each scale; 0 = the model's input size", (0, 4096))
-    stride: int = _f(0, "stride between crops; 0 = half the crop size", (0, 4096))
+    stride: int = _f(0, "stride between crops; 0 = three quarters of the crop for CAMs "
+                     "(chosen by measurement, docs/cam.md), half a window for segmentation "
+                     "models", (0, 4096))
     flip: bool = _f(False, "also average horizontally flipped crops (test-time augmentation)")
     tta: str = _f("none", "segmentation models: test-time augmentation set none, hflip, flips, "
                   "rot90 or d4, optionally +scales (0.75/1/1.25)")
