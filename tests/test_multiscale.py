@@ -158,3 +158,19 @@ def test_tiles_of_an_image_equal_the_whole_image(model, image):
         window_box=(wy, wx, wy1 - wy, wx1 - wx), core_box=core, out_stride=2))
     assert wy > 0 and wx > 0 and wy1 < h and wx1 < w  # a real part of the image
     np.testing.assert_allclose(part, whole[:, 60:80, 65:90], atol=1e-5)
+
+
+def test_gradcam_batches_in_concurrent_threads_keep_their_own_features():
+    """CPU streams run one Grad-CAM model in two threads at once: each batch's maps must be
+    its own (a shared forward hook used to hand one thread the other's features)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vit = build_model(ModelConfig(backbone="test_vit", arch="gradcam", input_size=64)).eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.rand(2, 3, 64, 64, generator=gen) for _ in range(8)]
+    serial = [vit.logits_and_cams(b)[1] for b in batches]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda b: vit.logits_and_cams(b)[1], batches))
+            for a, b in zip(serial, together, strict=True):
+                torch.testing.assert_close(a, b)

@@ -15,6 +15,7 @@ map ``(B, D, h, w)`` / ``(B, h, w, D)``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -97,7 +98,12 @@ class GradCamNet(CamModel):
         with torch.inference_mode(False), torch.enable_grad():
             x = x.clone()  # an inference-mode tensor cannot enter autograd
             if layer is not None:
-                handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+                # CPU streams run the same model in several threads at once; each call keeps
+                # only the features its own thread produced (else it can read another
+                # batch's tensor and the gradient has no path to it)
+                me = threading.get_ident()
+                handle = layer.register_forward_hook(
+                    lambda m, i, o: captured.append(o) if threading.get_ident() == me else None)
                 try:
                     logits = self.model(x)
                 finally:
