@@ -107,7 +107,7 @@ def test_models_have_no_import_cycle():
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # from ``def`` to the last line, docstring included
 #: What is still longer, each with the reason; an entry no longer needed fails too.
-SIZE_ALLOWED = {  # being reworked by other changes this round: split there, or next round
+SIZE_ALLOWED: dict[str, str] = {  # 'path' or 'path:function' -> why it may stay long
 }
 
 
