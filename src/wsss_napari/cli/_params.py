@@ -61,3 +61,31 @@ def params_from_args(args: argparse.Namespace, cls: type[ParamsBase],
         if k.startswith(prefix) and v is not None
     }
     return cls.from_dict({**base.to_dict(), **changes})
+
+
+def has_flags(args: argparse.Namespace, cls: type[ParamsBase]) -> bool:
+    """Whether any ``--flag`` of ``cls`` was given on the command line."""
+    prefix = f"{cls.key()}__"
+    return any(k.startswith(prefix) and v is not None for k, v in vars(args).items())
+
+
+def postproc_from_args(args: argparse.Namespace, model: Any,
+                       config_attr: str = "config") -> tuple[Any, str]:
+    """A run's post-processing: the ``config_attr`` file if given, else the parameters
+    ``model`` recommends (``tune --into-model``), else the defaults; the flags on top.
+
+    Why one function: ``predict`` and ``pseudo`` must post-process a model the same way (a
+    stage-2 model trained on pseudo-masks made otherwise than it is used learns the wrong
+    masks). Returns ``(PostprocParams, where they came from, in words)``."""
+    from ..models.checkpoint import POSTPROC_KEY, recommended_postproc
+    from ..params import PostprocParams
+
+    cfg = getattr(args, config_attr, None)
+    extra = getattr(getattr(model, "config", None), "extra", None) or {}
+    base = recommended_postproc(model) if not cfg and POSTPROC_KEY in extra else None
+    post = params_from_args(args, PostprocParams, config_attr=config_attr, base=base)
+    source = (f"from {cfg}" if cfg else
+              "recommended by the model" if base is not None else "defaults")
+    if has_flags(args, PostprocParams):
+        source += " (+ command-line flags)"
+    return post, source

@@ -10,7 +10,7 @@ import numpy as np
 from .. import WsssError
 from ..params import CamParams, PostprocParams
 from ..region import MaskGeometry
-from ._params import add_params_arguments, params_from_args
+from ._params import add_params_arguments, params_from_args, postproc_from_args
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -116,11 +116,6 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def _has_flags(args: argparse.Namespace, cls: type) -> bool:
-    prefix = f"{cls.key()}__"
-    return any(k.startswith(prefix) and v is not None for k, v in vars(args).items())
-
-
 def load_background(folder: str | None, image: Path) -> np.ndarray | None:
     if not folder:
         return None
@@ -139,15 +134,12 @@ def run(args: argparse.Namespace) -> int:
     # image folder leaves nothing behind
     cam = params_from_args(args, CamParams, config_attr="cam_params")
     images = list_images(args.images)
-    src, model, post, recommended = _mask_model(args)
+    src, model, post, post_source = _mask_model(args)
     todo, bad = _screen_images(images, args)
     out = check_writable_dir(args.out)
     print(describe(src))  # noqa: T201
     if model.config.kind == "cam":
-        source = (f"from {args.params}" if args.params else
-                  "recommended by the model" if recommended is not None else "defaults")
-        print(f"post-processing: {source}"  # noqa: T201
-              + (" (+ command-line flags)" if _has_flags(args, PostprocParams) else ""))
+        print(f"post-processing: {post_source}")  # noqa: T201
 
     def job():
         for i, f in enumerate(todo):
@@ -202,17 +194,13 @@ def _screen_images(images: list[Path], args: argparse.Namespace
 
 
 def _mask_model(args: argparse.Namespace):
-    """``(MaskSource, loaded mask model, post-processing, recommended or None)``."""
+    """``(MaskSource, loaded mask model, post-processing, where it came from in words)``."""
     from ..inference.mask_source import resolve_mask_source
-    from ..models.checkpoint import POSTPROC_KEY, load_model, recommended_postproc
+    from ..models.checkpoint import load_model
 
     src = resolve_mask_source(args.model, args.mask_from, args.seg_model)
     model = load_model(src.model)
-    recommended = None
-    if not args.params and model.config.kind == "cam" and POSTPROC_KEY in model.config.extra:
-        recommended = recommended_postproc(model)
-    post = params_from_args(args, PostprocParams, config_attr="params", base=recommended)
-    return src, model, post, recommended
+    return (src, model, *postproc_from_args(args, model, config_attr="params"))
 
 
 def _report_bad(name: str, why: str, on_bad: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..params import CamParams, PostprocParams
-from ._params import add_params_arguments, params_from_args
+from ._params import add_params_arguments, params_from_args, postproc_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,18 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..device import choose_device
-    from ..models.checkpoint import load_model, recommended_postproc
+    from ..models.checkpoint import load_model
     from ..progress import run_to_end
     from ..train.data import resolve_bad, scan_patches
     from ..train.pseudo import make_pseudo_masks
 
     cam = params_from_args(args, CamParams)
     model = load_model(args.model, device=choose_device(cam.device))
-    recommended = None if args.config else recommended_postproc(model)
-    post = params_from_args(args, PostprocParams, base=recommended)
-    print("post-processing: " + (f"from {args.config}" if args.config else  # noqa: T201
-                                 "recommended by the model" if recommended != PostprocParams()
-                                 else "defaults"))
+    post, source = postproc_from_args(args, model)
+    print(f"post-processing: {source}")  # noqa: T201
     report = scan_patches(args.data_dir, csv_path=args.csv)
     print(report.summary())  # noqa: T201
     items = resolve_bad(report, args.on_bad)
