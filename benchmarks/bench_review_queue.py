@@ -9,7 +9,9 @@ copying the true mask into them, in queue (uncertainty) order or in random order
 seeds), until a fraction of the image's tissue area has been reviewed (each image gets the
 same budget). Reported: mIoU (tumor / stroma / normal, confusions summed over all held-out
 images) against the fraction reviewed, for the margin, entropy and scale-disagreement
-orders, the region-mode queue and random order; the gain over no review is compared at 10 %.
+orders, the region-mode queue, the expected-gain queues (``score='expected_gain'``: class
+sizes of each image per image, of the fold's images pooled) and random order; the gain over
+no review is compared at 10 %.
 
 Per fold the images also share one budget ("pooled": ranked together like the regions of
 one slide). ``--models DIR`` reads each fold's classifier from ``DIR/fold<k>/cam.safetensors``

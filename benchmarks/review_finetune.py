@@ -2,10 +2,11 @@
 reviewed regions?
 
 A fold's held-out images are split in two halves (even / odd positions). The oracle's
-corrections at 10 % of each image's tissue on one half (queue order, or a random order of
-the same tiles: the proof's random seeds) fine-tune the fold's CAM classifier with the
-project's background fine-tuning (``train.finetune.run_finetune``, what the Review widget
-runs; ``FinetuneParams`` defaults but for ``--ft-*``), and the CAM-argmax mIoU of the
+corrections at 10 % of each image's tissue on one half (``--ft-orders``: queue orders or
+``mixed``, then random orders of the same tiles: the proof's random seeds) fine-tune the
+fold's CAM classifier with the project's background fine-tuning
+(``train.finetune.run_finetune``, what the Review widget runs; ``FinetuneParams`` defaults
+but for ``--ft-*``), and the CAM-argmax mIoU of the
 **other** half (images the fine-tune never saw) is measured before and after. Then the
 halves swap, so every held-out image is scored once per order.
 """
