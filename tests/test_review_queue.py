@@ -86,7 +86,7 @@ def test_region_queue_boxes_area_and_classes():
     cams = _cams()
     cams[NORMAL, 8:24, 40:56] = 0.3
     um = uncertainty_map(cams, UncertaintyParams(metric="margin"), geometry=geo)
-    q = build_queue(um, cams, UncertaintyParams(threshold=0.5, tile=1024, min_area=0),
+    q = build_queue(um, cams, UncertaintyParams(threshold=0.5, tile=1024, min_area=0, score="mean"),
                     pixel_scale=4)
     assert len(q) == 1
     it = q.items[0]
@@ -157,7 +157,7 @@ def test_expected_gain_ranks_more_errors_and_rare_class_confusions_first():
     um = uncertainty_map(cams, background=glass)
     tiles = UncertaintyParams(mode="tile", tile=32, min_area=0, metric="entropy")
     gain = build_queue(um, cams, tiles.replace(score="expected_gain"), background=glass)
-    mean = build_queue(um, cams, tiles, background=glass)
+    mean = build_queue(um, cams, tiles.replace(score="mean"), background=glass)
     col = {it.box[1]: it for it in gain.items}
     a, d, c = col[192], col[224], col[256]
     # C (a stroma / normal confusion) before A (more errors, common classes) before D
@@ -264,7 +264,7 @@ def test_keep_scales_through_a_slide_store_and_the_cli(tmp_path, capsys):
 
     out = tmp_path / "q"
     assert main(["uncertainty", str(a.path), "--out", str(out), "--metric", "disagreement",
-                 "--mode", "tile", "--tile", "64", "--min-area", "0"]) == 0
+                 "--mode", "tile", "--tile", "64", "--min-area", "0", "--score", "mean"]) == 0
     rows = list(csv.DictReader(open(out / "queue.csv")))
     assert rows and rows[0]["rank"] == "1"
     assert list(rows[0]) == ["rank", "y", "x", "h", "w", "area_mm2", "class", "runner_up",
@@ -292,7 +292,7 @@ def test_keep_scales_through_a_slide_store_and_the_cli(tmp_path, capsys):
     assert (pts[:, 0].max(), pts[:, 1].max()) == (float(r["x"]) + float(r["w"]),
                                                   float(r["y"]) + float(r["h"]))
     assert main(["uncertainty", str(a.path), "--out", str(tmp_path / "qg"), "--mode", "tile",
-                 "--tile", "64", "--min-area", "0", "--score", "expected_gain"]) == 0
+                 "--tile", "64", "--min-area", "0"]) == 0  # the default: expected_gain
     gains = [float(r["score"]) for r in csv.DictReader(open(tmp_path / "qg" / "queue.csv"))]
     assert len(gains) == len(rows) and gains == sorted(gains, reverse=True)
     meas = json.loads((tmp_path / "qg" / "queue.geojson").read_text())["features"][0][

@@ -53,8 +53,9 @@ class UncertaintyParams(ParamsBase):
     min_area: int = _f(400, "smallest queue item (model px)", (0, 100_000_000))
     max_items: int = _f(200, "longest queue; 0 = no limit", (0, 1_000_000))
     score: QueueScore = _f(
-        QueueScore.MEAN, "ranking: mean uncertainty of the item; expected_gain: expected mIoU "
-        "gain of correcting it per area (expected wrong pixels, rare classes weighted up)")
+        QueueScore.EXPECTED_GAIN, "ranking: expected_gain: expected mIoU gain of correcting "
+        "the item per area (expected wrong pixels, rare classes weighted up); mean: mean "
+        "uncertainty of the item")
 
     def validate(self) -> None:
         self._coerce_enum("metric", UncertaintyMetric)
