@@ -54,15 +54,17 @@ def _scale_layers(src: Any, grids: Sequence[ScaleGrid], keep: Sequence[np.ndarra
 def _scale_layer(src: Any, si: int, sg: ScaleGrid, *, keep: Sequence[np.ndarray] | None,
                  region_shape: tuple[int, int], window_box: tuple[int, int, int, int],
                  core_box: tuple[int, int, int, int], crop: int, stride: int, cell: int,
-                 out_stride: int, n_cls: int, normalize_: Any
+                 out_stride: int, n_cls: int, white: Any
                  ) -> tuple[_ScaleLayer | None, np.ndarray | None]:
     """Scale ``si``'s crops that touch the core as views of the window resized to that
     scale, and their rows of the crop index (``(None, None)`` when none is kept).
 
-    The resized window is normalised in place (``normalize_``: the model's per-channel
-    scaling) and kept channels_last, so a batch is one gather of ready network input:
-    crops overlap (each pixel is in four crops at stride crop / 2), and normalising each
-    crop, then copying it to channels_last, cost more than the gather (issue 14)."""
+    ``src`` is the window already normalised (the model's per-channel scaling, once per
+    window: resampling commutes with it, and the five default scales hold 8x the window's
+    pixels); ``white`` ``(1, 3, 1, 1)`` is white normalised, the padding. The resized
+    window is kept channels_last, so a batch is one gather of ready network input: crops
+    overlap, and normalising each crop, then copying it to channels_last, cost more than
+    the gather (issue 14)."""
     import torch
     from torch.nn import functional as F
 
@@ -85,7 +87,7 @@ def _scale_layer(src: Any, si: int, sg: ScaleGrid, *, keep: Sequence[np.ndarray]
     if y0 < wy or x0 < wx or y1 > wy + wh or x1 > wx + ww:
         raise WsssError(f"the window {window_box} does not hold the crops of scale "
                         f"{sg.scale:g} (needs {y0}:{y1}, {x0}:{x1}); grow the halo")
-    x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx].float()
+    x = src[..., y0 - wy:y1 - wy, x0 - wx:x1 - wx]
     eff = sg.eff
     if sg.foot != crop:
         x = F.interpolate(x, scale_factor=eff, mode="bilinear", align_corners=False,
@@ -95,11 +97,14 @@ def _scale_layer(src: Any, si: int, sg: ScaleGrid, *, keep: Sequence[np.ndarray]
     py, px = i0 * stride - sy0, j0 * stride - sx0
     need_h = py + (i1 - i0 - 1) * stride + crop
     need_w = px + (j1 - j0 - 1) * stride + crop
-    x = x[..., :need_h, :need_w]
-    if x.shape[-2] < need_h or x.shape[-1] < need_w:
-        x = F.pad(x, (0, need_w - x.shape[-1], 0, need_h - x.shape[-2]), value=PAD_VALUE)
-    # a channels_last copy of the crops' pixels (ours: never ``src``), normalised in place
-    x = normalize_(x[..., py:, px:].contiguous(memory_format=torch.channels_last))
+    x = x[..., py:need_h, px:need_w]
+    if x.shape[-2] < need_h - py or x.shape[-1] < need_w - px:  # beyond the region: white
+        padded = white.expand(1, 3, need_h - py, need_w - px).contiguous(
+            memory_format=torch.channels_last)
+        padded[..., :x.shape[-2], :x.shape[-1]] = x
+        x = padded
+    else:  # a channels_last copy of the crops' pixels
+        x = x.contiguous(memory_format=torch.channels_last)
     view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
     ch_ = ((i1 - i0 - 1) * stride + crop) // cell
     cw_ = ((j1 - j0 - 1) * stride + crop) // cell
