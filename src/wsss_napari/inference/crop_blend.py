@@ -95,21 +95,18 @@ def _scale_layer(src: Any, si: int, sg: ScaleGrid, *, keep: Sequence[np.ndarray]
     # scaled coordinates of the window's corner and of the first crop
     sy0, sx0 = round(y0 * eff), round(x0 * eff)
     py, px = i0 * stride - sy0, j0 * stride - sx0
-    need_h = py + (i1 - i0 - 1) * stride + crop
-    need_w = px + (j1 - j0 - 1) * stride + crop
-    x = x[..., py:need_h, px:need_w]
-    if x.shape[-2] < need_h - py or x.shape[-1] < need_w - px:  # beyond the region: white
-        padded = white.expand(1, 3, need_h - py, need_w - px).contiguous(
-            memory_format=torch.channels_last)
+    nh, nw = (i1 - i0 - 1) * stride + crop, (j1 - j0 - 1) * stride + crop  # crops' extent
+    x = x[..., py:py + nh, px:px + nw]
+    if tuple(x.shape[-2:]) == (nh, nw):  # a channels_last copy of the crops' pixels
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:  # the crops reach beyond the region: white there
+        padded = white.expand(1, 3, nh, nw).contiguous(memory_format=torch.channels_last)
         padded[..., :x.shape[-2], :x.shape[-1]] = x
         x = padded
-    else:  # a channels_last copy of the crops' pixels
-        x = x.contiguous(memory_format=torch.channels_last)
     view = x.unfold(2, crop, stride).unfold(3, crop, stride)[0].permute(1, 2, 0, 3, 4)
-    ch_ = ((i1 - i0 - 1) * stride + crop) // cell
-    cw_ = ((j1 - j0 - 1) * stride + crop) // cell
-    layer = _ScaleLayer(view, i0, j0, torch.zeros(n_cls, ch_, cw_, device=src.device),
-                        torch.zeros(1, ch_, cw_, device=src.device))
+    layer = _ScaleLayer(view, i0, j0, torch.zeros(n_cls, nh // cell, nw // cell,
+                                                  device=src.device),
+                        torch.zeros(1, nh // cell, nw // cell, device=src.device))
     iy, ix = np.nonzero(sel)
     return layer, np.stack([np.full_like(iy, si), iy, ix], 1)
 
