@@ -357,7 +357,7 @@ def _prepare_crops(model: Any, img: np.ndarray, job: _WindowJob,
     from ..device import torch_threads
 
     streams = job.plan.streams if job.plan is not None else 1
-    with torch_threads(job.plan), contextlib.ExitStack() as stack:  # on the plan's threads
+    with torch_threads(job.plan), contextlib.ExitStack() as stack:
         pool = (stack.enter_context(ThreadPoolExecutor(streams, thread_name_prefix="wsss-scale"))
                 if streams > 1 and len(job.grids) > 1 else None)
         src = torch.from_numpy(img if img.flags.writeable else img.copy())
