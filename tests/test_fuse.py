@@ -140,3 +140,32 @@ def test_a_copy_that_differs_is_refused(resnet, monkeypatch):
 
     monkeypatch.setattr(fuse, "_fold", wrong)
     assert fuse.inference_model(model) is model
+
+
+def test_finetuning_after_maps_trains_the_model_not_its_copy(resnet, monkeypatch):
+    """The widget's correction flow: maps of a model, fine-tuning on a corrected region
+    (``finetune`` trains a deep copy of the model), then maps of the fine-tuned model."""
+    from wsss_napari.params import FinetuneParams
+    from wsss_napari.sample.synth import make_tissue
+    from wsss_napari.train.finetune import finetune
+
+    model = copy.deepcopy(resnet)
+    img, truth = make_tissue(128, 128, seed=4)
+    params = CamParams(device="cpu", scales=(1.0,))
+    before = multiscale_cam(model, img, params)
+    copy_before = fuse.inference_model(model)
+    gen = finetune(model, [(img, truth)], FinetuneParams(steps=3, batch_size=2, crop_size=64))
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        tuned = stop.value.model
+    assert _bn_count(tuned) == _bn_count(resnet) and tuned is not copy_before
+    after = multiscale_cam(tuned, img, params)
+    assert fuse.inference_model(tuned) not in (tuned, copy_before)
+    with monkeypatch.context() as mp:
+        _unfused(mp)
+        plain = multiscale_cam(tuned, img, params)
+    assert np.abs(after.cams - plain.cams).max() < 1e-4
+    assert np.abs(after.cams - before.cams).max() > 1e-3  # the maps are the new model's
+    assert fuse.inference_model(model) is copy_before  # the original is unchanged
