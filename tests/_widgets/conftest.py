@@ -64,3 +64,30 @@ def notifications():
     notification_manager.notification_ready.connect(on_notification)
     yield seen
     notification_manager.notification_ready.disconnect(on_notification)
+
+
+@pytest.fixture
+def whole_slide_cams(qtbot, viewer):
+    """The common first step of the GUI tests: the CAM widget over a whole slide.
+
+    Call it with the slide (a path to open, or a layer already in the viewer), a model (a
+    path or ``"default"``) and CamParams fields (default: one scale); it returns
+    ``(slide layer, CAM widget)`` once the maps are in the viewer.
+    """
+    from wsss_napari.params import CamParams
+
+    def run(slide, model, scales=(1.0,), **params):
+        if isinstance(slide, (str, Path)):
+            (slide,) = viewer.open(str(slide), plugin="wsss-napari")
+        _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
+        cam.image_combo.layer = slide
+        cam.model_source = str(model)
+        cam.region_mode = "Whole slide"
+        cam.params = CamParams(scales=scales, **params)
+        worker = cam.run()
+        assert worker is not None
+        with qtbot.waitSignal(worker.finished, timeout=120_000):
+            pass
+        return slide, cam
+
+    return run

@@ -6,22 +6,14 @@ import numpy as np
 import pytest
 
 from wsss_napari.classes import PALETTE
-from wsss_napari.params import CamParams
 
 pytestmark = pytest.mark.gui
 
 
 def test_cells_widget_adds_points_coloured_by_class(qtbot, viewer, small_slide,
-                                                    tiny_model_path, notifications):
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(tiny_model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    worker = cam.run()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+                                                    tiny_model_path, notifications,
+                                                    whole_slide_cams):
+    slide_layer, cam = whole_slide_cams(small_slide, tiny_model_path)
 
     _, cells = viewer.window.add_plugin_dock_widget("wsss-napari", "Cells")
     cells.region_mode = "Whole slide"

@@ -6,21 +6,13 @@ import numpy as np
 import pytest
 
 from wsss_napari.classes import NORMAL, TUMOR
-from wsss_napari.params import CamParams, UncertaintyParams
+from wsss_napari.params import UncertaintyParams
 
 pytestmark = pytest.mark.gui
 
 
-def _cams(qtbot, viewer, slide_path, model_path):
-    (slide_layer,) = viewer.open(str(slide_path), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    worker = cam.run()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+def _cams(whole_slide_cams, slide_path, model_path):
+    slide_layer, cam = whole_slide_cams(slide_path, model_path)
     return slide_layer, cam.last_result
 
 
@@ -35,7 +27,8 @@ def _world_box(layer, item):
 
 
 def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_slide,
-                                                           tiny_model_path, tmp_path):
+                                                           tiny_model_path, tmp_path,
+                                                           whole_slide_cams):
     from napari.utils.key_bindings import coerce_keybinding
 
     from wsss_napari._widgets._queue import (
@@ -49,7 +42,7 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
     from wsss_napari.corrections.store import EditStore
     from wsss_napari.labels_encoding import layer_value
 
-    slide_layer, result = _cams(qtbot, viewer, small_slide, tiny_model_path)
+    slide_layer, result = _cams(whole_slide_cams, small_slide, tiny_model_path)
     _, widget = viewer.window.add_plugin_dock_widget("wsss-napari", "Review queue")
     assert widget.cams_combo.layer is not None
     widget.project = tmp_path
@@ -127,22 +120,15 @@ def _camera(viewer):
 
 
 def test_an_excluded_item_stays_out_of_finetuning_with_pseudo_labels_elsewhere(
-        qtbot, viewer, small_slide, tiny_model_path, tmp_path):
+        qtbot, viewer, small_slide, tiny_model_path, tmp_path, whole_slide_cams):
     """Exclude clears the item's edits; fine-tuning with 'pseudo elsewhere' must not give
     its pixels the map's class back: they are ignored (255), the rest of the region is
     learned. Checked on what the saved fine-tuned version says it learned from."""
     from wsss_napari.models.versioning import list_versions
     from wsss_napari.params import FinetuneParams
 
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(tiny_model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
-        pass
+    slide_layer, cam = whole_slide_cams(small_slide, tiny_model_path)
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
 
     _, queue_widget = viewer.window.add_plugin_dock_widget("wsss-napari", "Review queue")

@@ -16,27 +16,22 @@ from PIL import Image
 from wsss_napari.classes import NORMAL, TUMOR
 from wsss_napari.labels_encoding import from_layer, layer_value
 from wsss_napari.layer_record import LayerRecord
-from wsss_napari.params import CamParams, ExportFormat, ExportParams, FinetuneParams
+from wsss_napari.params import ExportFormat, ExportParams, FinetuneParams
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
 def test_open_cam_tune_correct_finetune_export_reopen(qtbot, viewer, small_slide,
-                                                      tiny_model_path, tmp_path):
+                                                      tiny_model_path, tmp_path,
+                                                      whole_slide_cams):
     from wsss_napari.corrections.store import EditStore
     from wsss_napari.io.export import geojson_to_mask, read_exported_mask, read_rle_csv
 
     # --- open + CAM + tune
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     _, review = viewer.window.add_plugin_dock_widget("wsss-napari", "Review and fine-tune")
     _, export = viewer.window.add_plugin_dock_widget("wsss-napari", "Export")
-    cam.model_source = str(tiny_model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
-        pass
+    slide_layer, cam = whole_slide_cams(small_slide, tiny_model_path)
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     tune.params = tune.params.replace(min_region=0, min_area_pct=0.0)
     qtbot.waitUntil(lambda: not tune.busy and tune.mask_layer.metadata["wsss"][

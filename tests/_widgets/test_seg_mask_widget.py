@@ -31,7 +31,8 @@ def defaults(tmp_path, tiny_model_path, monkeypatch):
     return seg
 
 
-def test_seg_mask_layer_lines_up_with_the_cam_layers(qtbot, viewer, small_slide, defaults):
+def test_seg_mask_layer_lines_up_with_the_cam_layers(qtbot, viewer, small_slide, defaults,
+                                                      whole_slide_cams):
     from wsss_napari._widgets._segmask import CAM_CHOICE, SEG_CHOICE, SLIDERS_OFF_TIP
     from wsss_napari._widgets._writer import run_record
     from wsss_napari.inference.slide_seg import slide_seg
@@ -39,14 +40,7 @@ def test_seg_mask_layer_lines_up_with_the_cam_layers(qtbot, viewer, small_slide,
     from wsss_napari.layer_record import LayerRecord
     from wsss_napari.progress import run_to_end
 
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = "default"
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
-        pass
+    slide_layer, cam = whole_slide_cams(small_slide, "default")
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=60_000)
 
@@ -81,20 +75,14 @@ def test_seg_mask_layer_lines_up_with_the_cam_layers(qtbot, viewer, small_slide,
         checkpoint.default_model_path())
 
 
-def test_another_cam_model_keeps_the_cam_path(qtbot, viewer, small_slide, defaults, tmp_path):
+def test_another_cam_model_keeps_the_cam_path(qtbot, viewer, small_slide, defaults, tmp_path,
+                                              whole_slide_cams):
     """A CAM model other than the default has no segmentation model: the choice is off."""
     import shutil
 
     other = tmp_path / "other.safetensors"
     shutil.copy(checkpoint.default_model_path(), other)
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(other)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
-        pass
+    slide_layer, cam = whole_slide_cams(small_slide, other)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=60_000)
     assert not tune.mask_from.active and tune.form.isEnabled()

@@ -8,21 +8,14 @@ import pytest
 from wsss_napari.cli import main
 from wsss_napari.io.export import read_exported_mask
 from wsss_napari.labels_encoding import core_labels
-from wsss_napari.params import CamParams
 
 pytestmark = pytest.mark.gui
 
 
 def test_slide_command_writes_the_mask_the_tuning_widget_shows(qtbot, viewer, small_slide,
-                                                               tiny_model_path, tmp_path):
-    (slide_layer,) = viewer.open(str(small_slide), plugin="wsss-napari")
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(tiny_model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=(1.0,))
-    with qtbot.waitSignal(cam.run().finished, timeout=120_000):
-        pass
+                                                               tiny_model_path, tmp_path,
+                                                               whole_slide_cams):
+    slide_layer, cam = whole_slide_cams(small_slide, tiny_model_path)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     # settings a user moved (and saved from the widget), with glass detection in play

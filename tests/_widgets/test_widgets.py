@@ -18,17 +18,6 @@ def _open_slide(viewer, path):
     return layer
 
 
-def _compute_maps(qtbot, viewer, slide_layer, model_path, scales=(1.0,)):
-    _, cam = viewer.window.add_plugin_dock_widget("wsss-napari", "CAM")
-    cam.image_combo.layer = slide_layer
-    cam.model_source = str(model_path)
-    cam.region_mode = "Whole slide"
-    cam.params = CamParams(scales=scales)
-    worker = cam.run()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    return cam
 
 
 @pytest.mark.parametrize("name", WIDGETS)
@@ -37,10 +26,10 @@ def test_widget_opens_through_the_manifest(viewer, name):
     assert dock is not None and widget is not None
 
 
-def test_cam_widget_adds_one_aligned_layer_per_class(qtbot, viewer, small_slide,
-                                                     tiny_model_path):
+def test_cam_widget_adds_one_aligned_layer_per_class(viewer, small_slide, tiny_model_path,
+                                                     whole_slide_cams):
     slide_layer = _open_slide(viewer, small_slide)
-    cam = _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    _, cam = whole_slide_cams(slide_layer, tiny_model_path)
 
     result = cam.last_result
     layers = [viewer.layers[f"CAM {n}"] for n in CLASS_NAMES]
@@ -100,10 +89,10 @@ def cam_meta_out_stride(layer) -> int:
     return LayerRecord.from_layer(layer).slide_cams.out_stride
 
 
-def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
-                                                      tiny_model_path):
+def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide, tiny_model_path,
+                                                      whole_slide_cams):
     slide_layer = _open_slide(viewer, small_slide)
-    cam = _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    _, cam = whole_slide_cams(slide_layer, tiny_model_path)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     layer = tune.mask_layer
@@ -139,9 +128,10 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     assert set(np.unique(layer.data)) <= {1, 2, 3, 4}  # every pixel has a class, none is 0
 
 
-def test_reset_and_undo_of_the_tuning_sliders(qtbot, viewer, small_slide, tiny_model_path):
+def test_reset_and_undo_of_the_tuning_sliders(qtbot, viewer, small_slide, tiny_model_path,
+                                               whole_slide_cams):
     slide_layer = _open_slide(viewer, small_slide)
-    _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    whole_slide_cams(slide_layer, tiny_model_path)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     start = tune.params
@@ -181,11 +171,12 @@ def test_removing_the_slide_layer_closes_its_file(viewer, small_slide):
     assert slide.closed
 
 
-def test_fit_to_ground_truth_sets_the_sliders(qtbot, viewer, small_slide, tiny_model_path):
+def test_fit_to_ground_truth_sets_the_sliders(qtbot, viewer, small_slide, tiny_model_path,
+                                              whole_slide_cams):
     from wsss_napari.sample.synth import mask_region
 
     slide_layer = _open_slide(viewer, small_slide)
-    _compute_maps(qtbot, viewer, slide_layer, tiny_model_path)
+    whole_slide_cams(slide_layer, tiny_model_path)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     truth = mask_region(3, 1024, 1024, 0, 0, 256, 256, ds=4)
@@ -198,7 +189,8 @@ def test_fit_to_ground_truth_sets_the_sliders(qtbot, viewer, small_slide, tiny_m
 
 
 def test_tuning_starts_from_the_models_recommended_postprocessing(qtbot, viewer, small_slide,
-                                                                   tiny_model_path, tmp_path):
+                                                                   tiny_model_path, tmp_path,
+                                                                   whole_slide_cams):
     import shutil
 
     from wsss_napari.models.checkpoint import with_recommended_postproc
@@ -210,7 +202,7 @@ def test_tuning_starts_from_the_models_recommended_postprocessing(qtbot, viewer,
     with_recommended_postproc(model_path, recommended)
     slide_layer = _open_slide(viewer, small_slide)
     _, tune = viewer.window.add_plugin_dock_widget("wsss-napari", "Pseudo-mask tuning")
-    cam = _compute_maps(qtbot, viewer, slide_layer, model_path)
+    _, cam = whole_slide_cams(slide_layer, model_path)
     qtbot.waitUntil(lambda: tune.mask_layer is not None and not tune.busy, timeout=30_000)
     assert tune.params == recommended
     assert tune.mask_layer.metadata["wsss"]["postproc_params"] == recommended

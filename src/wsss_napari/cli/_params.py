@@ -76,16 +76,17 @@ def postproc_from_args(args: argparse.Namespace, model: Any,
 
     Why one function: ``predict`` and ``pseudo`` must post-process a model the same way (a
     stage-2 model trained on pseudo-masks made otherwise than it is used learns the wrong
-    masks). Returns ``(PostprocParams, where they came from, in words)``."""
-    from ..models.checkpoint import POSTPROC_KEY, recommended_postproc
+    masks); ``slide`` and ``batch`` must match the tuning widget. ``model``: a loaded model,
+    or a checkpoint path / ``'default'`` (only its header is read). Returns
+    ``(PostprocParams, where they came from, in words)``."""
+    from ..models.checkpoint import recommended_postproc
     from ..params import PostprocParams
 
     cfg = getattr(args, config_attr, None)
-    extra = getattr(getattr(model, "config", None), "extra", None) or {}
-    base = recommended_postproc(model) if not cfg and POSTPROC_KEY in extra else None
+    base = None if cfg else recommended_postproc(model)
     post = params_from_args(args, PostprocParams, config_attr=config_attr, base=base)
     source = (f"from {cfg}" if cfg else
-              "recommended by the model" if base is not None else "defaults")
+              "recommended by the model" if base != PostprocParams() else "defaults")
     if has_flags(args, PostprocParams):
         source += " (+ command-line flags)"
     return post, source

@@ -6,7 +6,7 @@ import argparse
 
 from ..params import CamParams, PostprocParams
 from ..region import CLI_REGION_METAVAR
-from ._params import add_params_arguments, params_from_args
+from ._params import add_params_arguments, params_from_args, postproc_from_args
 
 
 def _mpp(text: str) -> float:
@@ -58,13 +58,11 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace):
     """The :class:`~wsss_napari.slide_job.SlideSpec` the flags describe (post-processing
     resolved: file and flags over the model's recommendation)."""
-    from ..models.checkpoint import recommended_postproc
     from ..region import Region
     from ..slide_job import SlideSpec
 
     cam = params_from_args(args, CamParams, config_attr="cam_params")
-    post = params_from_args(args, PostprocParams, config_attr="params",
-                            base=None if args.params else recommended_postproc(args.model))
+    post, _ = postproc_from_args(args, args.model, config_attr="params")
     region = Region.from_cli(args.region) if args.region else None
     return SlideSpec(model=str(args.model), cam=cam, postproc=post, region=region,
                      cache_dir=args.cache_dir, mask_from=args.mask_from,
