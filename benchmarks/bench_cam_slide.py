@@ -133,14 +133,19 @@ def worker(args) -> dict:
         if args.task == "fov" and hasattr(slide_cam, "progressive_slide_cams"):
             gen = slide_cam.progressive_slide_cams(slide, model, params, cache_dir=cache,
                                                    region=region)
+            totals: dict = {}
             try:
                 while True:
                     item = next(gen)
                     if not isinstance(item, Progress) and "first_s" not in rec:
                         rec["first_s"] = time.perf_counter() - t
+                        totals = {("preview", k): v for k, v in totals.items()}
+                    got = getattr(item, "info", None) or {}
+                    if got.get("crops"):
+                        totals[item.done] = int(str(got["crops"]).split("/")[1])
             except StopIteration as stop:
                 res = stop.value
-            n_crops = crops[0]
+            n_crops = sum(totals.values()) if totals else crops[0]
         else:
             crops[0] = 0
             res, n_crops = run_counted(slide_cam.slide_cams(slide, model, params,
