@@ -103,8 +103,8 @@ def _work_ahead(slide: Any, model: Any, params: CamParams, plan: Any, grids: lis
                 device: Any) -> Any:
     """A future of the crops' keep masks (thumbnail and tissue mask), computed on a side
     thread with the model's inference copy (:func:`~wsss_napari.models.fuse.inference_model`)
-    while this one opens the new store (zarr's first import and the store's creation): about
-    0.5 s of a fresh process's first run on CMU-1 (issue 14)."""
+    while this one opens the new store (zarr's first import and the store's creation; issue
+    14)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..models.fuse import inference_model
