@@ -9,7 +9,9 @@ copying the true mask into them, in queue (uncertainty) order or in random order
 seeds), until a fraction of the image's tissue area has been reviewed (each image gets the
 same budget). Reported: mIoU (tumor / stroma / normal, confusions summed over all held-out
 images) against the fraction reviewed, for the margin, entropy and scale-disagreement
-orders, the region-mode queue and random order; the gain over no review is compared at 10 %.
+orders, the region-mode queue, the expected-gain queues (``score='expected_gain'``: class
+sizes of each image per image, of the fold's images pooled) and random order; the gain over
+no review is compared at 10 %.
 
 Per fold the images also share one budget ("pooled": ranked together like the regions of
 one slide). ``--models DIR`` reads each fold's classifier from ``DIR/fold<k>/cam.safetensors``
@@ -38,6 +40,8 @@ FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 #: the queue's default metric (UncertaintyParams.metric): its queue gives the random orders'
 #: tiles, the ceiling's tiles and the fine-tune's corrections
 DEFAULT = "entropy"
+#: the expected-gain queue (UncertaintyParams.score='expected_gain', entropy regions)
+GAIN = "expected gain"
 
 
 def _miou(conf: np.ndarray) -> float:
@@ -65,21 +69,32 @@ def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tupl
     return out, done
 
 
-def predict(res, gt, uparams):
-    """Uncertainty map and queues of one image from its CAMs (background mask given)."""
+def predict(res, gt, uparams, stats=None):
+    """Uncertainty map and queues of one image from its CAMs (background mask given).
+
+    ``stats``: the class sizes the expected-gain queues are scored with (default: the
+    image's own, as a queue built on that image alone); pooled ranking passes the fold's.
+    """
     from wsss_napari.review_queue import build_queue
     from wsss_napari.uncertainty import uncertainty_map
 
     bg = gt == 3
     queues = {}
-    for metric in ("margin", "entropy", "disagreement"):
+    metrics = ("margin", "entropy", "disagreement") if stats is None else (uparams.metric.value,)
+    for metric in metrics:
         p = uparams.replace(metric=metric, mode="tile")
         um = uncertainty_map(res.cams, p, scale_cams=res.scale_cams, background=bg)
-        queues[metric] = build_queue(um, res.cams, p, background=bg).items
+        if stats is None:
+            queues[metric] = build_queue(um, res.cams, p, background=bg).items
         if metric == uparams.metric.value:  # the default metric: also its region queue
             pred = um.labels
             pr = uparams.replace(metric=metric, mode="region")
-            queues[f"{metric} regions"] = build_queue(um, res.cams, pr, background=bg).items
+            if stats is None:
+                queues[f"{metric} regions"] = build_queue(um, res.cams, pr, background=bg).items
+            umr = um
+    for mode, name in (("tile", GAIN), ("region", f"{GAIN} regions")):
+        p = uparams.replace(mode=mode, score="expected_gain")
+        queues[name] = build_queue(umr, res.cams, p, background=bg, stats=stats).items
     return pred, queues
 
 
@@ -137,7 +152,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
                            keep_scales=True)
     uparams = UncertaintyParams(tile=args.tile, min_area=0, max_items=0,
                                 threshold=args.threshold)
-    per_image = []
+    per_image, cams = [], []
     for name, rgb, gt in test:
         cached = work / f"fold{fold}" / f"{name}.cams.npz"
         if cached.exists():
@@ -148,6 +163,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
             np.savez(cached, cams=res.cams, scores=res.scores, maxima=res.maxima,
                      scale_cams=res.scale_cams)
         pred, queues = predict(res, gt, uparams)
+        cams.append(res)
         # the ceiling: tiles in the order of their true share of wrong pixels
         queues["oracle (true errors)"] = sorted(
             queues[DEFAULT], key=lambda it: -float(np.mean(
@@ -160,6 +176,13 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
             queues[f"random#{seed}"] = its
         per_image.append((name, rgb, gt, pred, queues))
     orders = list(per_image[0][4])
+    # pooled: the expected-gain queues scored with the class sizes of all the fold's images
+    from wsss_napari.uncertainty import class_stats
+
+    stats = sum(class_stats(res.cams, uparams.bg_exponent, gt == 3)
+                for res, (_, _, gt) in zip(cams, test, strict=True))
+    pooled_queues = [predict(res, gt, uparams, stats)[1]
+                     for res, (_, _, gt) in zip(cams, test, strict=True)]
     total = sum(int((gt != 3).sum()) for _, _, gt, _, _ in per_image)
     for f in FRACTIONS:
         for order in orders:
@@ -170,7 +193,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
                 rows.append(("per image", order, f, _conf(out, gt), done, tissue, fold))
             # pooled: the fold's held-out images ranked together, like regions of one slide
             merged = [(k, it) for k, (*_, queues) in enumerate(per_image)
-                      for it in queues[order]]
+                      for it in pooled_queues[k].get(order, queues[order])]
             if order.startswith("random"):
                 seed = int(order.split("#")[1])
                 np.random.default_rng(fold * 7919 + 101 * seed).shuffle(merged)
@@ -189,7 +212,7 @@ def run_fold(fold, train, test, args, work, rows, ft_rows):
     if args.finetune:
         from review_finetune import finetune_fold
 
-        finetune_fold(fold, model, per_image, args, _conf, DEFAULT, ft_rows)
+        finetune_fold(fold, model, per_image, args, _conf, args.ft_orders, ft_rows)
 
 
 def summarise(rows, seeds, setting, fold=None):
@@ -259,11 +282,12 @@ def plot(summary, path: Path, title: str) -> None:
     d.text((8, 4), title, fill="black")
     colors = {"margin": (0, 90, 200), "entropy": (0, 150, 70), "disagreement": (170, 60, 170),
               "entropy regions": (230, 130, 0), "random": (200, 0, 0),
+              GAIN: (0, 0, 0), f"{GAIN} regions": (120, 80, 40),
               "oracle (true errors)": (150, 150, 150)}
     for i, (order, line) in enumerate(summary.items()):
         c = colors.get(order, (80, 80, 80))
         pts = [px(100 * r[2], r[1]) for r in line]
-        d.line(pts, fill=c, width=3 if order in (DEFAULT, "random") else 2)
+        d.line(pts, fill=c, width=3 if order in (DEFAULT, GAIN, "random") else 2)
         for X, Y in pts:
             d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
         if order == "random":
@@ -296,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tune lr (widget: 1e-3)")
     ap.add_argument("--ft-crop", type=int, default=224, help="fine-tune crop (widget: 224)")
     ap.add_argument("--ft-random", type=int, default=3, help="random orders fine-tuned on")
+    ap.add_argument("--ft-orders", nargs="+", default=[DEFAULT],
+                    help="queue orders fine-tuned on (besides the random ones): queue names "
+                         f"('{DEFAULT}', '{GAIN}', ...) or 'mixed' (half the budget in "
+                         "expected-gain order, half random spot checks)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", type=Path, help="write the mIoU-vs-fraction plot (PNG) here")
     ap.add_argument("--models", type=Path,
@@ -366,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                 g = gains(summarise(rows, args.seeds, setting, fold))
                 print(f"  fold {fold} ({setting}): " + ", ".join(
                     f"{o} {v[0]:+.3f} {v[2]:.2f}x" for o, v in g.items()
-                    if o in (DEFAULT, "random", "oracle (true errors)")))
+                    if o in (DEFAULT, GAIN, f"{GAIN} regions", "random",
+                             "oracle (true errors)")))
     if ft_rows:
         from review_finetune import report
 

@@ -2,10 +2,11 @@
 reviewed regions?
 
 A fold's held-out images are split in two halves (even / odd positions). The oracle's
-corrections at 10 % of each image's tissue on one half (queue order, or a random order of
-the same tiles: the proof's random seeds) fine-tune the fold's CAM classifier with the
-project's background fine-tuning (``train.finetune.run_finetune``, what the Review widget
-runs; ``FinetuneParams`` defaults but for ``--ft-*``), and the CAM-argmax mIoU of the
+corrections at 10 % of each image's tissue on one half (``--ft-orders``: queue orders or
+``mixed``, then random orders of the same tiles: the proof's random seeds) fine-tune the
+fold's CAM classifier with the project's background fine-tuning
+(``train.finetune.run_finetune``, what the Review widget runs; ``FinetuneParams`` defaults
+but for ``--ft-*``), and the CAM-argmax mIoU of the
 **other** half (images the fine-tune never saw) is measured before and after. Then the
 halves swap, so every held-out image is scored once per order.
 """
@@ -31,12 +32,31 @@ def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> tuple[np.ndar
     return lab, done
 
 
-def finetune_fold(fold: int, model, per_image: list, args, conf, default: str,
+#: ``--ft-orders`` name of the mixed order: half the budget in the expected-gain queue's
+#: order, the other half random spot checks (random order #0 of the other tiles)
+MIXED = "mixed"
+
+
+def mixed_order(first: list, second: list, budget: float, share: float = 0.5) -> list:
+    """``first`` until ``share`` of ``budget`` px, then the tiles of ``second`` not taken."""
+    out, done, taken = [], 0, set()
+    for it in first:
+        if done >= share * budget:
+            break
+        out.append(it)
+        taken.add(it.box)
+        done += it.area_px
+    return out + [it for it in second if it.box not in taken]
+
+
+def finetune_fold(fold: int, model, per_image: list, args, conf, orders: list,
                   ft_rows: list) -> None:
     """Append ``(row name, fold, confusion of the scored half)`` rows to ``ft_rows``.
 
     ``per_image``: ``(name, rgb, gt, pred, queues)`` of the fold's held-out images, as
-    built by ``bench_review_queue.run_fold``; ``conf(pred, gt)`` the confusion matrix.
+    built by ``bench_review_queue.run_fold``; ``conf(pred, gt)`` the confusion matrix;
+    ``orders``: the queue orders fine-tuned on (queue names or :data:`MIXED`), then
+    ``args.ft_random`` random orders.
     """
     from wsss_napari.inference.multiscale import multiscale_cam
     from wsss_napari.params import CamParams, FinetuneParams
@@ -53,14 +73,17 @@ def finetune_fold(fold: int, model, per_image: list, args, conf, default: str,
             c += conf(multiscale_cam(m, rgb, plain).cams.argmax(0).astype(np.uint8), gt)
         return c
 
-    orders = [default] + [f"random#{s}" for s in range(args.ft_random)]
+    orders = list(orders) + [f"random#{s}" for s in range(args.ft_random)]
     halves = (per_image[0::2], per_image[1::2])
     for taught, scored in (halves, halves[::-1]):
         ft_rows.append(("before fine-tune", fold, score(model, scored), 0, 0))
         for order in orders:
             data, wrong, done = [], 0, 0
             for _, rgb, gt, pred, queues in taught:
-                lab, n = reviewed_labels(gt, queues[order], 0.1 * (gt != 3).sum())
+                budget = 0.1 * (gt != 3).sum()
+                items = mixed_order(queues["expected gain"], queues["random#0"], budget) \
+                    if order == MIXED else queues[order]
+                lab, n = reviewed_labels(gt, items, budget)
                 data.append((rgb, lab))
                 wrong += int(((lab != 255) & (lab != pred)).sum())
                 done += n

@@ -11,7 +11,13 @@ import torch
 
 from wsss_napari import WsssError
 from wsss_napari.classes import BACKGROUND, NORMAL, STROMA, TUMOR
-from wsss_napari.params import CamParams, QueueMode, UncertaintyMetric, UncertaintyParams
+from wsss_napari.params import (
+    CamParams,
+    QueueMode,
+    QueueScore,
+    UncertaintyMetric,
+    UncertaintyParams,
+)
 from wsss_napari.region import MaskGeometry
 from wsss_napari.review_queue import (
     ACCEPT,
@@ -21,7 +27,12 @@ from wsss_napari.review_queue import (
     build_queue,
     queue_path,
 )
-from wsss_napari.uncertainty import class_probabilities, uncertainty_map
+from wsss_napari.uncertainty import (
+    class_probabilities,
+    class_stats,
+    expected_gain_map,
+    uncertainty_map,
+)
 
 torch.set_num_threads(1)
 
@@ -108,6 +119,67 @@ def test_tile_queue_is_ranked_by_mean_uncertainty():
     assert {it.box[:2] for it in q.items[:4]} == {(0, 32), (0, 48), (16, 32), (16, 48)}
     q = build_queue(um, cams, UncertaintyParams(mode="tile", tile=16, min_area=0, max_items=3))
     assert len(q) == 3
+
+
+def test_class_stats_and_expected_gain_on_known_probabilities():
+    # pixel 0: surely tumor; pixel 1: tumor 0.6 / stroma 0.4 (both predicted tumor)
+    cams = np.zeros((3, 1, 2), np.float32)
+    cams[TUMOR, 0] = (1.0, 0.6)
+    cams[STROMA, 0, 1] = 0.4
+    glass = np.zeros((1, 2), bool)
+    union, tp = class_stats(cams, background=glass)
+    np.testing.assert_allclose(union, [2.0, 0.4, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(tp, [1.6, 0.0, 0.0, 0.0], atol=1e-6)
+    # pixel 1: p_stroma / U_stroma + (1 - p_tumor) IoU_tumor / U_tumor, times U_min / 2
+    # (unions under 1 px count as 1 px: U_stroma = U_normal = U_min = 1)
+    gain = expected_gain_map(cams, np.stack([union, tp]), background=glass)
+    assert gain[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert gain[0, 1] == pytest.approx((0.4 / 1.0 + 0.4 * 0.8 / 2.0) * 1.0 / 2, rel=1e-4)
+
+
+def _gain_cams():
+    """Nine 32 px tiles in a row: 3 sure tumor, 3 sure stroma, then A (tumor 0.55 / stroma
+    0.45), D (tumor 0.8 / stroma 0.2) and C (stroma 0.8 / normal 0.2: normal is rare)."""
+    cams = np.zeros((3, 32, 9 * 32), np.float32)
+    cams[TUMOR, :, :96] = 1.0
+    cams[STROMA, :, 96:192] = 1.0
+    for k, ((c1, v1), (c2, v2)) in enumerate(
+            [((TUMOR, 0.55), (STROMA, 0.45)), ((TUMOR, 0.8), (STROMA, 0.2)),
+             ((STROMA, 0.8), (NORMAL, 0.2))]):
+        cols = slice(192 + 32 * k, 224 + 32 * k)
+        cams[c1, :, cols], cams[c2, :, cols] = v1, v2
+    return cams
+
+
+def test_expected_gain_ranks_more_errors_and_rare_class_confusions_first():
+    cams = _gain_cams()
+    glass = np.zeros(cams.shape[1:], bool)
+    um = uncertainty_map(cams, background=glass)
+    tiles = UncertaintyParams(mode="tile", tile=32, min_area=0, metric="entropy")
+    gain = build_queue(um, cams, tiles.replace(score="expected_gain"), background=glass)
+    mean = build_queue(um, cams, tiles, background=glass)
+    col = {it.box[1]: it for it in gain.items}
+    a, d, c = col[192], col[224], col[256]
+    # C (a stroma / normal confusion) before A (more errors, common classes) before D
+    # (fewer errors, common classes); sure tiles last with no expected gain
+    assert [it.box[1] for it in gain.items[:3]] == [256, 192, 224]
+    assert c.score > a.score > d.score > 0.0
+    assert all(it.score == pytest.approx(0.0, abs=1e-6) for it in gain.items[3:])
+    assert (c.cls, c.runner_up) == (STROMA, NORMAL)
+    # entropy ranks D and C alike (same probabilities, other classes): only the gain sees
+    # that a normal pixel moves the mIoU more
+    ent = {it.box[1]: it.score for it in mean.items}
+    assert ent[224] == pytest.approx(ent[256], abs=1e-4) and ent[192] > ent[224]
+    # rarity is relative to everything ranked together: with a lot of normal elsewhere
+    # (class sizes given), C's normal errors weigh less than A's
+    many_normal = class_stats(cams, background=glass) + [[0, 0, 50_000, 0], [0, 0, 40_000, 0]]
+    pooled = build_queue(um, cams, tiles.replace(score="expected_gain"), background=glass,
+                         stats=many_normal)
+    pcol = {it.box[1]: it.score for it in pooled.items}
+    assert pooled.items[0].box[1] == 192 and pcol[256] < pcol[192] / 2
+    assert gain.score_name == "expected_gain" and mean.score_name == "uncertainty"
+    meas = gain.to_geojson()["features"][0]["properties"]["measurements"]
+    assert meas["expected_gain"] == c.score and "uncertainty" not in meas
 
 
 def _store(tmp_path, shape=(128, 192), downsample=4.0):
@@ -219,6 +291,13 @@ def test_keep_scales_through_a_slide_store_and_the_cli(tmp_path, capsys):
     assert (pts[:, 0].min(), pts[:, 1].min()) == (float(r["x"]), float(r["y"]))
     assert (pts[:, 0].max(), pts[:, 1].max()) == (float(r["x"]) + float(r["w"]),
                                                   float(r["y"]) + float(r["h"]))
+    assert main(["uncertainty", str(a.path), "--out", str(tmp_path / "qg"), "--mode", "tile",
+                 "--tile", "64", "--min-area", "0", "--score", "expected_gain"]) == 0
+    gains = [float(r["score"]) for r in csv.DictReader(open(tmp_path / "qg" / "queue.csv"))]
+    assert len(gains) == len(rows) and gains == sorted(gains, reverse=True)
+    meas = json.loads((tmp_path / "qg" / "queue.geojson").read_text())["features"][0][
+        "properties"]["measurements"]
+    assert meas["expected_gain"] == pytest.approx(gains[0], abs=1e-3)
     import zarr
 
     g = zarr.open_group(str(out / "uncertainty.zarr"), mode="r")
@@ -246,6 +325,9 @@ def test_uncertainty_params_validate_and_round_trip():
     assert p.metric is UncertaintyMetric.MARGIN and p.mode is QueueMode.TILE
     assert UncertaintyParams.from_dict(p.to_dict()) == p
     assert UncertaintyParams().metric is UncertaintyMetric.ENTROPY
+    assert UncertaintyParams(score="expected_gain").score is QueueScore.EXPECTED_GAIN
+    with pytest.raises(WsssError, match="score must be one of"):
+        UncertaintyParams(score="variance")
     with pytest.raises(WsssError, match="metric must be one of"):
         UncertaintyParams(metric="variance")
     with pytest.raises(WsssError, match="threshold"):

@@ -113,6 +113,15 @@ def test_review_queue_steps_decides_and_survives_a_restart(qtbot, viewer, small_
     assert again.status.text() == widget.status.text()
     lo, hi = _world_box(again.cams_layer, current)
     np.testing.assert_allclose(_camera(viewer).center[-2:], (lo + hi) / 2)
+    assert again.item_label.text().startswith(f"#{current.rank}: ")
+    assert "uncertainty" in again.item_label.text()
+    # rebuilt with the expected-gain ranking (the form carries the field): the label says so
+    gain = UncertaintyParams(mode="tile", tile=64, min_area=0, score="expected_gain")
+    again.params = gain
+    assert again.params == gain
+    rebuilt = again.open_queue(rebuild=True)
+    assert rebuilt.params.score == "expected_gain" and len(rebuilt) == len(queue)
+    assert "expected gain" in again.item_label.text()
 
 
 def _camera(viewer):

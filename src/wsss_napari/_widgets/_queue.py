@@ -278,7 +278,7 @@ class QueueWidget(EditsFolder, QWidget):
             f"{item.area_px} px"
         self.item_label.setText(
             f"#{item.rank}: {LABEL_NAMES[item.cls]} (runner-up {LABEL_NAMES[item.runner_up]}), "
-            f"uncertainty {item.score:.2f}, {area}; {probs}"
+            f"{self.queue.score_name.replace('_', ' ')} {item.score:.3g}, {area}; {probs}"
             + (f" — {d.action}" + (f" {LABEL_NAMES[d.label]}" if d.label is not None else "")
                if d else ""))
         # the item's box in world coordinates of the CAM layer (pixel edges)

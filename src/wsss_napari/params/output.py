@@ -20,6 +20,13 @@ class UncertaintyMetric(StrEnum):
     DISAGREEMENT = "disagreement"
 
 
+class QueueScore(StrEnum):
+    """How review-queue items are ranked (``review_queue.build_queue``)."""
+
+    MEAN = "mean"
+    EXPECTED_GAIN = "expected_gain"
+
+
 class QueueMode(StrEnum):
     """Review-queue items: connected uncertain regions (cut on a tile grid) or whole tiles."""
 
@@ -45,10 +52,14 @@ class UncertaintyParams(ParamsBase):
     tile: int = _f(256, "tile edge (model px); regions are also cut on this grid", (8, 16384))
     min_area: int = _f(400, "smallest queue item (model px)", (0, 100_000_000))
     max_items: int = _f(200, "longest queue; 0 = no limit", (0, 1_000_000))
+    score: QueueScore = _f(
+        QueueScore.MEAN, "ranking: mean uncertainty of the item; expected_gain: expected mIoU "
+        "gain of correcting it per area (expected wrong pixels, rare classes weighted up)")
 
     def validate(self) -> None:
         self._coerce_enum("metric", UncertaintyMetric)
         self._coerce_enum("mode", QueueMode)
+        self._coerce_enum("score", QueueScore)
 
 
 class ExportFormat(StrEnum):

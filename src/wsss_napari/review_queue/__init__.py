@@ -1,8 +1,10 @@
 """A ranked queue of the regions a pathologist should look at first, and their decisions.
 
 :func:`build_queue` cuts an :class:`~wsss_napari.uncertainty.UncertaintyMap` into items and
-ranks them by their mean uncertainty (the expected share of wrong pixels, so reviewing in
-this order fixes the most errors per mm² looked at):
+ranks them by their mean uncertainty, or (``UncertaintyParams.score='expected_gain'``) by
+the expected mIoU gain of correcting them per area looked at
+(:func:`~wsss_napari.uncertainty.expected_gain_map`: expected wrong pixels, errors of rare
+classes weighted up):
 
 - ``region`` mode: connected regions of pixels above ``threshold``, cut on a ``tile`` grid
   so that no item is larger than a screen;

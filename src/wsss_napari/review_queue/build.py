@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..classes import LABEL_NAMES
-from ..params import QueueMode, UncertaintyParams
+from ..params import QueueMode, QueueScore, UncertaintyParams
 from ..region import Region
-from ..uncertainty import UncertaintyMap, class_probabilities
+from ..uncertainty import UncertaintyMap, class_probabilities, class_stats, expected_gain_map
 from .items import QueueItem
 from .queue import ReviewQueue
 
@@ -35,10 +35,23 @@ def _candidates(umap: UncertaintyMap, params: UncertaintyParams, t: int) -> tupl
     return lab.reshape(h, w), int(lab.max())
 
 
+def _ranked_values(umap: UncertaintyMap, cams: Any, params: UncertaintyParams,
+                   background: np.ndarray | None, stats: np.ndarray | None) -> np.ndarray:
+    """Per-pixel values whose item means rank the queue (``params.score``)."""
+    if params.score != QueueScore.EXPECTED_GAIN:
+        return umap.values
+    if stats is None:
+        stats = class_stats(cams, params.bg_exponent, background)
+    return expected_gain_map(cams, stats, params.bg_exponent, background)
+
+
 def build_queue(umap: UncertaintyMap, cams: Any, params: UncertaintyParams | None = None,
                 pixel_scale: float = 1.0, background: np.ndarray | None = None,
-                slide_id: dict[str, Any] | None = None, cams_key: str = "") -> ReviewQueue:
-    """Rank the uncertain regions (or tiles) of a map.
+                slide_id: dict[str, Any] | None = None, cams_key: str = "",
+                stats: np.ndarray | None = None) -> ReviewQueue:
+    """Rank the uncertain regions (or tiles) of a map: by their mean uncertainty, or
+    (``score='expected_gain'``) by the mean of :func:`~wsss_napari.uncertainty.
+    expected_gain_map`, the expected mIoU gain of correcting them per area.
 
     Args:
         umap: the map's uncertainty (:func:`~wsss_napari.uncertainty.uncertainty_map`).
@@ -48,6 +61,8 @@ def build_queue(umap: UncertaintyMap, cams: Any, params: UncertaintyParams | Non
         background: the glass mask used for ``umap``, if any.
         slide_id: identity of the slide (saved, and checked when the queue is reopened).
         cams_key: the CAM store's cache key (saved for provenance).
+        stats: expected_gain only: the class sizes (:func:`~wsss_napari.uncertainty.
+            class_stats`) of everything ranked together; default: those of ``cams``.
     """
     from scipy import ndimage
 
@@ -59,7 +74,7 @@ def build_queue(umap: UncertaintyMap, cams: Any, params: UncertaintyParams | Non
     if n:
         idx = np.arange(1, n + 1)
         area = ndimage.sum_labels(np.ones_like(umap.values), lab, idx)
-        mean_u = ndimage.mean(umap.values, lab, idx)
+        mean_u = ndimage.mean(_ranked_values(umap, cams, params, background, stats), lab, idx)
         objects = ndimage.find_objects(lab)
         order = np.lexsort((idx, -mean_u))
         geo = umap.geometry
@@ -84,7 +99,7 @@ def build_queue(umap: UncertaintyMap, cams: Any, params: UncertaintyParams | Non
                 region=region, area_px=int(m.sum()),
                 area_mm2=None if a_mm2 is None else round(a_mm2, 6), cls=cls,
                 runner_up=int(others.argmax()), probs=tuple(round(float(v), 4) for v in p),
-                score=round(float(mean_u[k]), 5)))
+                score=float(f"{float(mean_u[k]):.6g}")))
             if params.max_items and len(items) >= params.max_items:
                 break
     return ReviewQueue(items=items, geometry=umap.geometry, params=params,

@@ -35,7 +35,8 @@ class QueueItem:
         cls: current class (the most frequent label of its pixels).
         runner_up: the class with the next-highest mean probability.
         probs: mean probability of each class (``LABEL_NAMES`` order) over its pixels.
-        score: mean uncertainty of its pixels.
+        score: what ranked it: the mean uncertainty of its pixels, or their mean expected
+            gain (``UncertaintyParams.score``).
     """
 
     id: str

@@ -190,6 +190,11 @@ class ReviewQueue:
             raise WsssError(f"the review queue '{p}' is damaged: {err}") from err
         return q
 
+    @property
+    def score_name(self) -> str:
+        """What the items' ``score`` is: ``uncertainty`` (mean) or ``expected_gain``."""
+        return "uncertainty" if self.params.score == "mean" else self.params.score.value
+
     # -- exports -------------------------------------------------------------------------
     def write_csv(self, path: str | Path) -> Path:
         """``queue.csv``: rank, level-0 box (y x h w), area_mm2, class, runner_up, score."""
@@ -222,7 +227,7 @@ class ReviewQueue:
                                  labels=[it.cls])
             for f in fc["features"]:
                 meas = {f"p_{n}": p for n, p in zip(LABEL_NAMES, it.probs, strict=True)}
-                meas.update({"uncertainty": it.score, "rank": it.rank})
+                meas.update({self.score_name: it.score, "rank": it.rank})
                 if it.area_mm2 is not None:
                     meas["area_mm2"] = it.area_mm2
                 f["properties"].update({"name": f"#{it.rank} {LABEL_NAMES[it.cls]}",
