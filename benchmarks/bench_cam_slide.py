@@ -12,10 +12,13 @@ computes CAMs with the default ``CamParams`` into a fresh cache, back to back in
   (its time includes the first use of zarr, dask, OpenCV and scikit-image and their set-up),
   then again into a fresh cache in the now warm process ("warm": the throughput of a
   long-running napari session or cohort worker; the bare model gets a warm-up pass too);
-* bare model: ``logits_and_cams`` on ready normalised tensors (batch 16, at the model's input
-  size: the crops the slide run feeds) with PyTorch's default threads, contiguous and
-  channels_last, and as the library's CPU streams (``device.cpu_plan``): the best of the
-  three is the forward speed ceiling;
+  crops are counted from each tile's crop progress;
+* bare model: ``logits_and_cams`` of the model as loaded (the unmodified timm network a user
+  would run) on ready normalised tensors (batch 16, at the model's input size: the crops the
+  slide run feeds) with PyTorch's default threads, contiguous and channels_last, and as the
+  library's CPU streams (``device.cpu_plan``): the best of the three is "bare"; and the same
+  streams with the network the engine runs (``models.fuse.inference_model``: BatchNorm
+  folded, static padding), so both ratios are printed;
 * fov: a 1024 x 1024 field of view as the CAM widget computes it (ours: the time to the
   one-scale preview and to the final maps; the baseline had one pass);
 * png: a 64 x 64 image (a one-tile "slide");
@@ -54,17 +57,15 @@ def worker(args) -> dict:
     from wsss_napari.io.slide import Slide
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams
-    from wsss_napari.progress import Progress, run_to_end
+    from wsss_napari.progress import Progress
 
     model = load_model("default")
-    crops = [0]
-    forward = model.logits_and_cams
+    crops = [0]  # crops the network saw: each tile's crop progress, else a hook (old code)
 
-    def counted(x):
-        crops[0] += x.shape[0]
-        return forward(x)
+    def count_batch(_mod, args):
+        crops[0] += args[0].shape[0]
 
-    model.logits_and_cams = counted
+    hook = model.backbone.register_forward_pre_hook(count_batch)  # inference copies keep it
     cache = tempfile.mkdtemp(prefix="wsss-bench-cam-")
     rec: dict = {"task": args.task, "threads": torch.get_num_threads()}
     region = tuple(args.region) if args.region else None
@@ -73,7 +74,7 @@ def worker(args) -> dict:
 
         region = Region(y=region[0], x=region[1], height=region[2], width=region[3])
     if args.task == "bare":
-        model.logits_and_cams = forward
+        hook.remove()
         from wsss_napari.device import cpu_plan, torch_threads
 
         plan = cpu_plan()
@@ -82,19 +83,33 @@ def worker(args) -> dict:
         x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
         model.to(memory_format=torch.channels_last)
 
-        def stream(n: int) -> None:
-            with torch.inference_mode():
-                for _ in range(n):
-                    model.logits_and_cams(x)
-
         from concurrent.futures import ThreadPoolExecutor
 
-        with torch_threads(plan), ThreadPoolExecutor(plan.streams) as pool:
-            list(pool.map(stream, [1] * plan.streams))  # warm-up
-            per = max(1, args.bare_crops // (16 * plan.streams))
-            t = time.perf_counter()
-            list(pool.map(stream, [per] * plan.streams))
-            rec["crops_per_s_streams"] = per * 16 * plan.streams / (time.perf_counter() - t)
+        def streams(net) -> float:
+            def stream(n: int) -> None:
+                with torch.inference_mode():
+                    for _ in range(n):
+                        net.logits_and_cams(x)
+
+            with torch_threads(plan), ThreadPoolExecutor(plan.streams) as pool:
+                list(pool.map(stream, [1] * plan.streams))  # warm-up
+                per = max(1, args.bare_crops // (16 * plan.streams))
+                t = time.perf_counter()
+                list(pool.map(stream, [per] * plan.streams))
+                return per * 16 * plan.streams / (time.perf_counter() - t)
+
+        rec["crops_per_s_streams"] = streams(model)  # the timm model as loaded
+        try:  # the network the engine runs: BatchNorm folded, static padding (models/fuse.py)
+            from wsss_napari.models.fuse import inference_model
+        except ImportError:
+            pass
+        else:
+            fused = inference_model(model)
+            if fused is not model:  # alternated, the best of two each
+                rec["crops_per_s_streams_fused"] = streams(fused)
+                rec["crops_per_s_streams"] = max(rec["crops_per_s_streams"], streams(model))
+                rec["crops_per_s_streams_fused"] = max(rec["crops_per_s_streams_fused"],
+                                                       streams(fused))
         rec["streams"] = [plan.streams, plan.intra]
         for fmt in ("contiguous", "channels_last"):
             mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
@@ -118,30 +133,54 @@ def worker(args) -> dict:
         if args.task == "fov" and hasattr(slide_cam, "progressive_slide_cams"):
             gen = slide_cam.progressive_slide_cams(slide, model, params, cache_dir=cache,
                                                    region=region)
+            totals: dict = {}
             try:
                 while True:
                     item = next(gen)
                     if not isinstance(item, Progress) and "first_s" not in rec:
                         rec["first_s"] = time.perf_counter() - t
+                        totals = {("preview", k): v for k, v in totals.items()}
+                    got = getattr(item, "info", None) or {}
+                    if got.get("crops"):
+                        totals[item.done] = int(str(got["crops"]).split("/")[1])
             except StopIteration as stop:
                 res = stop.value
+            n_crops = sum(totals.values()) if totals else crops[0]
         else:
-            res = run_to_end(slide_cam.slide_cams(slide, model, params, cache_dir=cache,
-                                                  region=region))
+            crops[0] = 0
+            res, n_crops = run_counted(slide_cam.slide_cams(slide, model, params,
+                                                            cache_dir=cache, region=region),
+                                       crops)
         rec["seconds"] = time.perf_counter() - t
-        rec["crops"] = crops[0]
-        rec["crops_per_s"] = crops[0] / rec["seconds"]
+        rec["crops"] = n_crops
+        rec["crops_per_s"] = n_crops / rec["seconds"]
         if args.save:
             np.save(args.save, np.asarray(res.cams))
         if args.warm:  # again in this warm process (imports, first-call set-up done)
             crops[0] = 0
             t = time.perf_counter()
-            run_to_end(slide_cam.slide_cams(slide, model, params,
-                                            cache_dir=tempfile.mkdtemp(prefix="wsss-bench-"),
-                                            region=region))
+            _, n_crops = run_counted(slide_cam.slide_cams(
+                slide, model, params, cache_dir=tempfile.mkdtemp(prefix="wsss-bench-"),
+                region=region), crops)
             rec["warm_seconds"] = time.perf_counter() - t
-            rec["warm_crops_per_s"] = crops[0] / rec["warm_seconds"]
+            rec["warm_crops_per_s"] = n_crops / rec["warm_seconds"]
     return rec
+
+
+def run_counted(gen, hooked: list) -> tuple:
+    """Run ``slide_cams`` to the end; ``(result, crops run)``: the sum of each tile's crop
+    total (``info['crops'] = 'done/total'``), or what the hook counted (older code)."""
+    totals: dict = {}
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        crops = (getattr(p, "info", None) or {}).get("crops")
+        if crops:
+            totals[p.done] = int(str(crops).split("/")[1])  # p.done: tiles done before it
+    return res, (sum(totals.values()) if totals else hooked[0])
 
 
 def run_worker(src: str, task: str, args, region=None, save=None, warm=False) -> dict:
@@ -221,6 +260,11 @@ def main(argv=None) -> int:
           f"{bare['crops_per_s_channels_last']:.1f} channels_last; "
           f"{bare['crops_per_s_streams']:.1f} as {bare['streams'][0]} streams x "
           f"{bare['streams'][1]} thread (cpu_plan); the best is 'bare' below")
+    fused = bare.get("crops_per_s_streams_fused")
+    if fused:
+        print(f"bare model with BatchNorm folded and static padding (the network the engine "  # noqa: T201
+              f"runs, models/fuse.py): {fused:.1f} crops/s as {bare['streams'][0]} streams "
+              f"= {fused / max(bare['crops_per_s_contiguous'], bare['crops_per_s_channels_last'], bare['crops_per_s_streams']):.2f}x bare")  # noqa: E501
     for v in versions:
         r = res[v]
         s = r["slide"]
@@ -228,6 +272,9 @@ def main(argv=None) -> int:
                 f"{s['crops_per_s']:6.1f} crops/s = {s['crops_per_s'] / best_bare:.0%} of bare"
                 f" | warm process {s['warm_seconds']:.1f} s, {s['warm_crops_per_s']:.1f} "
                 f"crops/s = {s['warm_crops_per_s'] / best_bare:.0%} of bare")
+        if fused:
+            line += (f" (of the folded bare model: {s['crops_per_s'] / fused:.0%} fresh, "
+                     f"{s['warm_crops_per_s'] / fused:.0%} warm)")
         if "fov" in r:
             f = r["fov"]
             first = f.get("first_s", f["seconds"])

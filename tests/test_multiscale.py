@@ -174,3 +174,22 @@ def test_gradcam_batches_in_concurrent_threads_keep_their_own_features():
             together = list(pool.map(lambda b: vit.logits_and_cams(b)[1], batches))
             for a, b in zip(serial, together, strict=True):
                 torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("eff", [2.0, 128 / 84, 128 / 112])
+def test_opencv_enlargement_equals_interpolate(eff):
+    """The scales' enlargement on the CPU (OpenCV on channels_last pixels) gives
+    F.interpolate's pixels and size: a row more (OpenCV rounds the size) would be image
+    where the engine pads white."""
+    from torch.nn import functional as F
+
+    from wsss_napari.inference.crop_blend import _resize
+
+    rgb = np.random.default_rng(3).integers(0, 256, (173, 211, 3), dtype=np.uint8)
+    x = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() - 128.0) / 40.0  # HWC memory
+    for window in (x, x[..., 7:150, 13:200]):
+        ref = F.interpolate(window, scale_factor=eff, mode="bilinear", align_corners=False,
+                            recompute_scale_factor=False)
+        got = _resize(window, eff)
+        assert got.shape == ref.shape and got.stride(1) == 1  # channels_last, no copy
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

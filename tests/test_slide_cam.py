@@ -228,3 +228,50 @@ def test_no_tile_steps_on_the_real_slide(shared_slides, tmp_path):
     rows = np.abs(np.diff(a, axis=1)).mean(axis=(0, 2))
     cols = np.abs(np.diff(a, axis=2)).mean(axis=(0, 1))
     assert rows[63] < 3 * np.median(rows) and cols[63] < 3 * np.median(cols)
+
+
+
+def _skimage_tissue_mask(rgb):
+    """The tissue mask as it was computed with scikit-image (before issue 14's import cut)."""
+    import cv2
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import remove_small_objects
+
+    from wsss_napari.inference.tissue import DARK_GREY, SAT_RANGE, WHITE_GREY
+
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    t = float(threshold_otsu(sat)) if sat.max() > sat.min() else float(SAT_RANGE[1])
+    t = min(max(t, SAT_RANGE[0]), SAT_RANGE[1])
+    mask = ((sat > t) & (grey < WHITE_GREY)) | (grey < DARK_GREY)
+    mask = remove_small_objects(mask, max_size=max(4, int(mask.size * 2e-4)))
+    return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+
+
+def test_tissue_mask_equals_the_scikit_image_version(shared_slides):
+    """The tissue mask no longer imports scikit-image (a fresh process's first CAM run paid
+    for it): the same Otsu threshold and speck removal, the same mask on the shared
+    slides and on generated tissue."""
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import remove_small_objects
+
+    from wsss_napari.inference.tissue import otsu_threshold, remove_specks
+    from wsss_napari.io.slide import Slide
+    from wsss_napari.sample.synth import make_tissue
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a = rng.integers(rng.integers(0, 100), rng.integers(101, 256), (37, 53), np.uint8)
+        assert otsu_threshold(a) == threshold_otsu(a)
+        m = rng.random((40, 60)) < rng.random()
+        for size in (1, 3, 10):
+            assert np.array_equal(remove_specks(m, size), remove_small_objects(m, max_size=size))
+    thumbs = [make_tissue(300, 400, seed=3)[0]]
+    for path in sorted(shared_slides.glob("*.svs")):
+        with Slide.open(path) as s:
+            thumbs.append(s.thumbnail(1024))
+    assert len(thumbs) > 1
+    for thumb in thumbs:
+        mask = tissue_mask(thumb)
+        assert mask.mean() > 0.05
+        assert np.array_equal(mask, _skimage_tissue_mask(thumb))

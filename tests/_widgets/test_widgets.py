@@ -101,9 +101,14 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
     # the maps are at 1/out_stride of the model's resolution: pixel-count parameters scale
     assert tune.tuner.pixel_scale == cam_meta_out_stride(tune.cams_combo.layer) > 1
 
+    from wsss_napari.models.fuse import inference_model
+
     calls = []
     model = next(iter(cam.models.values()))[0]
-    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    # the engine runs the model's inference copy, and calls class_maps, not forward: hook
+    # every layer of both
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1))
+             for net in (model, inference_model(model)) for m in net.modules()]
     try:
         tune.suppress["stroma"].setChecked(True)  # commit: full-resolution recompute
         qtbot.waitUntil(lambda: not tune.busy and tune.params is not None
@@ -114,7 +119,8 @@ def test_tuning_recomputes_from_the_cached_maps_only(qtbot, viewer, small_slide,
                         and tune.mask_layer.metadata["wsss"]["postproc_params"].bg_exponent
                         == 0.5, timeout=30_000)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert calls == []  # the network never ran
     assert tune.mask_layer.data is array  # updated in place
     assert not np.array_equal(before, layer.data)

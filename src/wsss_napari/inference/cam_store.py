@@ -10,6 +10,7 @@ recommended post-processing, warnings, ``complete``. Written by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ class SlideCams:
 
     Attributes:
         cams: lazy (dask) float32 ``(C, h, w)`` in ``[0, 1]``: ``raw`` divided per class by
-            its maximum over the processed tiles.
+            its maximum over the processed tiles (made on first use: a CLI run that only
+            writes the store never imports dask).
         raw: the zarr array of unnormalised CAMs.
         scores: float32 ``(C,)`` image-level scores (maximum over tiles).
         maxima: float32 ``(C,)`` the per-class normalisers.
@@ -59,11 +61,10 @@ class SlideCams:
         postproc: the model's recommended post-processing (a ``PostprocParams`` dict) when
             the maps were computed, or ``None`` if it had none.
         scale_cams: lazy ``(S, C, h, w)`` per-scale maps normalised like ``cams``
-            (``CamParams.keep_scales``), else ``None``.
+            (``CamParams.keep_scales``), else ``None``; ``scale_raw`` the zarr array.
         slide_id: identity of the slide the maps belong to (path, size, name, mpp).
     """
 
-    cams: Any
     raw: Any
     scores: np.ndarray
     maxima: np.ndarray
@@ -77,8 +78,16 @@ class SlideCams:
     warnings: list[str] = field(default_factory=list)
     out_stride: int = 1
     postproc: dict[str, Any] | None = None
-    scale_cams: Any = None
     slide_id: dict[str, Any] = field(default_factory=dict)
+    scale_raw: Any = field(default=None, repr=False)  # zarr (S, C, h, w) or None
+
+    @functools.cached_property
+    def cams(self) -> Any:
+        return _normalised(self.raw, self.maxima)
+
+    @functools.cached_property
+    def scale_cams(self) -> Any:
+        return None if self.scale_raw is None else _normalised(self.scale_raw, self.maxima)
 
     @property
     def downsample(self) -> float:
@@ -225,9 +234,20 @@ def _recommended(model: Any) -> dict[str, Any] | None:
     return recommended_postproc(model).to_dict()
 
 
-def _result(group: Any, path: Path) -> SlideCams:
+def _normalised(raw: Any, maxima: np.ndarray) -> Any:
+    """Lazy ``raw / maxima`` per class (axis -3), clipped to [0, 1], float32; a class whose
+    maximum is ~0 is 0. The divisors are chunked per class like ``raw``, so dask does not
+    rechunk (its rechunk looked for dask.distributed: a 0.2-0.5 s import)."""
     import dask.array as da
 
+    denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
+    lazy = da.from_zarr(raw)
+    div = da.from_array(denom.reshape((1,) * (lazy.ndim - 3) + denom.shape),
+                        chunks=(1,) * lazy.ndim)
+    return da.clip(lazy / div, 0.0, 1.0).astype(np.float32)
+
+
+def _result(group: Any, path: Path) -> SlideCams:
     raw = group["cams"]
     done = np.asarray(group["done"][...])
     computed = done == COMPUTED
@@ -240,10 +260,6 @@ def _result(group: Any, path: Path) -> SlideCams:
     else:
         maxima = np.zeros(n_cls, np.float32)
         scores = np.zeros(n_cls, np.float32)
-    denom = np.where(maxima > 1e-5, maxima, np.inf).astype(np.float32).reshape(-1, 1, 1)
-    cams = da.clip(da.from_zarr(raw) / denom, 0.0, 1.0).astype(np.float32)
-    scale_cams = (da.clip(da.from_zarr(group["scale_cams"]) / denom[None], 0.0, 1.0)
-                  .astype(np.float32) if "scale_cams" in group else None)
     attrs = dict(group.attrs)
     if "geometry" in attrs:
         geometry = MaskGeometry.from_dict(attrs["geometry"])
@@ -257,12 +273,13 @@ def _result(group: Any, path: Path) -> SlideCams:
         except (KeyError, TypeError, ValueError) as err:
             raise WsssError(f"'{path}': CAM store without a readable geometry") from err
     return SlideCams(
-        cams=cams, raw=raw, scores=scores, maxima=maxima, geometry=geometry, region=region,
+        raw=raw, scores=scores, maxima=maxima, geometry=geometry, region=region,
         path=path, level=int(attrs["level"]), tile_scores=tile_scores, done=done,
         class_names=tuple(attrs.get("class_names", ())), warnings=list(attrs.get("warnings", [])),
         out_stride=int(attrs.get("params", {}).get("out_stride", 1)),
         postproc=attrs.get("postproc"),
-        scale_cams=scale_cams, slide_id=dict(attrs.get("slide", {})),
+        scale_raw=group["scale_cams"] if "scale_cams" in group else None,
+        slide_id=dict(attrs.get("slide", {})),
     )
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from .. import WsssError
 from ..params import CamParams
 from .crop_blend import (
-    PAD_VALUE,  # noqa: F401 - re-exported
+    PAD_VALUE,
     _Blender,
     _fuse_scales,
     _keep_for_later,
@@ -264,7 +264,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
     img = _check_image(window)
     job = _window_job(model, img, params, region_shape=region_shape, window_box=window_box,
                       core_box=core_box, out_stride=out_stride, device=device, grids=grids)
-    layers, index, blender = _prepare_crops(model, img, job, keep, crop_cache)
+    layers, index, blender = _prepare_crops(job.net, img, job, keep, crop_cache)
     cy, cx, ch, cw = core_box
 
     def keep_later(si: int, sel: np.ndarray, cams: Any, logits: Any) -> None:
@@ -273,7 +273,7 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
             _keep_for_later(crop_cache, blender, sg, si, sel, cams, logits,
                             sg.sample_pad(job.cell, out_stride), (cy + ch, cx + cw))
 
-    yield from _run_and_blend(index, _crop_forward(model, layers, job, params), blender,
+    yield from _run_and_blend(index, _crop_forward(job.net, layers, job, params), blender,
                               batch_size=params.batch_size, plan=job.plan, k=job.k,
                               keep=keep_later)
 
@@ -289,7 +289,9 @@ def iter_window_cams(model: Any, window: np.ndarray, params: CamParams, *,
 class _WindowJob:
     """What :func:`iter_window_cams` derives from its arguments: the crop geometry
     (``cell``: px per CAM cell, ``k``: CAM cells per crop, ``ref``: the scale nearest 1, whose
-    crops give the scores), the output shape, the device and the CPU plan (None on GPUs)."""
+    crops give the scores), the output shape, the device, the CPU plan (None on GPUs) and
+    ``net``, the network that runs the crops (:func:`~wsss_napari.models.fuse.inference_model`:
+    the model with BatchNorm folded, a copy that is never trained)."""
 
     crop: int
     stride: int
@@ -305,6 +307,7 @@ class _WindowJob:
     out_stride: int
     device: Any
     plan: Any
+    net: Any
 
 
 def _window_job(model: Any, img: np.ndarray, params: CamParams, *,
@@ -316,9 +319,11 @@ def _window_job(model: Any, img: np.ndarray, params: CamParams, *,
     import torch
 
     from ..device import choose_device, cpu_plan
+    from ..models.fuse import inference_model
 
     device = torch.device(device if device is not None else choose_device(params.device))
     prepare_model(model, device)
+    net = inference_model(model)
     crop, stride = crop_geometry(model, params)
     cy, cx, ch, cw = core_box
     if img.shape[:2] != tuple(window_box[2:]):
@@ -334,7 +339,8 @@ def _window_job(model: Any, img: np.ndarray, params: CamParams, *,
         out_shape=(-(-ch // out_stride), -(-cw // out_stride)),
         n_cls=model.config.num_classes, region_shape=tuple(region_shape),
         window_box=tuple(window_box), core_box=tuple(core_box), out_stride=out_stride,
-        device=device, plan=cpu_plan(params.threads) if device.type == "cpu" else None)
+        device=device, plan=cpu_plan(params.threads) if device.type == "cpu" else None,
+        net=net)
 
 
 def _prepare_crops(model: Any, img: np.ndarray, job: _WindowJob,
@@ -351,18 +357,21 @@ def _prepare_crops(model: Any, img: np.ndarray, job: _WindowJob,
     from ..device import torch_threads
 
     streams = job.plan.streams if job.plan is not None else 1
-    with torch_threads(job.plan), contextlib.ExitStack() as stack:  # on the plan's threads
+    with torch_threads(job.plan), contextlib.ExitStack() as stack:
         pool = (stack.enter_context(ThreadPoolExecutor(streams, thread_name_prefix="wsss-scale"))
                 if streams > 1 and len(job.grids) > 1 else None)
         src = torch.from_numpy(img if img.flags.writeable else img.copy())
         if job.device.type == "cuda":
             src = src.pin_memory()
         src = src.to(job.device, non_blocking=True).permute(2, 0, 1)[None]  # (1, 3, h, w)
+        normalize_ = getattr(model, "normalize_", None) or model.normalize
+        src = normalize_(src.float())  # once per window, not once per scale
+        white = normalize_(torch.full((1, 3, 1, 1), PAD_VALUE, device=job.device))
         layers, index = _scale_layers(
             src, job.grids, keep, pool=pool, region_shape=job.region_shape,
             window_box=job.window_box, core_box=job.core_box, crop=job.crop,
             stride=job.stride, cell=job.cell, out_stride=job.out_stride, n_cls=job.n_cls,
-            normalize_=getattr(model, "normalize_", None) or model.normalize)
+            white=white)
         blender = _Blender(layers, job.k, job.stride // job.cell, job.n_cls, job.ref,
                            job.device)
         if crop_cache is not None and len(index):

@@ -78,28 +78,61 @@ __all__ = [  # the store's and the plan's public names stay importable from here
 log = logging.getLogger(__name__)
 
 
-def _store_for(slide: Any, model: Any, params: CamParams, region: Region | None, plan: Any,
-               cache_dir: str | Path | None, out: str | Path | None) -> tuple[Path, Any]:
-    """The store of this request: ``out``, or the cache entry named by its key (opened,
-    resumed or created, with the slide's identity recorded)."""
+def _store_path(slide: Any, model: Any, params: CamParams, region: Region | None,
+                cache_dir: str | Path | None, out: str | Path | None
+                ) -> tuple[str, Path, bool]:
+    """``(cache key, store path, explicit)``: ``out``, or the cache entry named by the key."""
     key = cache_key(slide, model, params, region)
     if out is not None:
-        path, explicit = Path(out).expanduser(), True
-    else:
-        path, explicit = Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
+        return key, Path(out).expanduser(), True
+    return key, Path(cache_dir or default_cache_dir()) / f"{key[:32]}.zarr", False
+
+
+def _store_for(slide: Any, model: Any, params: CamParams, plan: Any, key: str, path: Path,
+               explicit: bool) -> Any:
+    """The store of this request at ``path`` (opened, resumed or created, with the slide's
+    identity recorded)."""
     group = _open_store(path, key, plan, model, params, explicit, slide)
     if "slide" not in group.attrs:
         group.attrs["slide"] = {**_slide_identity(slide), "mpp": slide_mpp(slide),
                                 "name": str(getattr(slide, "name", "") or "")}
-    return path, group
+    return group
 
 
-def _mark_glass(group: Any, slide: Any, plan: Any, grids: list, params: CamParams
-                ) -> tuple[np.ndarray, list | None]:
+def _work_ahead(slide: Any, model: Any, params: CamParams, plan: Any, grids: list,
+                device: Any) -> Any:
+    """A future of the crops' keep masks (thumbnail and tissue mask), computed on a side
+    thread with the model's inference copy (:func:`~wsss_napari.models.fuse.inference_model`)
+    while this one opens the new store (zarr's first import and the store's creation; issue
+    14)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..models.fuse import inference_model
+    from .multiscale import prepare_model
+
+    def run() -> list | None:
+        keep = _crop_keep(slide, plan, grids, params)
+        prepare_model(model, device)
+        inference_model(model)
+        return keep
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="wsss-ahead")
+    try:
+        return pool.submit(run)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _mark_glass(group: Any, slide: Any, plan: Any, grids: list, params: CamParams,
+                ahead: Any = None) -> tuple[np.ndarray, list | None]:
     """The done bitmap with pending tiles that no kept crop touches marked glass (and
-    stored), and the per-scale crop keep masks (``None`` when nothing is pending)."""
+    stored), and the per-scale crop keep masks (``None`` when nothing is pending; from the
+    future ``ahead`` when one computes them)."""
     done = np.asarray(group["done"][...])
-    keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
+    if ahead is not None:
+        keep = ahead.result()  # also waits for the model's inference copy
+    else:
+        keep = _crop_keep(slide, plan, grids, params) if (done == PENDING).any() else None
     if (done == PENDING).any():
         glass = _glass_tiles(plan, grids, keep) & (done == PENDING)
         if glass.any():
@@ -136,27 +169,6 @@ def _read_ahead(slide: Any, plan: Any, todo: list[tuple[int, int]], depth: int =
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _import_ahead() -> None:
-    """Import what the run needs later (the tissue mask's scikit-image, the result's dask
-    arrays) on a side thread while this one plans the run and reads the thumbnail, with the
-    other cores idle: about 0.5 s of a fresh process's first run on CMU-1 (issue 14)."""
-    import sys
-    import threading
-
-    if "dask.array" in sys.modules and "skimage.morphology" in sys.modules:
-        return
-
-    def run() -> None:
-        try:
-            import dask.array  # noqa: F401
-            from skimage.filters import threshold_otsu  # noqa: F401
-            from skimage.morphology import remove_small_objects  # noqa: F401
-        except Exception:  # noqa: BLE001, S110 - the main thread imports them again
-            pass
-
-    threading.Thread(target=run, name="wsss-import", daemon=True).start()
 
 
 def _relabel(gen: Generator[Any, None, Any], make: Any) -> Generator[Any, None, Any]:
@@ -258,13 +270,15 @@ def _prepare(slide: Any, model: Any, params: CamParams, region: Region | None,
         raise WsssError("slide CAMs need a CAM model (kind 'cam'), not a segmentation model")
     device = choose_device(params.device)
     region = _check_region(region)
-    _import_ahead()
     plan = _plan(slide, model, params, region)
     for w in plan.warnings if log_warnings else ():
         log.warning(w)
-    path, group = _store_for(slide, model, params, region, plan, cache_dir, out)
     grids = scale_grids(*crop_geometry(model, params), params.scales, plan.shape)
-    done, keep = _mark_glass(group, slide, plan, grids, params)
+    key, path, explicit = _store_path(slide, model, params, region, cache_dir, out)
+    # a new store: every tile is pending, so prepare the run beside the store's creation
+    ahead = _work_ahead(slide, model, params, plan, grids, device) if not path.exists() else None
+    group = _store_for(slide, model, params, plan, key, path, explicit)
+    done, keep = _mark_glass(group, slide, plan, grids, params, ahead)
     return device, plan, path, group, grids, done, keep
 
 

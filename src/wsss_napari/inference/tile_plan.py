@@ -4,6 +4,7 @@ and which crops and tiles are glass (see :mod:`.slide_cam` for the whole run).""
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,14 +123,35 @@ def _tile_boxes(plan: _Plan, ty: int, tx: int) -> tuple[tuple[int, ...], tuple[i
     return core, (wy, wx, wy1 - wy, wx1 - wx)
 
 
+#: Tissue masks of open slides' thumbnails: a field of view's one-scale preview and its
+#: final pass, and every later run on the same open slide, share one.
+_TISSUE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _slide_tissue(slide: Any) -> np.ndarray:
+    """The tissue mask (:mod:`.tissue`) of ``slide.thumbnail(1024)``, kept per slide."""
+    from .tissue import tissue_mask
+
+    try:
+        mask = _TISSUE.get(slide)
+    except TypeError:  # not weakly referenceable: computed each time
+        mask = None
+    if mask is None:
+        mask = tissue_mask(np.asarray(slide.thumbnail(1024)))
+        mask.flags.writeable = False
+        try:
+            _TISSUE[slide] = mask
+        except TypeError:
+            pass
+    return mask
+
+
 def _crop_keep(slide: Any, plan: _Plan, grids: list, params: CamParams) -> list | None:
     """Per scale, bool ``(ny, nx)``: crops whose footprint holds at least ``min_tissue``
     tissue in the thumbnail's tissue mask (:mod:`.tissue`); None when nothing is skipped."""
-    from .tissue import tissue_mask
-
     if not params.skip_glass:
         return None
-    mask = tissue_mask(np.asarray(slide.thumbnail(1024)))
+    mask = _slide_tissue(slide)
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
     fy = mask.shape[0] / slide.shape[0]
