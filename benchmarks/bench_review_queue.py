@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_weak_labels import DEFAULT_DATA, cut_patches, load_images  # noqa: E402
+from review_finetune import review  # noqa: E402
 
 FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 #: the queue's default metric (UncertaintyParams.metric): its queue gives the random orders'
@@ -54,19 +55,6 @@ def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     from wsss_napari.metrics import confusion_matrix, force_background
 
     return confusion_matrix(force_background(pred, gt == 3), gt)
-
-
-def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
-    """Copy the true mask into items, in order, until ``budget`` px have been reviewed."""
-    out, done = pred.copy(), 0
-    for it in items:
-        if done >= budget:
-            break
-        r0, c0, h, w = it.box
-        sub = out[r0:r0 + h, c0:c0 + w]
-        sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
-        done += it.area_px
-    return out, done
 
 
 def predict(res, gt, uparams, stats=None):
@@ -253,33 +241,15 @@ def gains(summary, at: float = 0.1) -> dict[str, tuple[float, float, float, floa
 
 def plot(summary, path: Path, title: str) -> None:
     """mIoU against the reviewed share of the tissue, one line per order (PIL, no matplotlib)."""
-    from PIL import Image, ImageDraw
+    from _plot import Chart
 
-    W, H, L, R, T, B = 760, 480, 70, 190, 40, 55
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    ys = [m for line in summary.values() for _, m, *_ in line]
-    y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
     x1 = 100 * max(r[2] for line in summary.values() for r in line)
     x1 = max(30.0, float(np.ceil(x1 / 5) * 5))
-
-    def px(x, y):
-        return (L + (W - L - R) * x / x1, H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-9))
-
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for x in range(0, int(x1) + 1, 5):
-        X, _ = px(x, y0)
-        d.line([X, H - B, X, H - B + 4], fill="black")
-        d.text((X - 8, H - B + 7), f"{x}", fill="black")
-    for k in range(int(round((y1 - y0) / 0.05)) + 1):
-        y = y0 + 0.05 * k
-        _, Y = px(0, y)
-        d.line([L - 4, Y, L, Y], fill="black")
-        d.line([L, Y, W - R, Y], fill=(225, 225, 225))
-        d.text((L - 40, Y - 6), f"{y:.2f}", fill="black")
-    d.text((L + 150, H - 22), "tissue area reviewed (%)", fill="black")
-    d.text((8, T - 16), "mIoU (tumor / stroma / normal)", fill="black")
-    d.text((8, 4), title, fill="black")
+    ch = Chart(760, 480, (70, 190, 40, 55), [m for line in summary.values() for _, m, *_ in line],
+               x1)
+    ch.axes([(x, f"{x}") for x in range(0, int(x1) + 1, 5)], -8, "tissue area reviewed (%)",
+            150, "mIoU (tumor / stroma / normal)", title)
+    d, px = ch.draw, ch.px
     colors = {"margin": (0, 90, 200), "entropy": (0, 150, 70), "disagreement": (170, 60, 170),
               "entropy regions": (230, 130, 0), "random": (200, 0, 0),
               GAIN: (0, 0, 0), f"{GAIN} regions": (120, 80, 40),
@@ -295,11 +265,8 @@ def plot(summary, path: Path, title: str) -> None:
                 X, Ya = px(100 * r[2], r[1] - r[3])
                 _, Yb = px(100 * r[2], r[1] + r[3])
                 d.line([X, Ya, X, Yb], fill=c, width=1)
-        label = "random order (mean, +-sd)" if order == "random" else f"{order} order"
-        d.line([W - R + 12, T + 14 + 20 * i, W - R + 34, T + 14 + 20 * i], fill=c, width=3)
-        d.text((W - R + 40, T + 8 + 20 * i), label, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+        ch.legend(i, c, "random order (mean, +-sd)" if order == "random" else f"{order} order")
+    ch.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,46 +102,25 @@ def run_set(name: str, work: Path, images, args, folds: list[int]
 
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
     """mIoU against shift size, one line per (set, norm) (PIL, no matplotlib)."""
-    from PIL import Image, ImageDraw
+    from _plot import Chart
 
-    W, H, L, R, T, B = 820, 480, 70, 250, 40, 55
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    ys = [m for c in curves.values() for _, m in c]
     xs = [s for c in curves.values() for s, _ in c]
-    y0, y1 = np.floor(min(ys) * 20) / 20, np.ceil(max(ys) * 20) / 20
-    x1 = max(xs) or 1.0
-
-    def px(x, y):
-        return (L + (W - L - R) * x / x1, H - B - (H - T - B) * (y - y0) / max(y1 - y0, 1e-9))
-
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for x in sorted(set(xs)):
-        X, _ = px(x, y0)
-        d.line([X, H - B, X, H - B + 4], fill="black")
-        d.text((X - 10, H - B + 7), f"{x:g}", fill="black")
-    for k in range(int(round((y1 - y0) / 0.05)) + 1):
-        y = y0 + 0.05 * k
-        _, Y = px(0, y)
-        d.line([L - 4, Y, L, Y], fill="black")
-        d.line([L, Y, W - R, Y], fill=(225, 225, 225))
-        d.text((L - 40, Y - 6), f"{y:.2f}", fill="black")
-    d.text((L + 120, H - 22), "HED shift of H and E (skimage rgb2hed units)", fill="black")
-    d.text((8, T - 16), "held-out mIoU (tumor / stroma / normal)", fill="black")
-    d.text((8, 4), title, fill="black")
+    ch = Chart(820, 480, (70, 250, 40, 55), [m for c in curves.values() for _, m in c],
+               max(xs) or 1.0)
+    ch.axes([(x, f"{x:g}") for x in sorted(set(xs))], -10,
+            "HED shift of H and E (skimage rgb2hed units)", 120,
+            "held-out mIoU (tumor / stroma / normal)", title)
     palette = [(0, 90, 200), (200, 0, 0), (0, 150, 70), (170, 60, 170), (230, 130, 0),
                (80, 80, 80), (0, 170, 170)]
     for i, (label, c) in enumerate(curves.items()):
         col = palette[i % len(palette)]
-        pts = [px(s, m) for s, m in c]
+        pts = [ch.px(s, m) for s, m in c]
         if len(pts) > 1:
-            d.line(pts, fill=col, width=2)
+            ch.draw.line(pts, fill=col, width=2)
         for X, Y in pts:
-            d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=col)
-        d.line([W - R + 12, T + 14 + 20 * i, W - R + 34, T + 14 + 20 * i], fill=col, width=3)
-        d.text((W - R + 40, T + 8 + 20 * i), label, fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+            ch.draw.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=col)
+        ch.legend(i, col, label)
+    ch.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:

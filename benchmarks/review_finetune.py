@@ -18,18 +18,23 @@ import time
 import numpy as np
 
 
-def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
-    """255 everywhere but the reviewed items (their true labels): the corrections; and the
-    number of reviewed pixels whose predicted class was wrong is counted by the caller."""
-    lab, done = np.full(gt.shape, 255, np.uint8), 0
+def review(pred: np.ndarray, gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
+    """Copy the true mask into items, in order, until ``budget`` px have been reviewed."""
+    out, done = pred.copy(), 0
     for it in items:
         if done >= budget:
             break
         r0, c0, h, w = it.box
-        sub = lab[r0:r0 + h, c0:c0 + w]
+        sub = out[r0:r0 + h, c0:c0 + w]
         sub[it.mask] = gt[r0:r0 + h, c0:c0 + w][it.mask]
         done += it.area_px
-    return lab, done
+    return out, done
+
+
+def reviewed_labels(gt: np.ndarray, items: list, budget: float) -> tuple[np.ndarray, int]:
+    """255 everywhere but the reviewed items (their true labels): the corrections; and the
+    number of reviewed pixels whose predicted class was wrong is counted by the caller."""
+    return review(np.full(gt.shape, 255, np.uint8), gt, items, budget)
 
 
 #: ``--ft-orders`` name of the mixed order: half the budget in the expected-gain queue's
