@@ -242,7 +242,8 @@ def train_classifier(
         return out
     return (yield from fit_epochs(
         "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
-        compute_loss=_puzzle_loss(params, model, criterion, total),
+        compute_loss=(_puzzle_loss(params, model, criterion, total)
+                      or _act_dropout_loss(params, model, criterion)),
         use_amp=use_amp, start_epoch=start_epoch, history=history, steps_per_epoch=steps,
         evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))
         if val_loader is not None else None,
@@ -273,6 +274,26 @@ def _resume(out: Path, model, optimizer, params: TrainClsParams) -> tuple[int, l
         raise WsssError(f"cannot resume: the state in '{state_path(out)}' was trained with "
                         f"backbone {backbone!r}, not {params.backbone!r}")
     return start_epoch, history
+
+
+def _act_dropout_loss(params: TrainClsParams, model, criterion):
+    """ADL's ``compute_loss`` for :func:`fit_epochs` (:mod:`.act_dropout`), or ``None`` when
+    ``params.act_dropout`` is off; needs a CamNet (fused features and a 1x1 classifier)."""
+    if params.act_dropout <= 0:
+        return None
+    import torch
+
+    from .act_dropout import act_dropout_loss
+
+    if not (hasattr(model, "fused_features") and hasattr(model, "classifier")):
+        raise WsssError(f"--act-dropout needs a CamNet backbone (fused features and a 1x1 "
+                        f"classifier); {type(model).__name__} has none")
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(params.seed)
+
+    def compute_loss(m, x, y, step):
+        return act_dropout_loss(m, x, y, criterion, params.act_dropout, gen)
+
+    return compute_loss
 
 
 def _puzzle_loss(params: TrainClsParams, model, criterion, total: int):
