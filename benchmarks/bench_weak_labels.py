@@ -19,9 +19,10 @@ are then segmented and compared with their full masks. Reported, all from the sa
   tissue;
 * stage-2 seg + flip -- the same, also averaging horizontally mirrored windows.
 
-Levers of the recipe are flags (``--rot90``, ``--mosaic``, ``--cutmix``, ``--ignore-margin``,
-``--epochs-*``, ``--lr``, ``--scales``, ``--optimizer`` / ``--seg-optimizer`` (SAM),
-``--stain-jitter``, ``--stain-norm``, ``--decoder``, ``--seg-loss``); ``--tta SET ...`` adds a
+Levers of the recipe are flags (``--rot90``, ``--puzzle``, ``--act-dropout``, ``--mosaic``,
+``--cutmix``, ``--ignore-margin``, ``--epochs-*``, ``--lr``, ``--scales``, ``--optimizer`` /
+``--seg-optimizer`` (SAM), ``--stain-jitter``, ``--stain-norm``, ``--decoder``, ``--seg-loss``);
+``--split`` chooses how images are dealt to folds (``fold_of``); ``--tta SET ...`` adds a
 stage-2 row per test-time augmentation set (same model, eval only); ``--cam-only`` stops after
 the CAM rows, for quick stage-1 experiments; ``--seg-only`` skips them (with ``--reuse`` and
 pseudo-masks already in ``--work``: stage-2 experiments on the same pseudo-masks).
@@ -67,6 +68,36 @@ def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
+def fold_of(masks: list[np.ndarray], split: str, n_folds: int = 3) -> list[int]:
+    """Fold index of every image.
+
+    ``mod3``: image ``i`` tests in fold ``i % 3`` (the split of the first rounds). It puts
+    three of the four images with normal tissue (02, 05, 08) into fold 2's test set, so
+    fold 2's classifier learns normal from one image and the pooled normal IoU is mostly
+    that fold's. ``stratified``: images are dealt out rarest class first, each to the fold
+    that holds the smallest share of its classes so far (ties: fewer images, lower index),
+    so every fold trains and tests on each class where the data allow. Deterministic and
+    computed from which classes an image contains, never from predictions.
+    """
+    if split == "mod3":
+        return [i % n_folds for i in range(len(masks))]
+    present = [{c for c in range(3) if (m == c).any()} for m in masks]
+    total = [max(1, sum(c in p for p in present)) for c in range(3)]
+    order = sorted(range(len(masks)),
+                   key=lambda i: (min((total[c] for c in present[i]), default=10**9), i))
+    held = [[0] * 3 for _ in range(n_folds)]
+    size = [0] * n_folds
+    out = [0] * len(masks)
+    for i in order:
+        f = min(range(n_folds), key=lambda f: (
+            sum(held[f][c] / total[c] for c in present[i]), size[f], f))
+        out[i] = f
+        size[f] += 1
+        for c in present[i]:
+            held[f][c] += 1
+    return out
+
+
 def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
                 min_fraction: float, max_background: float
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,6 +138,7 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
                                 cutmix=args.cutmix, mosaic=args.mosaic, seed=fold + args.seed,
                                 rot90=args.rot90, balance=args.balance, puzzle=args.puzzle,
+                                act_dropout=args.act_dropout,
                                 device="cpu", lr=args.lr, pretrained=args.pretrained,
                                 optimizer=args.optimizer, sam_rho=args.sam_rho,
                                 stain_jitter=args.stain_jitter, stain_norm=args.stain_norm)
@@ -246,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seg-mosaic", type=float, default=0.0,
                     help="stage 2: probability of a mosaic of single-label patches")
     ap.add_argument("--puzzle", type=float, default=0.0, help="Puzzle-CAM weight (stage 1)")
+    ap.add_argument("--act-dropout", type=float, default=0.0,
+                    help="activation dropout (ADL) probability (stage 1)")
     ap.add_argument("--balance", action="store_true", help="class-balanced patch sampling")
     ap.add_argument("--rot90", action="store_true", help="random 90-degree rotations")
     ap.add_argument("--ignore-margin", type=float, default=0.0,
@@ -253,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     ap.add_argument("--pseudo-tuned", action="store_true",
                     help="pseudo-masks with the tuned post-processing (default: the defaults)")
+    ap.add_argument("--split", choices=("stratified", "mod3"), default="stratified",
+                    help="how images are dealt to folds (see fold_of); mod3: the first "
+                         "rounds' split")
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0,
                     help="added to the fold index to seed training (run-to-run noise)")
@@ -282,9 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     total = {m: np.zeros((4, 4), np.int64) for m in methods(args)}
     with tempfile.TemporaryDirectory(prefix="wsss_bench_") as tmp:
         work = args.work or Path(tmp)
+        folds = fold_of([gt for _, _, gt in images], args.split)
         for fold in args.folds:
-            test = [im for i, im in enumerate(images) if i % 3 == fold]
-            train = [im for i, im in enumerate(images) if i % 3 != fold]
+            test = [im for im, f in zip(images, folds, strict=True) if f == fold]
+            train = [im for im, f in zip(images, folds, strict=True) if f != fold]
+            print(f"fold {fold} ({args.split}): test images "
+                  f"{' '.join(name for name, _, _ in test)}", flush=True)
             for m, c in run_fold(fold, train, test, args, work).items():
                 total[m] += c
                 if c.any():
@@ -295,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
 
     print()
-    print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds} by image; "
+    print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds} by image "
+          f"({args.split}); "
           f"patches {args.patch}px stride {args.stride}, backbone {args.backbone}, "
           f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}, "
           f"{args.seg_loss}, {args.seg_optimizer}), "
