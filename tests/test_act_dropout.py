@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss_napari import WsssError
 from wsss_napari.models.checkpoint import load_model
 from wsss_napari.params import TrainClsParams
 from wsss_napari.progress import run_to_end
 from wsss_napari.sample.synth import write_patch_dataset
 from wsss_napari.train.act_dropout import GAMMA, act_dropout_loss, drop_mask
-from wsss_napari.train.cls import train_classifier
+from wsss_napari.train.cls import _act_dropout_loss, train_classifier
 
 
 def test_mask_hides_the_hottest_positions_of_drawn_patches_only():
@@ -57,5 +56,9 @@ def test_train_cls_with_act_dropout(tmp_path):
                             device="cpu")
     model = load_model(run_to_end(train_classifier(data, tmp_path / "m.safetensors", params)))
     assert model.config.extra["train"]["act_dropout"] == 0.5
-    with pytest.raises(WsssError, match="choose one"):
-        params.replace(puzzle=1.0)
+    bce = torch.nn.BCEWithLogitsLoss()
+    assert _act_dropout_loss(params, model, bce) is not None
+    # Puzzle-CAM's loss replaces it; a model without fused features trains without it
+    assert _act_dropout_loss(params.replace(puzzle=1.0), model, bce) is None
+    assert _act_dropout_loss(params, torch.nn.Linear(2, 2), bce) is None
+    assert TrainClsParams().act_dropout == 0.75  # the default (docs/training.md: measured)

@@ -29,9 +29,10 @@ class TrainClsParams(ParamsBase):
     stain_jitter: float = _f(0.03, "HED stain jitter strength; 0 disables", (0.0, 0.5))
     puzzle: float = _f(0.0, "Puzzle-CAM: weight of the tile-vs-whole CAM consistency (L1) "
                        "loss, ramped up over the first half; 0 disables", (0.0, 100.0))
-    act_dropout: float = _f(0.0, "activation dropout (ADL): probability that a patch's most "
+    act_dropout: float = _f(0.75, "activation dropout (ADL): probability that a patch's most "
                             "activated feature positions are hidden from the classifier in "
-                            "training, so its CAM spreads; 0 disables", (0.0, 1.0))
+                            "training, so its CAM spreads (CamNet backbones; --puzzle replaces "
+                            "it); 0 disables", (0.0, 1.0))
     val_fraction: float = _f(0.1, "fraction of patches held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")
@@ -54,9 +55,6 @@ class TrainClsParams(ParamsBase):
     def validate(self) -> None:
         _check_optimizer(self.optimizer)
         _check_stain(self.stain_norm)
-        if self.act_dropout > 0 and self.puzzle > 0:
-            raise WsssError("act_dropout and puzzle are two different training losses: "
-                            "choose one")
 
 
 def _check_optimizer(name: str) -> None:

@@ -278,19 +278,23 @@ def _resume(out: Path, model, optimizer, params: TrainClsParams) -> tuple[int, l
 
 def _act_dropout_loss(params: TrainClsParams, model, criterion):
     """ADL's ``compute_loss`` for :func:`fit_epochs` (:mod:`.act_dropout`), or ``None`` when
-    ``params.act_dropout`` is off; needs a CamNet (fused features and a 1x1 classifier)."""
-    if params.act_dropout <= 0:
+    ``params.act_dropout`` is off or cannot apply: Puzzle-CAM's loss replaces it, and a model
+    without fused features and a 1x1 classifier (Grad-CAM, the hybrid) trains without it."""
+    if params.act_dropout <= 0 or params.puzzle > 0:
+        return None
+    if not (hasattr(model, "fused_features") and hasattr(model, "classifier")):
+        log.info("activation dropout needs a CamNet (fused features, 1x1 classifier); "
+                 "%s trains without it", type(model).__name__)
         return None
     import torch
 
     from .act_dropout import act_dropout_loss
 
-    if not (hasattr(model, "fused_features") and hasattr(model, "classifier")):
-        raise WsssError(f"--act-dropout needs a CamNet backbone (fused features and a 1x1 "
-                        f"classifier); {type(model).__name__} has none")
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(params.seed)
+    gen = torch.Generator(device=next(model.parameters()).device)
 
     def compute_loss(m, x, y, step):
+        # drawn from (seed, step): a resumed run drops exactly what an uninterrupted one would
+        gen.manual_seed(params.seed * 1_000_003 + step)
         return act_dropout_loss(m, x, y, criterion, params.act_dropout, gen)
 
     return compute_loss
