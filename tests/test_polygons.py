@@ -133,6 +133,10 @@ def test_real_cmu1_map_polygons_are_valid(shared_slides, tmp_path):
         assert geoms and all(g.is_valid for g in geoms), tol
         if tol == 0:
             for lab in {f["properties"]["label"] for f in fc["features"]}:
-                area = sum(g.area for f, g in zip(fc["features"], geoms, strict=True)
-                           if f["properties"]["label"] == lab)
-                assert area == pytest.approx((mask == lab).sum() * geo.downsample ** 2)
+                ours = [g for f, g in zip(fc["features"], geoms, strict=True)
+                        if f["properties"]["label"] == lab]
+                # coordinates are written rounded to 0.001 level-0 px: each moves an edge by
+                # at most 0.0005 * sqrt(2), so the area may differ by that times the perimeter
+                slack = 1e-3 * sum(g.length for g in ours)
+                assert sum(g.area for g in ours) == pytest.approx(
+                    (mask == lab).sum() * geo.downsample ** 2, abs=slack)
