@@ -100,13 +100,14 @@ def _metric(p: np.ndarray, metric: UncertaintyMetric, scale_p: list[np.ndarray] 
 
 
 def _blocks(cams: Any, bg_exponent: float, background: np.ndarray | None):
-    """``(row slice, probabilities)`` of CAMs ``(C, h, w)``, :data:`BLOCK_ROWS` rows at a time."""
+    """``(row slice, CAM block, glass block or None, probabilities)`` of CAMs ``(C, h, w)``
+    (numpy, zarr or dask), :data:`BLOCK_ROWS` rows at a time: only a block is in memory."""
     h = cams.shape[1]
     for r0 in range(0, h, BLOCK_ROWS):
         r1 = min(h, r0 + BLOCK_ROWS)
+        block = np.asarray(cams[:, r0:r1], np.float32)
         bg = None if background is None else np.asarray(background[r0:r1], bool)
-        yield slice(r0, r1), class_probabilities(np.asarray(cams[:, r0:r1], np.float32),
-                                                 bg_exponent, bg)
+        yield slice(r0, r1), block, bg, class_probabilities(block, bg_exponent, bg)
 
 
 def class_stats(cams: Any, bg_exponent: float = 8.0,
@@ -119,7 +120,7 @@ def class_stats(cams: Any, bg_exponent: float = 8.0,
     to rank the items of several images together, as one slide's).
     """
     out = np.zeros((2, int(cams.shape[0]) + 1))
-    for _, p in _blocks(cams, bg_exponent, background):
+    for *_, p in _blocks(cams, bg_exponent, background):
         k = p.shape[0]
         a = p.argmax(axis=0).ravel()
         flat = p.reshape(k, -1).astype(np.float64)
@@ -150,7 +151,7 @@ def expected_gain_map(cams: Any, stats: np.ndarray, bg_exponent: float = 8.0,
     w[:n_fg] = union[:n_fg].min() / union[:n_fg]
     w_fp = w * np.clip(stats[1] / union, 0.0, 1.0)
     out = np.zeros(tuple(cams.shape[1:]), np.float32)
-    for rows, p in _blocks(cams, bg_exponent, background):
+    for rows, _, _, p in _blocks(cams, bg_exponent, background):
         a = p.argmax(axis=0)
         pa = np.take_along_axis(p, a[None], axis=0)[0]
         gain = np.tensordot(w, p, axes=1) - pa * w[a] + (1.0 - pa) * w_fp[a]
@@ -190,21 +191,16 @@ def uncertainty_map(cams: Any, params: UncertaintyParams | None = None,
     labels = np.zeros((h, w), np.uint8)
     valid = np.zeros((h, w), bool)
     n_classes = shape[0] + 1
-    for r0 in range(0, h, BLOCK_ROWS):
-        r1 = min(h, r0 + BLOCK_ROWS)
-        block = np.asarray(cams[:, r0:r1], dtype=np.float32)
-        bg = None if background is None else np.asarray(background[r0:r1], bool)
-        p = class_probabilities(block, params.bg_exponent, bg)
+    for rows, block, bg, p in _blocks(cams, params.bg_exponent, background):
         scale_p = None
         if params.metric == UncertaintyMetric.DISAGREEMENT:
-            scale_p = [class_probabilities(np.asarray(scale_cams[s, :, r0:r1], np.float32),
+            scale_p = [class_probabilities(np.asarray(scale_cams[s, :, rows], np.float32),
                                            params.bg_exponent, bg)
                        for s in range(scale_cams.shape[0])]
         k = n_classes - 1 if bg is not None else n_classes
-        values[r0:r1] = _metric(p, params.metric, scale_p, k)
-        labels[r0:r1] = _labels_of(p)
-        v = block.max(axis=0) > 0 if bg is None else ~bg
-        valid[r0:r1] = v
+        values[rows] = _metric(p, params.metric, scale_p, k)
+        labels[rows] = _labels_of(p)
+        valid[rows] = block.max(axis=0) > 0 if bg is None else ~bg
     values[~valid] = 0.0
     return UncertaintyMap(np.clip(values, 0.0, 1.0), labels, valid,
                           geometry or MaskGeometry(), params.metric)
