@@ -57,7 +57,6 @@ def worker(args) -> dict:
     from wsss_napari.io.slide import Slide
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams
-    from wsss_napari.progress import Progress
 
     model = load_model("default")
     crops = [0]  # crops the network saw: each tile's crop progress, else a hook (old code)
@@ -131,21 +130,8 @@ def worker(args) -> dict:
         params = CamParams(stride=args.stride)
         t = time.perf_counter()
         if args.task == "fov" and hasattr(slide_cam, "progressive_slide_cams"):
-            gen = slide_cam.progressive_slide_cams(slide, model, params, cache_dir=cache,
-                                                   region=region)
-            totals: dict = {}
-            try:
-                while True:
-                    item = next(gen)
-                    if not isinstance(item, Progress) and "first_s" not in rec:
-                        rec["first_s"] = time.perf_counter() - t
-                        totals = {("preview", k): v for k, v in totals.items()}
-                    got = getattr(item, "info", None) or {}
-                    if got.get("crops"):
-                        totals[item.done] = int(str(got["crops"]).split("/")[1])
-            except StopIteration as stop:
-                res = stop.value
-            n_crops = sum(totals.values()) if totals else crops[0]
+            res, n_crops = run_counted(slide_cam.progressive_slide_cams(
+                slide, model, params, cache_dir=cache, region=region), crops, rec, t)
         else:
             crops[0] = 0
             res, n_crops = run_counted(slide_cam.slide_cams(slide, model, params,
@@ -167,19 +153,30 @@ def worker(args) -> dict:
     return rec
 
 
-def run_counted(gen, hooked: list) -> tuple:
-    """Run ``slide_cams`` to the end; ``(result, crops run)``: the sum of each tile's crop
-    total (``info['crops'] = 'done/total'``), or what the hook counted (older code)."""
+def run_counted(gen, hooked: list, rec: dict | None = None, t0: float = 0.0) -> tuple:
+    """Run ``slide_cams`` (or ``progressive_slide_cams``) to the end; ``(result, crops run)``:
+    the sum of each tile's crop total (``info['crops'] = 'done/total'``) over every pass, or
+    what the hook counted (older code). An item that is not a ``Progress`` (a field of
+    view's preview) ends a pass; the first one sets ``rec['first_s']`` (seconds since
+    ``t0``)."""
+    from wsss_napari.progress import Progress
+
     totals: dict = {}
+    passes = 0
     while True:
         try:
             p = next(gen)
         except StopIteration as stop:
             res = stop.value
             break
-        crops = (getattr(p, "info", None) or {}).get("crops")
-        if crops:
-            totals[p.done] = int(str(crops).split("/")[1])  # p.done: tiles done before it
+        if not isinstance(p, Progress):
+            if rec is not None and "first_s" not in rec:
+                rec["first_s"] = time.perf_counter() - t0
+            passes += 1
+            continue
+        crops = (p.info or {}).get("crops")
+        if crops:  # p.done: tiles done before it, within its pass
+            totals[passes, p.done] = int(str(crops).split("/")[1])
     return res, (sum(totals.values()) if totals else hooked[0])
 
 
