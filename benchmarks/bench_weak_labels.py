@@ -19,9 +19,10 @@ are then segmented and compared with their full masks. Reported, all from the sa
   tissue;
 * stage-2 seg + flip -- the same, also averaging horizontally mirrored windows.
 
-Levers of the recipe are flags (``--rot90``, ``--puzzle``, ``--act-dropout``, ``--mosaic``,
-``--cutmix``, ``--ignore-margin``, ``--epochs-*``, ``--lr``, ``--scales``, ``--optimizer`` /
-``--seg-optimizer`` (SAM), ``--stain-jitter``, ``--stain-norm``, ``--decoder``, ``--seg-loss``);
+Levers of the recipe are flags (``--rot90``, ``--puzzle``, ``--act-dropout``, ``--area-loss``,
+``--mosaic``, ``--cutmix``, ``--ignore-margin``, ``--epochs-*``, ``--lr``, ``--scales``,
+``--optimizer`` / ``--seg-optimizer`` (SAM), ``--stain-jitter``, ``--stain-norm``, ``--decoder``,
+``--seg-loss``);
 ``--split`` chooses how images are dealt to folds (``fold_of``); ``--tta SET ...`` adds a
 stage-2 row per test-time augmentation set (same model, eval only); ``--cam-only`` stops after
 the CAM rows, for quick stage-1 experiments; ``--seg-only`` skips them (with ``--reuse`` and
@@ -138,7 +139,7 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
                                 batch_size=args.batch, crop_size=args.patch, val_fraction=0.0,
                                 cutmix=args.cutmix, mosaic=args.mosaic, seed=fold + args.seed,
                                 rot90=args.rot90, balance=args.balance, puzzle=args.puzzle,
-                                act_dropout=args.act_dropout,
+                                act_dropout=args.act_dropout, area_loss=args.area_loss,
                                 device="cpu", lr=args.lr, pretrained=args.pretrained,
                                 optimizer=args.optimizer, sam_rho=args.sam_rho,
                                 stain_jitter=args.stain_jitter, stain_norm=args.stain_norm)
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--puzzle", type=float, default=0.0, help="Puzzle-CAM weight (stage 1)")
     ap.add_argument("--act-dropout", type=float, default=0.0,
                     help="activation dropout (ADL) probability (stage 1)")
+    ap.add_argument("--area-loss", type=float, default=0.0,
+                    help="area loss weight (stage 1; train.area_loss)")
     ap.add_argument("--balance", action="store_true", help="class-balanced patch sampling")
     ap.add_argument("--rot90", action="store_true", help="random 90-degree rotations")
     ap.add_argument("--ignore-margin", type=float, default=0.0,

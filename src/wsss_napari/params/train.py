@@ -33,6 +33,10 @@ class TrainClsParams(ParamsBase):
                             "activated feature positions are hidden from the classifier in "
                             "training, so its CAM spreads (CamNet backbones; --puzzle replaces "
                             "it); 0 disables", (0.0, 1.0))
+    area_loss: float = _f(0.0, "area loss weight: each CAM position must agree with what the "
+                          "patch label implies there (a single-label patch's class on its "
+                          "tissue, absent classes nowhere); CamNet backbones; 0 disables",
+                          (0.0, 100.0))
     val_fraction: float = _f(0.1, "fraction of patches held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")

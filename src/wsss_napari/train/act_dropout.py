@@ -33,12 +33,3 @@ def drop_mask(feats: torch.Tensor, rate: float, generator: torch.Generator | Non
     drawn = torch.rand(feats.shape[0], 1, 1, 1, device=feats.device,
                        generator=generator) < rate
     return (~(hot & drawn)).to(feats.dtype)
-
-
-def act_dropout_loss(model, x: torch.Tensor, y: torch.Tensor, cls_loss, rate: float,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """The classification loss of normalised ``x`` with the drawn patches' hottest feature
-    positions zeroed (``model`` needs ``fused_features`` and a 1x1 ``classifier``: CamNet)."""
-    feats = model.fused_features(x)
-    maps = model.classifier(feats * drop_mask(feats, rate, generator))
-    return cls_loss(maps.float().mean(dim=(2, 3)), y)

@@ -243,7 +243,7 @@ def train_classifier(
     return (yield from fit_epochs(
         "train-cls", model, train_set, params, optimizer, criterion, out=out, device=device,
         compute_loss=(_puzzle_loss(params, model, criterion, total)
-                      or _act_dropout_loss(params, model, criterion)),
+                      or _cam_loss(params, model, criterion)),
         use_amp=use_amp, start_epoch=start_epoch, history=history, steps_per_epoch=steps,
         evaluate=(lambda m: evaluate_classifier(m, val_loader, device, use_amp))
         if val_loader is not None else None,
@@ -276,26 +276,38 @@ def _resume(out: Path, model, optimizer, params: TrainClsParams) -> tuple[int, l
     return start_epoch, history
 
 
-def _act_dropout_loss(params: TrainClsParams, model, criterion):
-    """ADL's ``compute_loss`` for :func:`fit_epochs` (:mod:`.act_dropout`), or ``None`` when
-    ``params.act_dropout`` is off or cannot apply: Puzzle-CAM's loss replaces it, and a model
-    without fused features and a 1x1 classifier (Grad-CAM, the hybrid) trains without it."""
-    if params.act_dropout <= 0 or params.puzzle > 0:
+def _cam_loss(params: TrainClsParams, model, criterion):
+    """The ``compute_loss`` of :func:`fit_epochs` for activation dropout (:mod:`.act_dropout`)
+    and the area loss (:mod:`.area_loss`), or ``None`` when both are off or cannot apply:
+    Puzzle-CAM's loss replaces them, and a model without fused features and a 1x1 classifier
+    (Grad-CAM, the hybrid) trains without them."""
+    rate, area = params.act_dropout, params.area_loss
+    if (rate <= 0 and area <= 0) or params.puzzle > 0:
         return None
     if not (hasattr(model, "fused_features") and hasattr(model, "classifier")):
-        log.info("activation dropout needs a CamNet (fused features, 1x1 classifier); "
-                 "%s trains without it", type(model).__name__)
+        log.info("activation dropout and the area loss need a CamNet (fused features, 1x1 "
+                 "classifier); %s trains without them", type(model).__name__)
         return None
     import torch
 
-    from .act_dropout import act_dropout_loss
+    from .act_dropout import drop_mask
+    from .area_loss import area_loss
 
     gen = torch.Generator(device=next(model.parameters()).device)
 
     def compute_loss(m, x, y, step):
-        # drawn from (seed, step): a resumed run drops exactly what an uninterrupted one would
-        gen.manual_seed(params.seed * 1_000_003 + step)
-        return act_dropout_loss(m, x, y, criterion, params.act_dropout, gen)
+        feats = m.fused_features(x)
+        keep = None
+        if rate > 0:
+            # drawn from (seed, step): a resumed run drops exactly what an uninterrupted one would
+            gen.manual_seed(params.seed * 1_000_003 + step)
+            keep = drop_mask(feats, rate, gen)
+        maps = m.classifier(feats if keep is None else feats * keep)
+        loss = criterion(maps.float().mean(dim=(2, 3)), y)
+        if area > 0:  # on the maps the model really makes, not the dropped ones
+            full = maps if keep is None else m.classifier(feats)
+            loss = loss + area * area_loss(full, x * m.pixel_std + m.pixel_mean, y)
+        return loss
 
     return compute_loss
 
