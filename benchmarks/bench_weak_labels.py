@@ -20,9 +20,9 @@ are then segmented and compared with their full masks. Reported, all from the sa
 * stage-2 seg + flip -- the same, also averaging horizontally mirrored windows.
 
 Levers of the recipe are flags (``--rot90``, ``--puzzle``, ``--act-dropout``, ``--area-loss``,
-``--mosaic``, ``--cutmix``, ``--ignore-margin``, ``--epochs-*``, ``--lr``, ``--scales``,
-``--optimizer`` / ``--seg-optimizer`` (SAM), ``--stain-jitter``, ``--stain-norm``, ``--decoder``,
-``--seg-loss``);
+``--mosaic``, ``--cutmix``, ``--ignore-margin``, ``--exact-single``, ``--epochs-*``, ``--lr``,
+``--scales``, ``--optimizer`` / ``--seg-optimizer`` (SAM), ``--stain-jitter``, ``--stain-norm``,
+``--decoder``, ``--seg-loss``);
 ``--split`` chooses how images are dealt to folds (``fold_of``); ``--tta SET ...`` adds a
 stage-2 row per test-time augmentation set (same model, eval only); ``--cam-only`` stops after
 the CAM rows, for quick stage-1 experiments; ``--seg-only`` skips them (with ``--reuse`` and
@@ -153,7 +153,7 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
     post = PostprocParams()
     confs = {m: np.zeros((4, 4), np.int64) for m in methods(args)}
-    mask_dir = work / f"fold{fold}" / "pseudo"
+    mask_dir = work / f"fold{fold}" / f"pseudo{args.pseudo_tag}"
     if args.seg_only:
         if not (args.reuse and (mask_dir / "pseudo.run.json").is_file()):
             sys.exit(f"--seg-only needs --reuse and the pseudo-masks in {mask_dir}")
@@ -195,7 +195,8 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     else:
         run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
                                      tuned.best if args.pseudo_tuned else post,
-                                     ignore_margin=args.ignore_margin))
+                                     ignore_margin=args.ignore_margin,
+                                     exact_single=args.exact_single))
     print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
           f"pseudo {time.perf_counter() - t_eval_cam:.0f}s", flush=True)
     return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work,
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="area loss weight (stage 1; train.area_loss)")
     ap.add_argument("--balance", action="store_true", help="class-balanced patch sampling")
     ap.add_argument("--rot90", action="store_true", help="random 90-degree rotations")
+    ap.add_argument("--exact-single", action="store_true",
+                    help="single-label patches' pseudo-masks without the model (class on "
+                    "tissue, background on glass)")
+    ap.add_argument("--pseudo-tag", default="",
+                    help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
     ap.add_argument("--ignore-margin", type=float, default=0.0,
                     help="pseudo-mask pixels with a smaller CAM margin are ignored in stage 2")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])

@@ -124,3 +124,28 @@ def _ticks(gen):
             yield next(gen)
         except StopIteration:
             return
+
+
+def test_cli_pseudo_exact_single_labels_tissue_without_the_model(cam_model, tmp_path):
+    """A single-label patch's mask is its class on every tissue pixel and background exactly
+    on the glass drawn into it; a multi-label patch still goes through the model."""
+    data = tmp_path / "patches"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    tissue = np.stack([rng.integers(150, 200, (64, 64)), rng.integers(60, 120, (64, 64)),
+                       rng.integers(130, 190, (64, 64))], axis=-1).astype(np.uint8)
+    single = tissue.copy()
+    single[8:40, 16:48] = 250  # glass: 32 x 32 px, above the default threshold (210)
+    Image.fromarray(single).save(data / "a-[0, 1, 0].png")
+    Image.fromarray(tissue).save(data / "b-[1, 1, 0].png")
+    masks = tmp_path / "pseudo"
+    # bg exponent 0.01: the model's own masks would be background on nearly all tissue
+    assert main(["pseudo", str(cam_model), str(data), "--out", str(masks), "--scales", "1.0",
+                 "--device", "cpu", "--bg-exponent", "0.01",
+                 "--exact-single"]) == 0
+    a = np.asarray(Image.open(masks / "a-[0, 1, 0].png"))
+    expected = np.full((64, 64), 1, np.uint8)
+    expected[8:40, 16:48] = 3
+    np.testing.assert_array_equal(a, expected)
+    b = np.asarray(Image.open(masks / "b-[1, 1, 0].png"))
+    assert b.shape == (64, 64) and not (b == 2).any()

@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder (labels in file names)")
     p.add_argument("--out", required=True, metavar="MASK_DIR", help="folder for the masks")
     p.add_argument("--csv", help="CSV of file,labels (paths relative to DATA_DIR)")
+    p.add_argument("--exact-single", action="store_true",
+                   help="single-label patches get their class on all tissue (background on "
+                   "glass) without the model")
     p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
                    help="bad input files: skip them (report printed) or stop (default: skip)")
     p.add_argument("--config", help="JSON/YAML file with CamParams / PostprocParams sections")
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     report = scan_patches(args.data_dir, csv_path=args.csv)
     print(report.summary())  # noqa: T201
     items = resolve_bad(report, args.on_bad)
-    out = run_to_end(make_pseudo_masks(model, items, args.out, cam, post), show=True)
+    out = run_to_end(make_pseudo_masks(model, items, args.out, cam, post,
+                                       exact_single=args.exact_single), show=True)
     print(f"wrote {len(items)} masks to {out}")  # noqa: T201
     return 0

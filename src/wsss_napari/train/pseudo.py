@@ -34,23 +34,43 @@ def save_mask_png(mask: np.ndarray, path: str | Path, geometry: MaskGeometry | N
 
 
 def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParams,
-                post_params: PostprocParams, device=None, ignore_margin: float = 0.0
-                ) -> np.ndarray:
+                post_params: PostprocParams, device=None, ignore_margin: float = 0.0,
+                exact_single: bool = False) -> np.ndarray:
     """The pseudo-mask of one labelled patch (uint8 (H, W), values 0..3, 255 = uncertain).
 
     ``ignore_margin``: a tissue pixel whose CAM for its class beats the best other class
     of the patch by less than this is marked 255 (ignored by stage 2), so the segmentation
     network learns from confident pixels only. Single-label patches have no other class:
     their tissue pixels are certain whatever the CAMs say.
+
+    ``exact_single``: a single-label patch's mask is made without the model
+    (:func:`single_label_mask`), so weak CAMs on its tissue cannot turn into background.
     """
     from ..inference.multiscale import multiscale_cam
     from ..postproc import postprocess
 
-    res = multiscale_cam(model, rgb, cam_params, device=device)
     present = np.asarray(labels, dtype=bool)
+    if exact_single and present.sum() == 1:
+        return single_label_mask(rgb, int(np.flatnonzero(present)[0]), post_params)
+    res = multiscale_cam(model, rgb, cam_params, device=device)
     mask = postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
     if ignore_margin > 0:
         mask = mark_uncertain(mask, res.cams, present, ignore_margin)
+    return mask
+
+
+def single_label_mask(rgb: np.ndarray, cls: int, post_params: PostprocParams) -> np.ndarray:
+    """The mask of a patch labelled with the one class ``cls``, without a model: ``cls``
+    wherever there is tissue, background where the post-processing's glass detection
+    (``white_method``, ``white_threshold``, ``white_min_size``) sees glass."""
+    from ..classes import BACKGROUND
+    from ..postproc.glass import glass_mask
+
+    mask = np.full(rgb.shape[:2], cls, np.uint8)
+    glass = glass_mask(rgb, post_params.white_method, post_params.white_threshold,
+                       post_params.white_min_size)
+    if glass is not None:
+        mask[glass] = BACKGROUND
     return mask
 
 
@@ -76,6 +96,7 @@ def make_pseudo_masks(
     csv_path: str | Path | None = None,
     on_bad: str = "skip",
     ignore_margin: float = 0.0,
+    exact_single: bool = False,
 ) -> Generator[Progress, None, Path]:
     """Write one pseudo-mask PNG per training patch into ``out_dir``.
 
@@ -89,6 +110,8 @@ def make_pseudo_masks(
         on_bad: ``'skip'`` or ``'stop'`` on bad input files.
         ignore_margin: CAM margin under which tissue pixels are left unlabelled (255);
             see :func:`pseudo_mask`.
+        exact_single: single-label patches' masks without the model (their class on
+            tissue, background on glass); see :func:`single_label_mask`.
 
     Yields:
         ``Progress('pseudo', done, total)`` per patch.
@@ -116,7 +139,7 @@ def make_pseudo_masks(
     for i, it in enumerate(items):
         rgb = image_for_model(load_rgb(it.path), model)  # the model's training stain
         mask = pseudo_mask(model, rgb, it.label_array, cam_params, post_params, device=device,
-                           ignore_margin=ignore_margin)
+                           ignore_margin=ignore_margin, exact_single=exact_single)
         save_mask_png(mask, out / (it.path.stem + ".png"), MaskGeometry(slide=it.path.name))
         yield Progress("pseudo", i + 1, len(items))
     record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),
