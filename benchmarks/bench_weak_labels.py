@@ -54,7 +54,8 @@ METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "CAM + post tuned", "
 
 def methods(args) -> tuple[str, ...]:
     """The table's rows: ``METHODS`` plus one per ``--tta`` set."""
-    return METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta)
+    self_trained = ("self-trained seg", "self-trained + flip") if args.self_train else ()
+    return METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta) + self_trained
 
 
 def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -206,7 +207,6 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
 def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, np.ndarray],
             test, args, work: Path, t_start: float) -> dict[str, np.ndarray]:
     """Train (or reuse) the stage-2 model on the pseudo-masks; its rows on the test images."""
-    from wsss_napari.inference.predict import predict_mask
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams, TrainSegParams
     from wsss_napari.progress import run_to_end
@@ -229,16 +229,57 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
     t_train = time.perf_counter()
     seg_model = load_model(seg_path)
     seg_cam = CamParams(device="cpu", batch_size=32)
-    t_eval = {}
-    for row, cam in (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
-                     *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta)):
-        t1 = time.perf_counter()
-        for _, rgb, gt in test:
-            confs[row] += _conf(predict_mask(seg_model, rgb, cam, background=gt == 3), gt)
-        t_eval[row] = time.perf_counter() - t1
+    rows = (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
+            *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta))
+    t_eval = _eval_seg(seg_model, rows, test, confs)
     print(f"fold {fold}: train-seg {t_train - t_start:.0f}s; predict "
           + ", ".join(f"{k.removeprefix('stage-2 seg')or 'plain'} {v:.0f}s"
                       for k, v in t_eval.items()), flush=True)
+    if args.self_train:
+        _self_train(fold, items, seg_model, seg_params, seg_cam, confs, test, args, work)
+    return confs
+
+
+def _eval_seg(model, rows, test, confs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Add ``model``'s confusions on ``test`` to each row ``(name, CamParams)``; seconds each."""
+    from wsss_napari.inference.predict import predict_mask
+
+    t_eval = {}
+    for row, cam in rows:
+        t1 = time.perf_counter()
+        for _, rgb, gt in test:
+            confs[row] += _conf(predict_mask(model, rgb, cam, background=gt == 3), gt)
+        t_eval[row] = time.perf_counter() - t1
+    return t_eval
+
+
+def _self_train(fold: int, items, seg_model, seg_params, seg_cam, confs, test, args,
+                work: Path) -> None:
+    """One round of self-training: the stage-2 model relabels its training patches
+    (``pseudo`` with a segmentation model), and a fresh stage-2 model (same parameters,
+    initialised from the CAM model again) learns from those masks."""
+    from wsss_napari.models.checkpoint import load_model
+    from wsss_napari.params import PostprocParams
+    from wsss_napari.progress import run_to_end
+    from wsss_napari.train.data import PatchItem
+    from wsss_napari.train.pseudo import make_pseudo_masks
+    from wsss_napari.train.seg import train_segmenter
+
+    t0 = time.perf_counter()
+    st_dir = work / f"fold{fold}" / f"pseudo{args.pseudo_tag}_st{args.seg_tag}"
+    if not (args.reuse and (st_dir / "pseudo.run.json").is_file()):
+        run_to_end(make_pseudo_masks(seg_model, items, st_dir, seg_cam, PostprocParams(),
+                                     exact_single=args.exact_single))
+    st_path = work / f"fold{fold}" / f"seg{args.seg_tag}_st.safetensors"
+    if not (args.reuse and st_path.is_file()):
+        st_items = [PatchItem(it.path, it.labels, st_dir / (it.path.stem + ".png"))
+                    for it in items]
+        run_to_end(train_segmenter(st_items, None, st_path, seg_params))
+    t_train = time.perf_counter()
+    _eval_seg(load_model(st_path), (("self-trained seg", seg_cam),
+                                    ("self-trained + flip", seg_cam.replace(flip=True))),
+              test, confs)
+    print(f"fold {fold}: self-training (relabel + train-seg) {t_train - t0:.0f}s", flush=True)
     return confs
 
 
@@ -289,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-single", action="store_true",
                     help="single-label patches' pseudo-masks without the model (class on "
                     "tissue, background on glass)")
+    ap.add_argument("--self-train", action="store_true",
+                    help="stage 2 relabels its training patches and a fresh stage-2 model "
+                    "learns from them (one round; rows 'self-trained')")
     ap.add_argument("--pseudo-tag", default="",
                     help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
     ap.add_argument("--ignore-margin", type=float, default=0.0,

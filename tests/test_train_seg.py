@@ -149,3 +149,35 @@ def test_cli_pseudo_exact_single_labels_tissue_without_the_model(cam_model, tmp_
     np.testing.assert_array_equal(a, expected)
     b = np.asarray(Image.open(masks / "b-[1, 1, 0].png"))
     assert b.shape == (64, 64) and not (b == 2).any()
+
+
+def test_pseudo_with_a_segmentation_model_keeps_each_patch_to_its_labels(patches, tmp_path):
+    """Self-training: a stage-2 model relabels labelled patches; a class a patch is not
+    labelled with never appears, and the labelled classes take what the model gives them."""
+    import torch
+
+    from wsss_napari.inference.predict import seg_probabilities
+
+    torch.manual_seed(0)
+    net = SegNet(ModelConfig(kind="seg", arch="unet", backbone="test_resnet", input_size=64))
+    path = tmp_path / "seg.safetensors"
+    save_model(net.eval(), path)
+    masks = tmp_path / "relabelled"
+    assert main(["pseudo", str(path), str(patches), "--out", str(masks), "--device", "cpu"]) == 0
+    model = load_model(path)
+    images = list_images(patches)
+    restricted = 0
+    for img in images:
+        arr = np.asarray(Image.open(masks / (img.stem + ".png")))
+        labels = np.asarray(labels_from_filename(img), bool)
+        prob = seg_probabilities(model, np.asarray(Image.open(img).convert("RGB")),
+                                 CamParams(device="cpu"))
+        for c in range(3):
+            if not labels[c]:
+                assert not (arr == c).any(), f"{img.name}: absent class {c} in its mask"
+        # where the unrestricted argmax is a labelled class or background, nothing changes
+        free = np.argmax(prob, axis=0)
+        keep = np.isin(free, [*np.flatnonzero(labels), 3])
+        np.testing.assert_array_equal(arr[keep], free[keep])
+        restricted += int((~keep).sum())
+    assert restricted > 0  # the untrained model does call absent classes somewhere

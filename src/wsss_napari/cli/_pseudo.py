@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model's recommended parameters ('tune --into-model') unless --config is given, "
         "then the command-line flags on top, as in 'predict'.",
     )
-    p.add_argument("model", metavar="MODEL", help="CAM model file, or 'default'")
+    p.add_argument("model", metavar="MODEL", help="CAM model file, or 'default'; a "
+                   "segmentation model relabels the patches itself (self-training)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="patch folder (labels in file names)")
     p.add_argument("--out", required=True, metavar="MASK_DIR", help="folder for the masks")
     p.add_argument("--csv", help="CSV of file,labels (paths relative to DATA_DIR)")

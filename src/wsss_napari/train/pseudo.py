@@ -2,8 +2,10 @@
 
 Each patch gets multi-scale CAMs and the post-processing chain, with the patch's *own*
 labels as ``present``: a class the patch is not labelled with can never appear in its mask,
-which removes most CAM confusions for free. Masks are palette PNGs (the challenge palette,
-values 0..3) with the patch's file name, so ``train-seg DATA_DIR MASK_DIR`` pairs them by name.
+which removes most CAM confusions for free. A segmentation model can relabel the same
+patches the same way (self-training: :func:`seg_pseudo_mask`). Masks are palette PNGs (the
+challenge palette, values 0..3) with the patch's file name, so ``train-seg DATA_DIR MASK_DIR``
+pairs them by name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import WsssError
 from ..params import CamParams, PostprocParams, RunRecord
 from ..progress import Progress
 from ..region import MaskGeometry
@@ -45,6 +48,11 @@ def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParam
 
     ``exact_single``: a single-label patch's mask is made without the model
     (:func:`single_label_mask`), so weak CAMs on its tissue cannot turn into background.
+
+    A segmentation model (``config.kind == 'seg'``: self-training, stage 2 relabelling its
+    own training patches) gives each pixel its most probable class among the patch's labels
+    and background (:func:`seg_pseudo_mask`); ``post_params`` and ``ignore_margin`` are
+    for CAMs and do not apply to it.
     """
     from ..inference.multiscale import multiscale_cam
     from ..postproc import postprocess
@@ -52,10 +60,29 @@ def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParam
     present = np.asarray(labels, dtype=bool)
     if exact_single and present.sum() == 1:
         return single_label_mask(rgb, int(np.flatnonzero(present)[0]), post_params)
+    if getattr(getattr(model, "config", None), "kind", None) == "seg":
+        return seg_pseudo_mask(model, rgb, present, cam_params, device=device)
     res = multiscale_cam(model, rgb, cam_params, device=device)
     mask = postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
     if ignore_margin > 0:
         mask = mark_uncertain(mask, res.cams, present, ignore_margin)
+    return mask
+
+
+def seg_pseudo_mask(model, rgb: np.ndarray, present: np.ndarray, cam_params: CamParams,
+                    device=None) -> np.ndarray:
+    """A segmentation model's mask of a labelled patch: each pixel's most probable class
+    among the ``present`` ones and background (the windows of :func:`seg_probabilities`)."""
+    from ..classes import BACKGROUND
+    from ..inference.predict import seg_probabilities
+
+    prob = seg_probabilities(model, rgb, cam_params, device)
+    n_fg = prob.shape[0] - 1
+    if len(present) != n_fg:
+        raise WsssError(f"the patch has {len(present)} labels, the model {n_fg} classes")
+    prob[:n_fg][~present] = -1.0  # absent classes never win
+    mask = np.argmax(prob, axis=0).astype(np.uint8)
+    mask[mask == n_fg] = BACKGROUND
     return mask
 
 
@@ -101,7 +128,8 @@ def make_pseudo_masks(
     """Write one pseudo-mask PNG per training patch into ``out_dir``.
 
     Args:
-        model: a CAM model (``models.checkpoint.load_model``).
+        model: a CAM model (``models.checkpoint.load_model``), or a segmentation model
+            (self-training: see :func:`pseudo_mask`).
         data: a patch folder (challenge layout, or with ``csv_path``) or scanned items.
         out_dir: where the masks go (created); same file names as the patches, ``.png``.
         cam_params: multi-scale CAM parameters (default :class:`CamParams`).
