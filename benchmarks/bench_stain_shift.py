@@ -1,8 +1,10 @@
 """Stain robustness: held-out mIoU of CAM classifiers on HED-shifted copies of the test images.
 
 The 3-fold weak-label benchmark (``bench_weak_labels.py``: 31 WSSS4LUAD validation images,
-fold ``i % 3``) with the classifiers it left in ``--work`` folders (``fold{k}/cam.safetensors``;
-train more with ``bench_weak_labels.py --cam-only --work DIR --stain-jitter X``). For each
+its folds: ``--split`` as there, default stratified) with the classifiers it left in
+``--work`` folders (``fold{k}/cam.safetensors``; train more with ``bench_weak_labels.py
+--cam-only --work DIR --stain-jitter X``) and, with ``--seg TAG``, its stage-2 models
+(``fold{k}/seg{TAG}.safetensors``, rows "stage-2 seg{TAG}", background given). For each
 classifier set and fold, the post-processing is tuned on the fold's *training* images'
 masks (unshifted, as ``bench_weak_labels.py``), then every test image is shifted in
 haematoxylin-eosin-DAB space (scikit-image ``rgb2hed`` / ``hed2rgb``): ``H += s * sign_H``,
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_weak_labels import DEFAULT_DATA, _conf, load_images  # noqa: E402
+from bench_weak_labels import DEFAULT_DATA, _conf, fold_of, load_images  # noqa: E402
 
 
 def hed_shift(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
@@ -54,6 +56,7 @@ def run_set(name: str, work: Path, images, args, folds: list[int]
     """Confusions keyed (norm, shift, row) of one classifier set over the folds."""
     from wsss_napari import stain
     from wsss_napari.inference.multiscale import multiscale_cam
+    from wsss_napari.inference.predict import predict_mask
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams, PostprocParams
     from wsss_napari.postproc import postprocess
@@ -62,11 +65,15 @@ def run_set(name: str, work: Path, images, args, folds: list[int]
 
     out: dict[tuple, np.ndarray] = {}
     cam_params = CamParams(scales=tuple(args.scales), device="cpu", batch_size=32)
+    seg_cam = CamParams(device="cpu", batch_size=32)
+    of = fold_of([gt for _, _, gt in images], args.split)  # bench_weak_labels' folds
     for fold in folds:
         t0 = time.perf_counter()
-        test = [(i, im) for i, im in enumerate(images) if i % 3 == fold]
-        train = [im for i, im in enumerate(images) if i % 3 != fold]
+        test = [(i, im) for i, im in enumerate(images) if of[i] == fold]
+        train = [im for i, im in enumerate(images) if of[i] != fold]
         model = load_model(work / f"fold{fold}" / "cam.safetensors")
+        segs = {tag: load_model(work / f"fold{fold}" / f"seg{tag}.safetensors")
+                for tag in args.seg}
         samples = []
         for nm, rgb, gt in train:
             res = multiscale_cam(model, rgb, cam_params)
@@ -95,6 +102,11 @@ def run_set(name: str, work: Path, images, args, folds: list[int]
                         out[key] = out.get(key, 0) + c
                         fkey = (norm, shift, row, fold)
                         out[fkey] = out.get(fkey, 0) + c
+                    for tag, seg in segs.items():
+                        c = _conf(predict_mask(seg, img, seg_cam, background=gt == 3), gt)
+                        for key in ((norm, shift, f"stage-2 seg{tag}"),
+                                    (norm, shift, f"stage-2 seg{tag}", fold)):
+                            out[key] = out.get(key, 0) + c
         print(f"{name} fold {fold}: tune {t1 - t0:.0f}s, shifted evals "
               f"{time.perf_counter() - t1:.0f}s", flush=True)
     return out
@@ -138,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="shift sizes at which the normalised rows run (default: all)")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--split", choices=("stratified", "mod3"), default="stratified",
+                    help="how images were dealt to folds (bench_weak_labels --split)")
+    ap.add_argument("--seg", nargs="*", default=[], metavar="TAG",
+                    help="also stage-2 rows: fold{k}/seg{TAG}.safetensors ('' = seg.safetensors)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", type=Path, help="write the mIoU-vs-shift plot (PNG) here")
@@ -186,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {norm} | {shift:g} | {row} | {r['iou']['tumor']:.3f} | "
                   f"{r['iou']['stroma']:.3f} | {r['iou']['normal']:.3f} | "
                   f"**{r['miou']:.3f}** | {' / '.join(f'{m:.3f}' for m in folds)} |")
-            if row == "CAM + post tuned":
-                label = f"{name} (folds {','.join(map(str, set_folds[name]))}), {norm}"
+            if row == "CAM + post tuned" or row.startswith("stage-2"):
+                label = (f"{name} (folds {','.join(map(str, set_folds[name]))}), {norm}"
+                         + ("" if row == "CAM + post tuned" else f", {row}"))
                 curves.setdefault(label, []).append((shift, r["miou"]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

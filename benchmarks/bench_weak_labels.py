@@ -221,7 +221,8 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
                                 crop_size=args.patch, val_fraction=0.0, seed=fold + args.seed,
                                 device="cpu", lr=args.lr, weights=str(cam_path), rot90=args.rot90,
                                 mosaic=args.seg_mosaic, loss=args.seg_loss,
-                                optimizer=args.seg_optimizer, sam_rho=args.sam_rho)
+                                optimizer=args.seg_optimizer, sam_rho=args.sam_rho,
+                                stain_jitter=args.seg_stain_jitter)
     if args.reuse and seg_path.is_file():
         print(f"fold {fold}: reusing {seg_path}", flush=True)
     else:
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stain-jitter", type=float, default=0.03,
                     help="stage 1: HED stain jitter strength (TrainClsParams default 0.03)")
     ap.add_argument("--stain-norm", default="none", help="stage 1: none, reinhard, macenko")
+    ap.add_argument("--seg-stain-jitter", type=float, default=0.0,
+                    help="stage 2: HED stain jitter strength (TrainSegParams default 0)")
     ap.add_argument("--tta", nargs="*", default=[],
                     help="stage 2: also a row per test-time augmentation set (hflip, flips, "
                     "rot90, d4, ...+scales); same model, eval only")

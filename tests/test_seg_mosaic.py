@@ -42,3 +42,19 @@ def test_mosaic_pixels_keep_their_patch_class(tmp_path):
     assert seen >= {0, 1, 2}
     x0, m0 = SegTrainSet(items, params.replace(mosaic=0.0))[3]
     assert (m0 == 0).all() and (x0 == 9).all()
+
+
+def test_stain_jitter_changes_colours_not_masks(tmp_path):
+    """Stage-2 stain jitter recolours the crop (H&E-like pixels move) and leaves its mask."""
+    colours = [(180, 90, 160), (230, 150, 200)]
+    items = [_item(tmp_path, "t", colours[0], [1, 0, 0], 0),
+             _item(tmp_path, "s", colours[1], [0, 1, 0], 1)]
+    params = TrainSegParams(encoder="test_resnet", crop_size=32, blur=0.0, seed=1)
+    plain = SegTrainSet(items, params)
+    jittered = SegTrainSet(items, params.replace(stain_jitter=0.05))
+    for i, colour in enumerate(colours):
+        (x0, m0), (x1, m1) = plain[i], jittered[i]
+        np.testing.assert_array_equal(m0, m1)
+        assert (x0 == np.array(colour, np.uint8)[:, None, None]).all()  # off: untouched
+        assert np.abs(x1.astype(int) - x0.astype(int)).max() >= 3       # on: recoloured
+    assert TrainSegParams().stain_jitter == 0.0

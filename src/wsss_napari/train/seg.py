@@ -78,6 +78,10 @@ class SegTrainSet:
                 rgb, mask = aug.random_rot90(rgb, mask, rng)
             if p.blur > 0 and rng.random() < p.blur:
                 rgb = aug.gaussian_blur(rgb, rng)
+            jitter = getattr(p, "stain_jitter", 0.0)
+            if jitter > 0:
+                rgb = aug.hed_jitter(rgb, jitter, rng)
+                rgb = aug.brightness_contrast(rgb, rng)
         mask = mask.astype(np.int64)
         mask[(mask > 3) & (mask != IGNORE)] = IGNORE
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)), mask
