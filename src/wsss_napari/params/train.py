@@ -87,7 +87,7 @@ class TrainSegParams(ParamsBase):
     lr: float = _f(1e-2, "SGD learning rate (polynomial decay)", (1e-7, 10.0))
     crop_size: int = _f(224, "training crop size (px)", (16, 4096))
     blur: float = _f(0.5, "probability of Gaussian blur augmentation", (0.0, 1.0))
-    stain_jitter: float = _f(0.0, "HED stain jitter strength (with brightness / contrast), as "
+    stain_jitter: float = _f(0.03, "HED stain jitter strength (with brightness / contrast), as "
                              "in train-cls; 0 disables", (0.0, 0.5))
     rot90: bool = _f(False, "also rotate crops by random multiples of 90 degrees")
     dice_weight: float = _f(1.0, "weight of the Dice term added to cross-entropy", (0.0, 100.0))
