@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="stage 1: HED stain jitter strength (TrainClsParams default 0.03)")
     ap.add_argument("--stain-norm", default="none", help="stage 1: none, reinhard, macenko")
     ap.add_argument("--seg-stain-jitter", type=float, default=0.0,
-                    help="stage 2: HED stain jitter strength (TrainSegParams default 0)")
+                    help="stage 2: HED stain jitter strength (TrainSegParams default 0.03; "
+                    "0 here keeps the recorded rows reproducible)")
     ap.add_argument("--tta", nargs="*", default=[],
                     help="stage 2: also a row per test-time augmentation set (hflip, flips, "
                     "rot90, d4, ...+scales); same model, eval only")
