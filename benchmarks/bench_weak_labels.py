@@ -281,7 +281,6 @@ def _self_train(fold: int, items, seg_model, seg_params, seg_cam, confs, test, a
                                     ("self-trained + flip", seg_cam.replace(flip=True))),
               test, confs)
     print(f"fold {fold}: self-training (relabel + train-seg) {t_train - t0:.0f}s", flush=True)
-    return confs
 
 
 def main(argv: list[str] | None = None) -> int:

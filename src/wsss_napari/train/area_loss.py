@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..params import PostprocParams
+
 if TYPE_CHECKING:
     import torch
 
 #: Grey level above which a pixel is glass (the post-processing's default ``white_threshold``).
-GLASS_GREY = 210.0
+GLASS_GREY = float(PostprocParams().white_threshold)
 #: A class-map position is tissue when at least this fraction of its pixels is not glass.
 TISSUE_FRACTION = 0.5
 

@@ -61,9 +61,8 @@ class SegTrainSet:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         rng = epoch_rng(p.seed, self.epoch if self.train else 0, index)
-        mosaic = getattr(p, "mosaic", 0.0)
-        if (self.train and mosaic > 0 and len(self.single) >= 2
-                and rng.random() < mosaic):
+        if (self.train and p.mosaic > 0 and len(self.single) >= 2
+                and rng.random() < p.mosaic):
             picks = rng.choice(self.single, size=4, replace=len(self.single) < 4)
             tiles = []
             for i in picks:
@@ -78,9 +77,8 @@ class SegTrainSet:
                 rgb, mask = aug.random_rot90(rgb, mask, rng)
             if p.blur > 0 and rng.random() < p.blur:
                 rgb = aug.gaussian_blur(rgb, rng)
-            jitter = getattr(p, "stain_jitter", 0.0)
-            if jitter > 0:
-                rgb = aug.hed_jitter(rgb, jitter, rng)
+            if p.stain_jitter > 0:
+                rgb = aug.hed_jitter(rgb, p.stain_jitter, rng)
                 rgb = aug.brightness_contrast(rgb, rng)
         mask = mask.astype(np.int64)
         mask[(mask > 3) & (mask != IGNORE)] = IGNORE
