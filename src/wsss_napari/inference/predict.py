@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import BACKGROUND
+from ..models.config import model_kind
 from ..params import CamParams, PostprocParams
 
 #: Segmentation windows are a multiple of this (the encoder's stride).
@@ -55,7 +56,7 @@ def predict_mask(model: Any, image: np.ndarray, cam_params: CamParams | None = N
         if background.shape != image.shape[:2]:
             raise WsssError(f"background mask {background.shape} does not match the image "
                             f"{image.shape[:2]}")
-    kind = getattr(getattr(model, "config", None), "kind", None)
+    kind = model_kind(model)
     if kind == "seg":
         return seg_predict(model, image, cam_params, device, background=background)
     if kind != "cam":

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import BACKGROUND
+from ..models.config import model_kind
 from ..params import CamParams, PostprocParams
 from ..progress import Progress
 from ..region import MaskGeometry, Region
@@ -52,7 +53,7 @@ class _SegPlan:
 
 def check_seg_model(model: Any, what: str = "the segmentation model") -> Any:
     """``model`` if it is a segmentation model, else one clear error."""
-    kind = getattr(getattr(model, "config", None), "kind", None)
+    kind = model_kind(model)
     if kind != "seg":
         src = getattr(model, "source", "") or ""
         raise WsssError(f"{what} {f'{src!r} ' if src else ''}is a {kind or 'non'}-kind model "

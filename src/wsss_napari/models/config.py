@@ -21,7 +21,13 @@ from .families import CAM_ARCHS, KINDS, SEG_ARCHS, archs
 HE_MEAN: tuple[float, float, float] = (0.678, 0.505, 0.735)
 HE_STD: tuple[float, float, float] = (0.144, 0.208, 0.174)
 
-__all__ = ["CAM_ARCHS", "HE_MEAN", "HE_STD", "KINDS", "SEG_ARCHS", "ModelConfig"]
+__all__ = ["CAM_ARCHS", "HE_MEAN", "HE_STD", "KINDS", "SEG_ARCHS", "ModelConfig", "model_kind"]
+
+
+def model_kind(model: Any) -> str | None:
+    """``model.config.kind`` (``'cam'`` / ``'seg'``), or ``None`` for anything that is not a
+    wsss-napari model: the one test every entry point makes before choosing a path."""
+    return getattr(getattr(model, "config", None), "kind", None)
 
 
 

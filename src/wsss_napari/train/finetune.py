@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import WsssError
 from ..classes import BACKGROUND, LABEL_NAMES
+from ..models.config import model_kind
 from ..params import FinetuneParams
 from ..progress import Progress
 
@@ -223,7 +224,7 @@ def _prepare(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
     from ..device import choose_device
 
     config = getattr(model, "config", None)
-    kind = getattr(config, "kind", None)
+    kind = model_kind(model)
     if kind not in ("cam", "seg"):
         raise WsssError("fine-tuning needs a wsss-napari CAM or segmentation model "
                         f"(a model with .config.kind 'cam' or 'seg'), not {type(model).__name__}")

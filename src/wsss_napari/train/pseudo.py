@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import WsssError
+from ..models.config import model_kind
 from ..params import CamParams, PostprocParams, RunRecord
 from ..progress import Progress
 from ..region import MaskGeometry
@@ -60,7 +61,7 @@ def pseudo_mask(model, rgb: np.ndarray, labels: np.ndarray, cam_params: CamParam
     present = np.asarray(labels, dtype=bool)
     if exact_single and present.sum() == 1:
         return single_label_mask(rgb, int(np.flatnonzero(present)[0]), post_params)
-    if getattr(getattr(model, "config", None), "kind", None) == "seg":
+    if model_kind(model) == "seg":
         return seg_pseudo_mask(model, rgb, present, cam_params, device=device)
     res = multiscale_cam(model, rgb, cam_params, device=device)
     mask = postprocess(res.cams, post_params, image=rgb, scores=res.scores, present=present)
