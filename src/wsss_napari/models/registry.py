@@ -62,3 +62,18 @@ def build_model(config: ModelConfig, pretrained: bool = False,
         raise WsssError(f"{fam.kind} models ({fam.arch}) are not available in this install "
                         f"(wsss_napari.models.{fam.module}: {err})") from err
     return cls(config, pretrained=pretrained, weights=weights)
+
+
+def build_fresh_model(kind: str, arch: str, backbone: str, input_size: int,
+                      pretrained: bool = False, weights: str | None = None,
+                      mpp: float | None = None) -> nn.Module:
+    """A fresh model to train (``train-cls`` / ``train-seg``), its input scaling following
+    where the backbone's weights come from (:func:`~wsss_napari.models.pretrained.input_norm`):
+    the scaling ImageNet weights were trained with (mean = std = 0.5 for EfficientNet-Lite0),
+    else the H&E statistics."""
+    from .pretrained import input_norm
+
+    norm = input_norm(backbone, pretrained, weights or None)
+    config = ModelConfig(kind=kind, arch=arch, backbone=backbone, input_size=input_size,
+                         mpp=mpp or None, **({"mean": norm[0], "std": norm[1]} if norm else {}))
+    return build_model(config, pretrained=pretrained, weights=weights or None)

@@ -172,21 +172,13 @@ def evaluate_classifier(model, loader, device, use_amp: bool) -> dict[str, float
 
 
 def build_cam_model(params: TrainClsParams, mpp: float | None = None):
-    """A fresh CAM model for ``params`` (backbone, crop size, pretrained / weights).
+    """A fresh CAM model for ``params`` (backbone, crop size, pretrained / weights); its
+    input scaling follows the backbone's origin
+    (:func:`~wsss_napari.models.registry.build_fresh_model`)."""
+    from ..models.registry import build_fresh_model, default_arch
 
-    Its input scaling follows the backbone's origin
-    (:func:`~wsss_napari.models.pretrained.input_norm`): the scaling ImageNet weights were
-    trained with (mean = std = 0.5 for EfficientNet-Lite0), else the H&E statistics.
-    """
-    from ..models.config import ModelConfig
-    from ..models.pretrained import input_norm
-    from ..models.registry import build_model, default_arch
-
-    norm = input_norm(params.backbone, params.pretrained, params.weights or None)
-    config = ModelConfig(kind="cam", arch=default_arch(params.backbone), backbone=params.backbone,
-                         input_size=params.crop_size, mpp=mpp or None,
-                         **({"mean": norm[0], "std": norm[1]} if norm else {}))
-    return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
+    return build_fresh_model("cam", default_arch(params.backbone), params.backbone,
+                             params.crop_size, params.pretrained, params.weights, mpp)
 
 
 def train_classifier(

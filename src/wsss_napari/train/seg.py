@@ -157,16 +157,11 @@ def evaluate_segmenter(model, loader, device, use_amp: bool) -> dict[str, float]
 
 def build_seg_model(params: TrainSegParams, mpp: float | None = None):
     """A fresh :class:`~wsss_napari.models.seg.SegNet` for ``params``; its input scaling follows
-    where the encoder comes from (:func:`~wsss_napari.models.pretrained.input_norm`)."""
-    from ..models.config import ModelConfig
-    from ..models.pretrained import input_norm
-    from ..models.registry import build_model
+    the encoder's origin (:func:`~wsss_napari.models.registry.build_fresh_model`)."""
+    from ..models.registry import build_fresh_model
 
-    norm = input_norm(params.encoder, params.pretrained, params.weights or None)
-    config = ModelConfig(kind="seg", arch=params.decoder, backbone=params.encoder,
-                         input_size=params.crop_size, mpp=mpp or None,
-                         **({"mean": norm[0], "std": norm[1]} if norm else {}))
-    return build_model(config, pretrained=params.pretrained, weights=params.weights or None)
+    return build_fresh_model("seg", params.decoder, params.encoder, params.crop_size,
+                             params.pretrained, params.weights, mpp)
 
 
 def train_segmenter(
