@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "train_cls",
     "pseudo",
     "train_seg",
+    "ensemble",
     "export",
     "slide",
     "batch",

@@ -53,6 +53,11 @@ def build_model(config: ModelConfig, pretrained: bool = False,
     if not isinstance(config, ModelConfig):
         raise WsssError(f"build_model needs a ModelConfig, not {type(config).__name__}")
     _register_own_models()
+    if config.kind == "seg":
+        from .ensemble import SegEnsemble, ensemble_size
+
+        if ensemble_size(config):
+            return SegEnsemble(config, pretrained=pretrained, weights=weights)
     fam = family(config.kind, config.arch)
     if fam is None:
         raise WsssError(f"no model for kind={config.kind!r} arch={config.arch!r}")
