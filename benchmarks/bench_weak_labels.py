@@ -55,7 +55,9 @@ METHODS = ("trivial baseline", "CAM argmax", "CAM + post", "CAM + post tuned", "
 def methods(args) -> tuple[str, ...]:
     """The table's rows: ``METHODS`` plus one per ``--tta`` set."""
     self_trained = ("self-trained seg", "self-trained + flip") if args.self_train else ()
-    return METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta) + self_trained
+    ensemble = ("ensemble", "ensemble + flip") if args.ensemble else ()
+    return (METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta) + self_trained
+            + ensemble)
 
 
 def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -110,9 +112,26 @@ def cut_patches(rgb: np.ndarray, gt: np.ndarray, size: int, stride: int,
             cut_weak_patches(rgb, gt, size, stride, min_fraction, max_background)]
 
 
+#: integer magnification of every image (``--zoom``); scoring samples one pixel per block
+ZOOM = 1
+
+
+def zoom_image(rgb: np.ndarray, gt: np.ndarray, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb`` magnified ``z`` times (bicubic) and ``gt`` by pixel repetition, so that
+    ``gt_z[z // 2::z, z // 2::z] == gt`` exactly (scoring stays at the masks' resolution)."""
+    import cv2
+
+    h, w = gt.shape
+    big = cv2.resize(rgb, (w * z, h * z), interpolation=cv2.INTER_CUBIC)
+    return big, np.repeat(np.repeat(gt, z, axis=0), z, axis=1)
+
+
 def _conf(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     from wsss_napari.metrics import confusion_matrix, force_background
 
+    if ZOOM > 1:  # back to the masks' own pixels: the centre sample of every z x z block
+        o = ZOOM // 2
+        pred, gt = pred[o::ZOOM, o::ZOOM], gt[o::ZOOM, o::ZOOM]
     return confusion_matrix(force_background(pred, gt == 3), gt)
 
 
@@ -238,7 +257,26 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
                       for k, v in t_eval.items()), flush=True)
     if args.self_train:
         _self_train(fold, items, seg_model, seg_params, seg_cam, confs, test, args, work)
+    if args.ensemble:
+        from wsss_napari.models.ensemble import build_ensemble
+
+        paths = [seg_path] + [_member_path(spec, work, fold) for spec in args.ensemble]
+        ens = build_ensemble([load_model(p) for p in paths], [str(p) for p in paths])
+        t_ens = _eval_seg(ens, (("ensemble", seg_cam), ("ensemble + flip",
+                                                        seg_cam.replace(flip=True))),
+                          test, confs)
+        print(f"fold {fold}: ensemble of {len(paths)} predict "
+              + ", ".join(f"{v:.0f}s" for v in t_ens.values()), flush=True)
     return confs
+
+
+def _member_path(spec: str, work: Path, fold: int) -> Path:
+    """``[WORK]:TAG`` -> ``WORK/fold<fold>/seg<TAG>.safetensors`` (WORK defaults to --work)."""
+    root, _, tag = spec.rpartition(":")
+    p = Path(root or work) / f"fold{fold}" / f"seg{tag}.safetensors"
+    if not p.is_file():
+        sys.exit(f"--ensemble {spec}: no {p}")
+    return p
 
 
 def _eval_seg(model, rows, test, confs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -336,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-train", action="store_true",
                     help="stage 2 relabels its training patches and a fresh stage-2 model "
                     "learns from them (one round; rows 'self-trained')")
+    ap.add_argument("--ensemble", nargs="+", default=[], metavar="[WORK]:TAG",
+                    help="stage 2: also rows of this run's model averaged with these "
+                    "(WORK/fold<k>/seg<TAG>.safetensors; WORK defaults to --work) as one "
+                    "ensemble (models.ensemble); eval only")
     ap.add_argument("--pseudo-tag", default="",
                     help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
     ap.add_argument("--ignore-margin", type=float, default=0.0,
@@ -343,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
     ap.add_argument("--pseudo-tuned", action="store_true",
                     help="pseudo-masks with the tuned post-processing (default: the defaults)")
+    ap.add_argument("--zoom", type=int, default=1,
+                    help="magnify every image this many times before cutting patches (patch, "
+                    "stride and crops scale with it; predictions are scored at the masks' own "
+                    "resolution): the input-resolution lever")
     ap.add_argument("--split", choices=("stratified", "mod3"), default="stratified",
                     help="how images are dealt to folds (see fold_of); mod3: the first "
                          "rounds' split")
@@ -371,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WSSS4LUAD validation data not found at {args.data}; skipping")
         return 0
     images = load_images(args.data)
+    if args.zoom > 1:
+        global ZOOM
+        ZOOM = args.zoom
+        images = [(name, *zoom_image(rgb, gt, args.zoom)) for name, rgb, gt in images]
+        args.patch, args.stride = args.patch * args.zoom, args.stride * args.zoom
     t0 = time.perf_counter()
     total = {m: np.zeros((4, 4), np.int64) for m in methods(args)}
     with tempfile.TemporaryDirectory(prefix="wsss_bench_") as tmp:
@@ -393,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"WSSS4LUAD validation, {len(images)} images, folds {args.folds} by image "
           f"({args.split}); "
-          f"patches {args.patch}px stride {args.stride}, backbone {args.backbone}, "
+          f"patches {args.patch}px stride {args.stride} (zoom {args.zoom}), "
+          f"backbone {args.backbone}, "
           f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}, "
           f"{args.seg_loss}, {args.seg_optimizer}), "
           f"scales {args.scales}; {elapsed / 60:.1f} min")
