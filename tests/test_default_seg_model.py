@@ -35,13 +35,20 @@ def _train_seg_flags() -> list[str]:
                   if ln.startswith("SEG_EPOCHS="))
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("wsss-napari train-seg"))
     line = line.replace('"$SEG_EPOCHS"', epochs).replace('"$M"', "cam.safetensors")
-    line = line.replace('"$S"', "seg.safetensors")
+    line = line.replace('"$SEED"', "0").replace('"$W/seg$SEED.safetensors"', "seg.safetensors")
     return [a for a in shlex.split(line)[2:] if not a.startswith("$")]
 
 
 def test_default_seg_model_is_small_documented_and_remade_by_the_script(seg_model):
+    from wsss_napari.models.ensemble import MEMBERS_KEY, ensemble_size
+
     path = default_seg_model_path()
-    assert path.stat().st_size < 15 * 1024**2
+    assert path.stat().st_size < 20 * 1024**2
+    seeds = next(ln.split("=", 1)[1].strip('"') for ln in SCRIPT.read_text().splitlines()
+                 if ln.startswith("SEG_SEEDS="))
+    # an ensemble of the script's train-seg runs, one per seed (the first member's params)
+    assert ensemble_size(seg_model.config) == len(seeds.split()) >= 2
+    assert len(seg_model.config.extra[MEMBERS_KEY]) == len(seeds.split())
     card = (path.parent / "MODEL_CARD.md").read_text()
     assert "seg_default.safetensors" in card and "--stage2-only" in card
     cfg, cam_cfg = seg_model.config, load_model("default").config
