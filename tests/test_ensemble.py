@@ -8,8 +8,8 @@ import pytest
 from wsss_napari import WsssError
 from wsss_napari.cli import main
 from wsss_napari.inference.predict import predict_mask, seg_probabilities
-from wsss_napari.models.checkpoint import load_model
-from wsss_napari.models.ensemble import MEMBERS_KEY, ensemble_files, ensemble_size
+from wsss_napari.models.checkpoint import load_model, save_ensemble
+from wsss_napari.models.ensemble import MEMBERS_KEY, ensemble_size
 from wsss_napari.params import CamParams, TrainSegParams
 from wsss_napari.progress import run_to_end
 from wsss_napari.sample.synth import make_tissue, write_patch_dataset
@@ -65,16 +65,16 @@ def test_only_compatible_segmentation_models_are_ensembled(members, tmp_path):
 
     one = load_model(members[0])
     with pytest.raises(WsssError, match="at least two"):
-        ensemble_files(members[:1], tmp_path / "one.safetensors")
+        save_ensemble(members[:1], tmp_path / "one.safetensors")
     other = load_model(members[1])
     other.config = dataclasses.replace(other.config, input_size=64)
     save_model(other, tmp_path / "big.safetensors")
     with pytest.raises(WsssError, match="input_size"):
-        ensemble_files([members[0], tmp_path / "big.safetensors"], tmp_path / "x.safetensors")
+        save_ensemble([members[0], tmp_path / "big.safetensors"], tmp_path / "x.safetensors")
     ens_path = tmp_path / "ens.safetensors"
-    ensemble_files(members, ens_path)
+    save_ensemble(members, ens_path)
     with pytest.raises(WsssError, match="already an ensemble"):
-        ensemble_files([members[0], ens_path], tmp_path / "y.safetensors")
+        save_ensemble([members[0], ens_path], tmp_path / "y.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
     assert not (tmp_path / "y.safetensors").exists()
     assert one.config.kind == "seg"

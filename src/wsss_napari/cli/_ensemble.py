@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.ensemble import ensemble_files
+    from ..models.checkpoint import save_ensemble
 
-    digest = ensemble_files(args.models, args.out, half=args.half)
+    digest = save_ensemble(args.models, args.out, half=args.half)
     print(f"wrote {args.out} ({len(args.models)} members, sha256 {digest[:12]})")  # noqa: T201
     return 0

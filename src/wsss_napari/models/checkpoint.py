@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,16 @@ def load_model(path_or_default: str | Path, device: Any = "cpu") -> nn.Module:
     model.file_hash = file_hash(p)
     model.source = str(p)
     return model
+
+
+
+def save_ensemble(paths: Sequence[str | Path], out: str | Path, half: bool = False) -> str:
+    """Load the segmentation models in ``paths`` and write them as one ensemble checkpoint
+    (:mod:`.ensemble`: the mean of their probabilities) at ``out``, atomically; its sha256."""
+    from .ensemble import build_ensemble
+
+    models = [load_model(p) for p in paths]
+    return save_model(build_ensemble(models, [str(p) for p in paths]), out, half=half)
 
 
 # ------------------------------------------------------- recommended post-processing

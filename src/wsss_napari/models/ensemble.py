@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,13 +108,3 @@ def build_ensemble(models: Sequence[Any], names: Sequence[str] | None = None) ->
     for dst, src in zip(ens.members, models, strict=True):
         dst.load_state_dict(src.state_dict(), strict=True)
     return ens.eval()
-
-
-def ensemble_files(paths: Sequence[str | Path], out: str | Path, half: bool = False) -> str:
-    """Load the segmentation models in ``paths``, average them into one checkpoint at
-    ``out`` (written atomically); returns its sha256."""
-    from .checkpoint import load_model, save_model
-
-    models = [load_model(p) for p in paths]
-    ens = build_ensemble(models, [str(p) for p in paths])
-    return save_model(ens, out, half=half)

@@ -223,12 +223,11 @@ def _prepare(model: Any, samples: Sequence[tuple[np.ndarray, np.ndarray]],
 
     from ..device import choose_device
 
-    config = getattr(model, "config", None)
     kind = model_kind(model)
     if kind not in ("cam", "seg"):
         raise WsssError("fine-tuning needs a wsss-napari CAM or segmentation model "
                         f"(a model with .config.kind 'cam' or 'seg'), not {type(model).__name__}")
-    n_classes = config.num_classes
+    n_classes = model.config.num_classes
     data = _check_samples(samples, n_classes)
     device = choose_device(params.device)
     rng = np.random.default_rng(params.seed)
