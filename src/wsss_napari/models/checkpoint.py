@@ -154,7 +154,6 @@ def load_model(path_or_default: str | Path, device: Any = "cpu") -> nn.Module:
     return model
 
 
-
 def save_ensemble(paths: Sequence[str | Path], out: str | Path, half: bool = False) -> str:
     """Load the segmentation models in ``paths`` and write them as one ensemble checkpoint
     (:mod:`.ensemble`: the mean of their probabilities) at ``out``, atomically; its sha256."""
