@@ -85,6 +85,10 @@ def test_cli_pseudo_then_train_seg(patches, cam_model, tmp_path):
                  "--batch-size", "4", "--crop-size", "32", "--half"]) == 0
     model = load_model(out)
     assert model.config.arch == "unet" and not state_path(out).exists()
+    # the model keeps what made its training labels (pseudo.run.json)
+    pseudo = model.config.extra["pseudo"]
+    assert pseudo["model_hash"] == load_model(cam_model).file_hash
+    assert pseudo["params"]["postproc"]["min_region"] == PostprocParams().min_region
 
 
 def test_cli_pseudo_uses_the_models_recommended_postprocessing(patches, cam_model, tmp_path):

@@ -202,8 +202,8 @@ def train_segmenter(
     out = Path(out_path)
     items = _items_with_masks(data, mask_dir, csv_path, on_bad)
     train_items, val_items, model, device, use_amp = prepare_training(
-        params, items, val_items,
-        lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None), extra_meta)
+        params, items, val_items, lambda p: build_seg_model(p, mpp=p.mpp if p.mpp > 0 else None),
+        {**_pseudo_provenance(items), **(extra_meta or {})})
     from .stain_items import stain_training_items
 
     train_items, val_items = stain_training_items(params, model, train_items, val_items)
@@ -224,6 +224,26 @@ def train_segmenter(
         evaluate=(lambda m: evaluate_segmenter(m, val_loader, device, use_amp))
         if val_loader is not None else None,
     ))
+
+
+def _pseudo_provenance(items: Sequence[PatchItem]) -> dict[str, Any]:
+    """``{'pseudo': ...}`` from the masks' ``pseudo.run.json`` (when they share one folder):
+    the model keeps which CAM model and parameters (epithelium prior included) made its
+    training labels."""
+    import json
+
+    folders = {it.mask_path.parent for it in items if it.mask_path is not None}
+    f = folders.pop() / "pseudo.run.json" if len(folders) == 1 else None
+    if f is None or not f.is_file():
+        return {}
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("ignoring the unreadable %s: %s", f, e)
+        return {}
+    if not isinstance(rec, dict):
+        return {}
+    return {"pseudo": {k: rec.get(k) for k in ("model_name", "model_hash", "version", "params")}}
 
 
 def _items_with_masks(data: str | Path | Sequence[PatchItem], mask_dir: str | Path | None,
