@@ -56,8 +56,12 @@ def methods(args) -> tuple[str, ...]:
     """The table's rows: ``METHODS`` plus one per ``--tta`` set."""
     self_trained = ("self-trained seg", "self-trained + flip") if args.self_train else ()
     ensemble = ("ensemble", "ensemble + flip") if args.ensemble else ()
+    epi = ()
+    if args.epithelium > 0:
+        epi = ("stage-2 seg + epithelium", "stage-2 + flip + epithelium")
+        epi += ("ensemble + epithelium", "ensemble + flip + epithelium") if args.ensemble else ()
     return (METHODS + tuple(f"stage-2 seg + tta {t}" for t in args.tta) + self_trained
-            + ensemble)
+            + ensemble + epi)
 
 
 def load_images(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -216,7 +220,8 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
         run_to_end(make_pseudo_masks(cam_model, items, mask_dir, cam_params,
                                      tuned.best if args.pseudo_tuned else post,
                                      ignore_margin=args.ignore_margin,
-                                     exact_single=args.exact_single))
+                                     exact_single=args.exact_single,
+                                     cam_epithelium=args.cam_epithelium))
     print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
           f"pseudo {time.perf_counter() - t_eval_cam:.0f}s", flush=True)
     return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work,
@@ -248,9 +253,10 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
         run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     t_train = time.perf_counter()
     seg_model = load_model(seg_path)
-    seg_cam = CamParams(device="cpu", batch_size=32)
+    seg_cam = CamParams(device="cpu", batch_size=32, epithelium=0.0)
     rows = (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
-            *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta))
+            *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta),
+            *_epithelium_rows("stage-2 seg", "stage-2 +", seg_cam, args))
     t_eval = _eval_seg(seg_model, rows, test, confs)
     print(f"fold {fold}: train-seg {t_train - t_start:.0f}s; predict "
           + ", ".join(f"{k.removeprefix('stage-2 seg')or 'plain'} {v:.0f}s"
@@ -263,11 +269,20 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
         paths = [seg_path] + [_member_path(spec, work, fold) for spec in args.ensemble]
         ens = build_ensemble([load_model(p) for p in paths], [str(p) for p in paths])
         t_ens = _eval_seg(ens, (("ensemble", seg_cam), ("ensemble + flip",
-                                                        seg_cam.replace(flip=True))),
+                                                        seg_cam.replace(flip=True)),
+                                *_epithelium_rows("ensemble", "ensemble +", seg_cam, args)),
                           test, confs)
         print(f"fold {fold}: ensemble of {len(paths)} predict "
               + ", ".join(f"{v:.0f}s" for v in t_ens.values()), flush=True)
     return confs
+
+
+def _epithelium_rows(name: str, prefix: str, cam, args) -> tuple:
+    """The test-time epithelium prior rows (``--epithelium W``), plain and with flip."""
+    if args.epithelium <= 0:
+        return ()
+    epi = cam.replace(epithelium=args.epithelium)
+    return ((f"{name} + epithelium", epi), (f"{prefix} flip + epithelium", epi.replace(flip=True)))
 
 
 def _member_path(spec: str, work: Path, fold: int) -> Path:
@@ -380,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                     "ensemble (models.ensemble); eval only")
     ap.add_argument("--pseudo-tag", default="",
                     help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
+    ap.add_argument("--cam-epithelium", type=float, default=0.0,
+                    help="weight of the epithelium prior in the CAM pseudo-masks (0 = off)")
+    ap.add_argument("--epithelium", type=float, default=0.0,
+                    help="also the stage-2 rows with the test-time epithelium prior of this "
+                         "weight (CamParams.epithelium; 0 = no such rows)")
     ap.add_argument("--ignore-margin", type=float, default=0.0,
                     help="pseudo-mask pixels with a smaller CAM margin are ignored in stage 2")
     ap.add_argument("--scales", type=float, nargs="+", default=[0.75, 1.0, 1.5])
@@ -448,9 +468,13 @@ def main(argv: list[str] | None = None) -> int:
           f"backbone {args.backbone}, "
           f"cls {args.epochs_cls} ep, seg {args.epochs_seg} ep ({args.decoder}, "
           f"{args.seg_loss}, {args.seg_optimizer}), "
-          f"scales {args.scales}; {elapsed / 60:.1f} min")
+          f"scales {args.scales}"
+          + (f", CAM pseudo-mask epithelium prior {args.cam_epithelium:g}"
+             if args.cam_epithelium else "")
+          + (f", test-time epithelium prior {args.epithelium:g}" if args.epithelium else "")
+          + f"; {elapsed / 60:.1f} min")
     print("mIoU = mean IoU over tumor / stroma / normal, background mask given")
-    head = (f"| {'method':<18} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "
+    head = (f"| {'method':<30} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "
             "| vs trivial |")
     print(head)
     print("|" + "|".join("-" * (len(s)) for s in head.split("|")[1:-1]) + "|")
@@ -462,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         r = iou_report(total[m])
         iou = r["iou"]
         ratio = f"{r['miou'] / base:>9.2f}x" if base == base else f"{'-':>10}"
-        print(f"| {m:<18} | {iou['tumor']:>6.3f} | {iou['stroma']:>6.3f} | "
+        print(f"| {m:<30} | {iou['tumor']:>6.3f} | {iou['stroma']:>6.3f} | "
               f"{iou['normal']:>6.3f} | {r['miou']:>6.3f} | {ratio} |")
     return 0
 

@@ -15,7 +15,8 @@ from wsss_napari.progress import run_to_end
 from wsss_napari.sample.synth import make_tissue, write_patch_dataset
 from wsss_napari.train.seg import train_segmenter
 
-CPU = CamParams(device="cpu")
+# the network alone: the epithelium prior (tested in test_epithelium.py) reweights tissue
+CPU = CamParams(device="cpu", epithelium=0.0)
 
 
 @pytest.fixture(scope="module")

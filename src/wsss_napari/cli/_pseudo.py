@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--exact-single", action="store_true",
                    help="single-label patches get their class on all tissue (background on "
                    "glass) without the model")
+    p.add_argument("--cam-epithelium", type=float, default=0.0, metavar="WEIGHT",
+                   help="CAM models: split tumor from stroma and normal in patches with two "
+                   "or more labels by the epithelium prior (SHELL, package lavlab-shell), the "
+                   "CAMs times its probability^WEIGHT; 0 = off (default: %(default)s). "
+                   "--epithelium is the prior of a segmentation model's masks")
     p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
                    help="bad input files: skip them (report printed) or stop (default: skip)")
     p.add_argument("--config", help="JSON/YAML file with CamParams / PostprocParams sections")
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())  # noqa: T201
     items = resolve_bad(report, args.on_bad)
     out = run_to_end(make_pseudo_masks(model, items, args.out, cam, post,
-                                       exact_single=args.exact_single), show=True)
+                                       exact_single=args.exact_single,
+                                       cam_epithelium=args.cam_epithelium), show=True)
     print(f"wrote {len(items)} masks to {out}")  # noqa: T201
     return 0

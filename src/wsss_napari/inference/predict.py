@@ -109,7 +109,9 @@ def seg_predict(model: Any, image: np.ndarray, params: CamParams | None = None,
 
 def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = None,
                       device: Any = None) -> np.ndarray:
-    """Window-blended softmax ``float32 (C + 1, H, W)`` of a segmentation model (see above)."""
+    """Window-blended softmax ``float32 (C + 1, H, W)`` of a segmentation model (see above),
+    its tissue reassigned by the epithelium prior when ``params.epithelium`` > 0
+    (:func:`wsss_napari.epithelium.apply_epithelium_prior`)."""
     import torch
 
     from ..device import DEVICE_LOCK, CpuPlan, choose_device, cpu_plan, torch_threads
@@ -158,7 +160,12 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
                 acc[:, y:y + size, x:x + size] += pi * weight
                 norm[y:y + size, x:x + size] += weight
     acc /= norm
-    return acc[:, :h, :w]
+    prob = acc[:, :h, :w]
+    if params.epithelium > 0:  # tumor vs stroma / normal by SHELL's epithelium network
+        from ..epithelium import apply_epithelium_prior
+
+        prob = apply_epithelium_prior(prob, image[:h, :w], cfg, params.epithelium)
+    return prob
 
 
 def window_weight(size: int, sigma_frac: float = 0.25, floor: float = 1e-3) -> np.ndarray:

@@ -141,16 +141,23 @@ def _tissue_lookup(slide: Any, plan: _SegPlan, geometry: MaskGeometry):
 
 def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, ...],
                  window: tuple[int, ...], params: CamParams, device: Any,
-                 present: tuple[bool, ...] | None) -> np.ndarray:
+                 present: tuple[bool, ...] | None, epi: np.ndarray | None = None
+                 ) -> np.ndarray:
     """Map labels of one tile's core from the blended probabilities of its window
-    (suppressed classes, ``present`` False, never win)."""
+    (suppressed classes, ``present`` False, never win), its tissue reweighted by the
+    region's epithelium probability ``epi`` on the core's map pixels when given."""
     from .predict import seg_probabilities
 
-    prob = seg_probabilities(model, rgb, params, device)
+    prob = seg_probabilities(model, rgb, params.replace(epithelium=0.0), device)
     oy, ox = core[0] - window[0], core[1] - window[1]
     p = prob[:, oy:oy + core[2], ox:ox + core[3]]
     k = plan.k
     p = p.reshape(p.shape[0], core[2] // k, k, core[3] // k, k).mean(axis=(2, 4))
+    if epi is not None:
+        from ..epithelium import class_prior_of, reweight_tissue
+
+        prior = class_prior_of(epi.astype(np.float32), model.config.class_names)
+        p = reweight_tissue(p, prior, params.epithelium)
     for c, keep in enumerate(present or ()):
         if not keep and c < p.shape[0] - 1:
             p[c] = -1.0
@@ -185,7 +192,8 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
         params: ``tile_size`` (tile edge in work px, rounded up to whole windows strides
             and map pixels), ``skip_glass``,
             ``crop_size`` / ``stride`` (windows), ``batch_size``, ``device``, ``flip`` /
-            ``tta``, ``threads``.
+            ``tta``, ``threads``, ``epithelium`` (the region's epithelium prior,
+            :mod:`.slide_prior`, computed before the tiles).
         glass: post-processing parameters whose glass rule forces background (``None``: none).
         present: per foreground class, False to suppress it (``None``: all allowed).
 
@@ -201,6 +209,11 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
     check_seg_model(model)
     params = params or CamParams()
     plan = _seg_plan(slide, model, geometry, shape, params)
+    epi = None
+    if params.epithelium > 0:  # once for the region, so that tiles are seamless
+        from .slide_prior import region_epithelium
+
+        epi = yield from region_epithelium(slide, model, geometry, plan.shape)
     device = choose_device(params.device)
     mask = np.full(plan.shape, BACKGROUND, np.uint8)
     small = plan.shape[0] * plan.shape[1] <= MAX_GLASS_PIXELS
@@ -218,7 +231,7 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
         else:
             rgb = _read_work(slide, plan, geometry, window)
             mask[rows, cols] = _tile_labels(model, rgb, plan, core, window, params, device,
-                                                 present)
+                                            present, None if epi is None else epi[rows, cols])
             if rgb_map is not None:
                 rgb_map[rows, cols] = _block_mean(rgb, core, window, k)
             info["computed"] += 1

@@ -44,6 +44,10 @@ class CamParams(ParamsBase):
     keep_scales: bool = _f(False, "also keep each scale's maps (for the review queue's "
                            "scale-disagreement uncertainty)")
     threads: int = _f(0, "CPU cores to use; 0 = all this process may run on", (0, 1024))
+    epithelium: float = _f(1.0, "segmentation models: weight of the epithelium prior (SHELL, "
+                           "package lavlab-shell) that reassigns tissue between tumor (epithelial) "
+                           "and stroma / normal; 0 = off; without the package it is skipped "
+                           "with a warning", (0.0, 16.0))
 
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):

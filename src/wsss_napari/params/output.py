@@ -104,6 +104,19 @@ class ExportParams(ParamsBase):
                             f"not {self.rle_order!r}")
 
 
+def _as_applied(p: ParamsBase) -> ParamsBase:
+    """The parameters as they took effect: an epithelium prior whose package is not
+    installed was skipped, so the record says 0."""
+    from .maps import CamParams
+
+    if isinstance(p, CamParams) and p.epithelium > 0:
+        from ..epithelium import epithelium_available
+
+        if epithelium_available():
+            return p.replace(epithelium=0.0)
+    return p
+
+
 def _utc_now() -> str:
     import datetime as _dt
 
@@ -128,7 +141,7 @@ class RunRecord:
 
     @classmethod
     def make(cls, *params: ParamsBase, **kw: Any) -> RunRecord:
-        return cls(params={p.key(): p.to_dict() for p in params}, **kw)
+        return cls(params={p.key(): _as_applied(p).to_dict() for p in params}, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

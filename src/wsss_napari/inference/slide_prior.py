@@ -1,0 +1,86 @@
+"""The epithelium prior of a slide region, at the resolution of its segmentation map.
+
+Why once per region and not per tile: SHELL's input is normalised by stain vectors and
+channel ranges (:mod:`wsss_napari.epithelium`). Estimated tile by tile they would differ
+from tile to tile and the map would show the tile grid. As SHELL does for whole slides, one
+:class:`~wsss_napari.epithelium.StainReference` is estimated on an overview of the region;
+the network then runs in blocks at its own 2 um/px with a margin of context, and each
+block's core is resized onto the map's pixels. The result does not depend on how
+:func:`~wsss_napari.inference.slide_seg.slide_seg` tiles the map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from ..progress import Progress
+from ..region import MaskGeometry
+
+STAGE = "epithelium prior"
+#: Block core and context margin, in SHELL px (2 um/px): 2 mm blocks, 128 um of context.
+BLOCK, MARGIN = 1024, 64
+#: Longest side of the overview the stain reference is estimated on.
+OVERVIEW = 2048
+
+
+def _read(slide: Any, y0: float, x0: float, h0: float, w0: float, h: int, w: int
+          ) -> np.ndarray:
+    """uint8 RGB (h, w) of the level-0 box (y0, x0, h0, w0), from the nearest finer level."""
+    import cv2
+
+    ds = max(h0 / h, w0 / w)
+    level = int(slide.level_for_downsample(ds * 1.001))
+    dl = float(slide.downsamples[level])
+    img = np.asarray(slide.read_region(level, int(round(y0 / dl)), int(round(x0 / dl)),
+                                       max(1, int(round(h0 / dl))),
+                                       max(1, int(round(w0 / dl)))))[..., :3]
+    if img.shape[:2] != (h, w):
+        interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
+        img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
+    return np.ascontiguousarray(img, dtype=np.uint8)
+
+
+def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, int]
+                      ) -> Generator[Progress, None, np.ndarray | None]:
+    """Epithelium probability, float16 ``shape`` on the map's pixels (0.5 = no opinion, where
+    a block holds no tissue), or ``None`` when the prior cannot run here or the region has no
+    stain to estimate. Yields ``Progress('epithelium prior', done, total)`` per block."""
+    import cv2
+
+    from ..epithelium import MODEL_MPP, load_epithelium_prior, stain_reference, warn_unavailable
+
+    if warn_unavailable():
+        return None
+    um0 = float(getattr(slide, "mpp", None) or model.config.mpp or 1.0)  # um per level-0 px
+    sds = MODEL_MPP / um0  # level-0 px per SHELL px
+    mds = float(geometry.downsample)  # level-0 px per map px
+    H, W = int(shape[0]), int(shape[1])
+    h0, w0 = H * mds, W * mds
+    scale = max(1.0, max(h0, w0) / sds / OVERVIEW)
+    overview = _read(slide, geometry.y, geometry.x, h0, w0,
+                     max(8, round(h0 / sds / scale)), max(8, round(w0 / sds / scale)))
+    reference = stain_reference(overview)
+    if reference is None:
+        return None
+    net = load_epithelium_prior()
+    core = max(1, int(round(BLOCK * sds / mds)))  # map px per block core
+    blocks = [(y, x) for y in range(0, H, core) for x in range(0, W, core)]
+    out = np.full((H, W), 0.5, np.float16)
+    yield Progress(STAGE, 0, len(blocks))
+    for i, (my, mx) in enumerate(blocks):
+        mh, mw = min(core, H - my), min(core, W - mx)
+        hs, ws = max(1, math.ceil(mh * mds / sds)), max(1, math.ceil(mw * mds / sds))
+        rgb = _read(slide, geometry.y + my * mds - MARGIN * sds,
+                    geometry.x + mx * mds - MARGIN * sds,
+                    (hs + 2 * MARGIN) * sds, (ws + 2 * MARGIN) * sds,
+                    hs + 2 * MARGIN, ws + 2 * MARGIN)
+        p = net.probability(rgb, MODEL_MPP, reference)
+        if p is not None:
+            p = np.ascontiguousarray(p[MARGIN:MARGIN + hs, MARGIN:MARGIN + ws])
+            out[my:my + mh, mx:mx + mw] = cv2.resize(p, (mw, mh), interpolation=cv2.INTER_AREA)
+        yield Progress(STAGE, i + 1, len(blocks))
+    return out
