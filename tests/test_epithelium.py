@@ -109,6 +109,8 @@ def test_pseudo_masks_follow_the_prior_in_mixed_patches(mixed_image, tmp_path):
     assert right["epi"] / n > 0.72 and right["epi"] > right["plain"] + 0.05 * n
     record = json.loads((fused / "pseudo.run.json").read_text())
     assert record["params"]["cam_epithelium"]["weight"] == 8.0
+    # CamParams.epithelium is for segmentation models' masks: a CAM model's record says 0
+    assert record["params"]["cam"]["epithelium"] == 0.0 and record["mask_from"] == "cam"
     assert "cam_epithelium" not in json.loads((plain / "pseudo.run.json").read_text())["params"]
 
 

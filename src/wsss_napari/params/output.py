@@ -104,15 +104,16 @@ class ExportParams(ParamsBase):
                             f"not {self.rle_order!r}")
 
 
-def _as_applied(p: ParamsBase) -> ParamsBase:
-    """The parameters as they took effect: an epithelium prior whose package is not
-    installed was skipped, so the record says 0."""
+def _as_applied(p: ParamsBase, mask_from: str) -> ParamsBase:
+    """The parameters as they took effect: the epithelium prior applies to segmentation
+    models' masks only, and is skipped where its package is not installed; the record then
+    says 0."""
     from .maps import CamParams
 
     if isinstance(p, CamParams) and p.epithelium > 0:
         from ..epithelium import epithelium_available
 
-        if epithelium_available():
+        if mask_from == "cam" or epithelium_available():
             return p.replace(epithelium=0.0)
     return p
 
@@ -141,7 +142,8 @@ class RunRecord:
 
     @classmethod
     def make(cls, *params: ParamsBase, **kw: Any) -> RunRecord:
-        return cls(params={p.key(): _as_applied(p).to_dict() for p in params}, **kw)
+        applied = (_as_applied(p, kw.get("mask_from", "")) for p in params)
+        return cls(params={p.key(): p.to_dict() for p in applied}, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

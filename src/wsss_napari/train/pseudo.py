@@ -183,7 +183,8 @@ def make_pseudo_masks(
         save_mask_png(mask, out / (it.path.stem + ".png"), MaskGeometry(slide=it.path.name))
         yield Progress("pseudo", i + 1, len(items))
     record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),
-                            model_hash=str(getattr(model, "file_hash", "")))
+                            model_hash=str(getattr(model, "file_hash", "")),
+                            mask_from=model_kind(model))
     atomic_write_text(out / "pseudo.run.json", _with_prior(record, prior_of, cam_epithelium))
     return out
 
