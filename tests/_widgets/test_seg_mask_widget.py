@@ -65,6 +65,24 @@ def test_seg_mask_layer_lines_up_with_the_cam_layers(qtbot, viewer, small_slide,
     assert np.array_equal(mask.data, to_layer(expected))
     record = run_record(mask.metadata)  # what an export writes beside the file
     assert record.mask_from == "seg" and record.model_hash == checkpoint.file_hash(defaults)
+    from wsss_napari.epithelium import epithelium_available
+
+    prior = epithelium_available() is None
+    box = tune.mask_from.epithelium  # on by default where SHELL is installed
+    assert box.isChecked() and box.isEnabled() == prior
+    assert record.params["cam"]["epithelium"] == (1.0 if prior else 0.0)
+    if prior:  # untick: the model's own mask, and the record says so
+        box.setChecked(False)
+        qtbot.waitUntil(lambda: not tune.busy and LayerRecord.from_layer(
+            tune.mask_layer).cam_params.epithelium == 0.0, timeout=60_000)
+        own = run_to_end(slide_seg(rec.slide, seg_model, result.geometry,
+                                   tuple(result.cams.shape[-2:]),
+                                   CamParams(device="cpu", epithelium=0.0),
+                                   glass=rec.postproc_params, present=(True, True, True)))
+        assert np.array_equal(tune.mask_layer.data, to_layer(own))
+        assert run_record(tune.mask_layer.metadata).params["cam"]["epithelium"] == 0.0
+        box.setChecked(True)
+        qtbot.waitUntil(lambda: not tune.busy, timeout=60_000)
 
     tune.mask_from.combo.setCurrentText(CAM_CHOICE)  # back to the CAMs and the sliders
     qtbot.waitUntil(lambda: not tune.busy and LayerRecord.from_layer(tune.mask_layer)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QCheckBox, QComboBox
 
 from .. import WsssError
 from ..classes import LABEL_NAMES
@@ -48,15 +48,18 @@ def seg_source(meta: LayerRecord) -> str | None:
     return src.model if src.kind == "seg" else None
 
 
-def seg_mask_job(meta: LayerRecord, model: Any, glass: PostprocParams, present: tuple):
-    """Generator: the segmentation model's mask over the maps' grid (Progress, returns it)."""
+def seg_mask_job(meta: LayerRecord, model: Any, glass: PostprocParams, present: tuple,
+                 epithelium: float = 1.0):
+    """Generator: the segmentation model's mask over the maps' grid (Progress, returns it),
+    with the epithelium prior of weight ``epithelium`` (0 = off)."""
     from ..inference.slide_seg import slide_seg
 
     cams = meta.slide_cams
     if meta.slide is None:
         raise WsssError("the slide of these maps is not open: recompute the maps")
     cam = meta.cam_params if isinstance(meta.cam_params, CamParams) else CamParams()
-    params = CamParams(device=cam.device, skip_glass=cam.skip_glass, tile_size=cam.tile_size)
+    params = CamParams(device=cam.device, skip_glass=cam.skip_glass, tile_size=cam.tile_size,
+                       epithelium=epithelium)
     return (yield from slide_seg(meta.slide, model, cams.geometry, tuple(cams.cams.shape[-2:]),
                                  params, glass=glass, present=present))
 
@@ -74,6 +77,9 @@ class MaskFromChoice:
                               "default when installed) or the CAMs + the post-processing "
                               "sliders. The CAM layers come from the CAM model either way.")
         self.combo.currentIndexChanged.connect(self._on_changed)
+        self.epithelium = _epithelium_box()
+        self.epithelium.setEnabled(False)  # until a segmentation model makes the mask
+        self.epithelium.toggled.connect(self._on_changed)
         self.models: dict[str, tuple[Any, str]] = {}
         self.source: str | None = None  # the segmentation model of the current maps
         self.user_chose_cams = False
@@ -100,8 +106,17 @@ class MaskFromChoice:
         self._sync_sliders()
         self.tune.recompute(preview=False)
 
+    @property
+    def epithelium_weight(self) -> float:
+        """The prior's weight for the next mask: 1 when ticked (and installed), else 0."""
+        box = self.epithelium
+        return 1.0 if box.isEnabled() and box.isChecked() else 0.0
+
     def _sync_sliders(self) -> None:
         on = not self.active
+        from ..epithelium import epithelium_available
+
+        self.epithelium.setEnabled(self.active and epithelium_available() is None)
         self.tune.form.setEnabled(on)
         self.tune.fit_button.setEnabled(on)
         self.tune.form.setToolTip("" if on else SLIDERS_OFF_TIP)
@@ -122,7 +137,8 @@ class MaskFromChoice:
         tune = self.tune
         cams = meta.slide_cams
         glass = (params.white_method, params.white_threshold, params.white_min_size)
-        key = (cams.geometry, tuple(cams.cams.shape[-2:]), present, glass, self.source)
+        epi = self.epithelium_weight
+        key = (cams.geometry, tuple(cams.cams.shape[-2:]), present, glass, self.source, epi)
 
         def job():
             from ..progress import run_to_end
@@ -131,9 +147,9 @@ class MaskFromChoice:
             if self._last[0] == key:  # the same grid again (e.g. the final maps after
                 mask = self._last[1]  # their one-scale preview): no need to recompute
             else:
-                mask = run_to_end(seg_mask_job(meta, model, params, present))
+                mask = run_to_end(seg_mask_job(meta, model, params, present, epi))
                 self._last = (key, mask)
-            return gen, meta, params, present, mask.copy(), digest
+            return gen, meta, params, present, mask.copy(), digest, epi
 
         worker = create_worker(job, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._on_returned)
@@ -148,16 +164,34 @@ class MaskFromChoice:
         from ._tune import MASK_LAYER
         from ._tunelayers import show_mask
 
-        gen, meta, params, present, mask, digest = out
+        gen, meta, params, present, mask, digest, epi = out
         tune = self.tune
         if gen != tune.generation:
             return
         cams = meta.slide_cams
+        cam = meta.cam_params if isinstance(meta.cam_params, CamParams) else CamParams()
         rec = meta.replace(kind="mask", slide_cams=None, class_index=None,
+                           cam_params=cam.replace(epithelium=epi),
                            slide_cams_id=id(cams), geometry=cams.geometry,
                            postproc_params=params, present=present, label_names=LABEL_NAMES,
                            label_encoding=ENCODING, mask_from="seg",
                            mask_model_path=str(self.source), mask_model_hash=digest)
         show_mask(tune.viewer, MASK_LAYER, mask, rec, cams, tune._slide_layer(meta))
         tune.status.setText(f"segmentation mask {mask.shape[1]} x {mask.shape[0]} px "
-                            f"({Path(str(self.source)).name})")
+                            f"({Path(str(self.source)).name}"
+                            f"{', epithelium prior' if epi else ''})")
+
+
+def _epithelium_box() -> QCheckBox:
+    """The "epithelium prior" tick box: on by default, greyed out (with the reason) where
+    the optional package is not installed."""
+    from ..epithelium import epithelium_available
+
+    box = QCheckBox("epithelium prior")
+    box.setChecked(True)
+    reason = epithelium_available()
+    box.setToolTip(reason or "Reweight the segmentation model's tissue between tumor "
+                   "(epithelium) and stroma / normal by SHELL's pretrained H&E epithelium "
+                   "network (docs/training.md, 'The epithelium prior'). Untick to see the "
+                   "model's own mask.")
+    return box

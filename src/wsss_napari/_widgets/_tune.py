@@ -116,7 +116,7 @@ class TuneWidget(QWidget):
         to bottom."""
         top = QFormLayout()
         top.addRow("Maps", self.cams_combo)
-        top.addRow("Mask from", self.mask_from.combo)
+        top.addRow("Mask from", row(self.mask_from.combo, self.mask_from.epithelium))
         top.addRow("Suppress", row(*self.suppress.values()))
         gt_form = QFormLayout()
         gt_form.addRow("Ground truth", self.gt_combo)

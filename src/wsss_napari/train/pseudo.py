@@ -173,7 +173,7 @@ def make_pseudo_masks(
     out = check_writable_dir(out_dir)
     device = choose_device(cam_params.device)
     model.eval()
-    prior_of = _prior_source(model, cam_epithelium)
+    kind, prior_of = model_kind(model), _prior_source(model, cam_epithelium)
     for i, it in enumerate(items):
         rgb = image_for_model(raw := load_rgb(it.path), model)  # the model's training stain
         prior = prior_of(raw, it.label_array) if prior_of else None
@@ -183,8 +183,7 @@ def make_pseudo_masks(
         save_mask_png(mask, out / (it.path.stem + ".png"), MaskGeometry(slide=it.path.name))
         yield Progress("pseudo", i + 1, len(items))
     record = RunRecord.make(cam_params, post_params, model_name=str(getattr(model, "source", "")),
-                            model_hash=str(getattr(model, "file_hash", "")),
-                            mask_from=model_kind(model))
+                            model_hash=str(getattr(model, "file_hash", "")), mask_from=kind)
     atomic_write_text(out / "pseudo.run.json", _with_prior(record, prior_of, cam_epithelium))
     return out
 
