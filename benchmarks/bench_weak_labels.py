@@ -181,7 +181,7 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     if args.seg_only:
         if not (args.reuse and (mask_dir / "pseudo.run.json").is_file()):
             sys.exit(f"--seg-only needs --reuse and the pseudo-masks in {mask_dir}")
-        return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work, t_cls)
+        return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work, t_cls, train)
     # the post-processing tuned on the training images' masks (never the test images')
     from wsss_napari.tune import TuneSample, default_grid, grid_search
 
@@ -225,11 +225,11 @@ def run_fold(fold: int, train, test, args, work: Path) -> dict[str, np.ndarray]:
     print(f"fold {fold}: train-cls {t_cls - t0:.0f}s, CAM eval {t_eval_cam - t_cls:.0f}s, "
           f"pseudo {time.perf_counter() - t_eval_cam:.0f}s", flush=True)
     return _stage2(fold, items, cam_path, mask_dir, confs, test, args, work,
-                   time.perf_counter())
+                   time.perf_counter(), train)
 
 
 def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, np.ndarray],
-            test, args, work: Path, t_start: float) -> dict[str, np.ndarray]:
+            test, args, work: Path, t_start: float, train) -> dict[str, np.ndarray]:
     """Train (or reuse) the stage-2 model on the pseudo-masks; its rows on the test images."""
     from wsss_napari.models.checkpoint import load_model
     from wsss_napari.params import CamParams, TrainSegParams
@@ -254,6 +254,8 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
     t_train = time.perf_counter()
     seg_model = load_model(seg_path)
     seg_cam = CamParams(device="cpu", batch_size=32, epithelium=0.0)
+    if args.epithelium > 0:
+        seg_cam = seg_cam.replace(air_threshold=_air_threshold(fold, seg_model, train, args))
     rows = (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
             *((f"stage-2 seg + tta {t}", seg_cam.replace(tta=t)) for t in args.tta),
             *_epithelium_rows("stage-2 seg", "stage-2 +", seg_cam, args))
@@ -283,6 +285,33 @@ def _epithelium_rows(name: str, prefix: str, cam, args) -> tuple:
         return ()
     epi = cam.replace(epithelium=args.epithelium)
     return ((f"{name} + epithelium", epi), (f"{prefix} flip + epithelium", epi.replace(flip=True)))
+
+
+AIR_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
+
+
+def _air_threshold(fold: int, model, train, args) -> float:
+    """``--air-threshold``, or with ``-1`` the one of ``AIR_GRID`` that scores best on the
+    fold's *training* images' masks (the stage-2 model's own images: never the test ones)."""
+    if args.air_threshold >= 0:
+        return args.air_threshold
+    from wsss_napari.epithelium import apply_epithelium_prior
+    from wsss_napari.inference.predict import seg_probabilities
+    from wsss_napari.metrics import iou_report
+    from wsss_napari.params import CamParams
+
+    confs = {t: np.zeros((4, 4), np.int64) for t in AIR_GRID}
+    for _, rgb, gt in train:
+        prob = seg_probabilities(model, rgb, CamParams(device="cpu", batch_size=32,
+                                                       epithelium=0.0))
+        for t in AIR_GRID:
+            q = apply_epithelium_prior(prob, rgb, model.config, args.epithelium, t)
+            label = np.argmax(q[:-1], axis=0).astype(np.uint8)
+            confs[t] += _conf(np.where(gt == 3, 3, label).astype(np.uint8), gt)
+    best = max(AIR_GRID, key=lambda t: iou_report(confs[t])["miou"])
+    print(f"fold {fold}: air threshold {best} (mIoU {iou_report(confs[best])['miou']:.3f} on "
+          "the training images' masks)", flush=True)
+    return best
 
 
 def _member_path(spec: str, work: Path, fold: int) -> Path:
@@ -395,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
                     "ensemble (models.ensemble); eval only")
     ap.add_argument("--pseudo-tag", default="",
                     help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
+    ap.add_argument("--air-threshold", type=float, default=-1.0,
+                    help="the epithelium rows' alveolar switch (CamParams.air_threshold; "
+                         "0 = epithelium alone; -1 = chosen per fold on the training images' "
+                         "masks, the default)")
     ap.add_argument("--cam-epithelium", type=float, default=0.0,
                     help="weight of the epithelium prior in the CAM pseudo-masks (0 = off)")
     ap.add_argument("--epithelium", type=float, default=0.0,
@@ -471,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
           f"scales {args.scales}"
           + (f", CAM pseudo-mask epithelium prior {args.cam_epithelium:g}"
              if args.cam_epithelium else "")
-          + (f", test-time epithelium prior {args.epithelium:g}" if args.epithelium else "")
+          + (f", test-time epithelium prior {args.epithelium:g} (air threshold "
+             f"{args.air_threshold:g}{' = per fold' if args.air_threshold < 0 else ''})"
+             if args.epithelium else "")
           + f"; {elapsed / 60:.1f} min")
     print("mIoU = mean IoU over tumor / stroma / normal, background mask given")
     head = (f"| {'method':<30} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "

@@ -161,10 +161,20 @@ def stain_reference(rgb: np.ndarray) -> StainReference | None:
     return StainReference(params, eho.min(0), eho.max(0))
 
 
-def class_prior_of(p: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+def class_prior_of(p: np.ndarray, class_names: Sequence[str], air: np.ndarray | None = None
+                   ) -> np.ndarray:
     """(C, H, W) prior from the epithelium probability: p for epithelial classes, 1 - p for
-    the others."""
-    return np.stack([p if n in EPITHELIAL_CLASSES else 1.0 - p for n in class_names])
+    the others; times the alveolar switch ``air`` (:mod:`wsss_napari.airiness`) when given:
+    ``air`` for alveolar classes (normal lung), ``1 - air`` for the others."""
+    from .airiness import ALVEOLAR_CLASSES
+
+    out = []
+    for n in class_names:
+        f = p if n in EPITHELIAL_CLASSES else 1.0 - p
+        if air is not None:
+            f = f * (air if n in ALVEOLAR_CLASSES else 1.0 - air)
+        out.append(f)
+    return np.stack(out).astype(np.float32, copy=False)
 
 
 def _eho_input(rgb: np.ndarray, reference: StainReference | None = None) -> np.ndarray | None:
@@ -230,19 +240,26 @@ def warn_unavailable() -> bool:
     return bool(reason)
 
 
-def apply_epithelium_prior(prob: np.ndarray, rgb: np.ndarray, config, weight: float
-                           ) -> np.ndarray:
-    """A segmentation model's probabilities of ``rgb`` reweighted by the epithelium prior.
+def apply_epithelium_prior(prob: np.ndarray, rgb: np.ndarray, config, weight: float,
+                           air_threshold: float = 0.0) -> np.ndarray:
+    """A segmentation model's probabilities of ``rgb`` reweighted by the tissue prior: the
+    epithelium probability, and the alveolar switch of threshold ``air_threshold`` (0 =
+    without it; :mod:`wsss_napari.airiness`).
 
     ``config``: the model's (its ``mpp``, the resolution ``rgb`` is at, default 1.0, and its
     ``class_names``). Without the optional package the probabilities come back unchanged and
     a warning says once how to install it; images without a stain estimate (glass) too.
     """
+    from .airiness import alveolar_switch, glass_fraction
+
     if warn_unavailable():
         return prob
-    prior = load_epithelium_prior().class_prior(np.ascontiguousarray(rgb[..., :3]),
-                                                config.mpp or 1.0, config.class_names)
-    return prob if prior is None else reweight_tissue(prob, prior, weight)
+    rgb, mpp = np.ascontiguousarray(rgb[..., :3]), config.mpp or 1.0
+    p = load_epithelium_prior().probability(rgb, mpp)
+    if p is None:
+        return prob
+    air = alveolar_switch(glass_fraction(rgb, mpp), air_threshold) if air_threshold else None
+    return reweight_tissue(prob, class_prior_of(p, config.class_names, air), weight)
 
 
 def fuse_prior(mask: np.ndarray, cams: np.ndarray, prior: np.ndarray, present: np.ndarray,

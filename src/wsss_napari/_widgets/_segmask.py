@@ -179,19 +179,20 @@ class MaskFromChoice:
         show_mask(tune.viewer, MASK_LAYER, mask, rec, cams, tune._slide_layer(meta))
         tune.status.setText(f"segmentation mask {mask.shape[1]} x {mask.shape[0]} px "
                             f"({Path(str(self.source)).name}"
-                            f"{', epithelium prior' if epi else ''})")
+                            f"{', tissue prior' if epi else ''})")
 
 
 def _epithelium_box() -> QCheckBox:
-    """The "epithelium prior" tick box: on by default, greyed out (with the reason) where
-    the optional package is not installed."""
+    """The "tissue prior" tick box (epithelium and alveoli): on by default, greyed out (with
+    the reason) where the optional package is not installed."""
     from ..epithelium import epithelium_available
 
-    box = QCheckBox("epithelium prior")
+    box = QCheckBox("tissue prior")
     box.setChecked(True)
     reason = epithelium_available()
-    box.setToolTip(reason or "Reweight the segmentation model's tissue between tumor "
-                   "(epithelium) and stroma / normal by SHELL's pretrained H&E epithelium "
-                   "network (docs/training.md, 'The epithelium prior'). Untick to see the "
+    box.setToolTip(reason or "Reweight the segmentation model's tissue: tumor where SHELL's "
+                   "pretrained H&E network sees epithelium, normal lung where the tissue is "
+                   "mostly air (alveoli), stroma elsewhere (docs/training.md, 'The epithelium "
+                   "prior', 'Airiness'). Never turns tissue into glass. Untick to see the "
                    "model's own mask.")
     return box

@@ -164,7 +164,8 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
     if params.epithelium > 0:  # tumor vs stroma / normal by SHELL's epithelium network
         from ..epithelium import apply_epithelium_prior
 
-        prob = apply_epithelium_prior(prob, image[:h, :w], cfg, params.epithelium)
+        prob = apply_epithelium_prior(prob, image[:h, :w], cfg, params.epithelium,
+                                      params.air_threshold)
     return prob
 
 

@@ -21,7 +21,8 @@ from ..progress import Progress
 from ..region import MaskGeometry
 
 STAGE = "epithelium prior"
-#: Block core and context margin, in SHELL px (2 um/px): 2 mm blocks, 128 um of context.
+#: Block core and context margin, in SHELL px (2 um/px): 2 mm blocks, 128 um of context
+#: (also the reach of the glass fraction's 127 um window).
 BLOCK, MARGIN = 1024, 64
 #: Longest side of the overview the stain reference is estimated on.
 OVERVIEW = 2048
@@ -46,11 +47,14 @@ def _read(slide: Any, y0: float, x0: float, h0: float, w0: float, h: int, w: int
 
 def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, int]
                       ) -> Generator[Progress, None, np.ndarray | None]:
-    """Epithelium probability, float16 ``shape`` on the map's pixels (0.5 = no opinion, where
-    a block holds no tissue), or ``None`` when the prior cannot run here or the region has no
-    stain to estimate. Yields ``Progress('epithelium prior', done, total)`` per block."""
+    """float16 ``(2, *shape)`` on the map's pixels: the epithelium probability (0.5 = no
+    opinion, where a block holds no tissue) and the glass fraction around each pixel
+    (:mod:`wsss_napari.airiness`); ``None`` when the prior cannot run here or the region
+    has no stain to estimate. Yields ``Progress('epithelium prior', done, total)`` per
+    block."""
     import cv2
 
+    from ..airiness import glass_fraction
     from ..epithelium import MODEL_MPP, load_epithelium_prior, stain_reference, warn_unavailable
 
     if warn_unavailable():
@@ -69,7 +73,7 @@ def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tup
     net = load_epithelium_prior()
     core = max(1, int(round(BLOCK * sds / mds)))  # map px per block core
     blocks = [(y, x) for y in range(0, H, core) for x in range(0, W, core)]
-    out = np.full((H, W), 0.5, np.float16)
+    out = np.full((2, H, W), 0.5, np.float16)
     yield Progress(STAGE, 0, len(blocks))
     for i, (my, mx) in enumerate(blocks):
         mh, mw = min(core, H - my), min(core, W - mx)
@@ -78,9 +82,11 @@ def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tup
                     geometry.x + mx * mds - MARGIN * sds,
                     (hs + 2 * MARGIN) * sds, (ws + 2 * MARGIN) * sds,
                     hs + 2 * MARGIN, ws + 2 * MARGIN)
-        p = net.probability(rgb, MODEL_MPP, reference)
-        if p is not None:
-            p = np.ascontiguousarray(p[MARGIN:MARGIN + hs, MARGIN:MARGIN + ws])
-            out[my:my + mh, mx:mx + mw] = cv2.resize(p, (mw, mh), interpolation=cv2.INTER_AREA)
+        maps = (net.probability(rgb, MODEL_MPP, reference), glass_fraction(rgb, MODEL_MPP))
+        for c, m in enumerate(maps):
+            if m is not None:
+                m = np.ascontiguousarray(m[MARGIN:MARGIN + hs, MARGIN:MARGIN + ws])
+                out[c, my:my + mh, mx:mx + mw] = cv2.resize(m, (mw, mh),
+                                                            interpolation=cv2.INTER_AREA)
         yield Progress(STAGE, i + 1, len(blocks))
     return out

@@ -153,10 +153,13 @@ def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, .
     p = prob[:, oy:oy + core[2], ox:ox + core[3]]
     k = plan.k
     p = p.reshape(p.shape[0], core[2] // k, k, core[3] // k, k).mean(axis=(2, 4))
-    if epi is not None:
+    if epi is not None:  # (epithelium probability, glass fraction) on the core's map pixels
+        from ..airiness import alveolar_switch
         from ..epithelium import class_prior_of, reweight_tissue
 
-        prior = class_prior_of(epi.astype(np.float32), model.config.class_names)
+        epi = epi.astype(np.float32)
+        air = alveolar_switch(epi[1], params.air_threshold) if params.air_threshold else None
+        prior = class_prior_of(epi[0], model.config.class_names, air)
         p = reweight_tissue(p, prior, params.epithelium)
     for c, keep in enumerate(present or ()):
         if not keep and c < p.shape[0] - 1:
@@ -231,7 +234,7 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
         else:
             rgb = _read_work(slide, plan, geometry, window)
             mask[rows, cols] = _tile_labels(model, rgb, plan, core, window, params, device,
-                                            present, None if epi is None else epi[rows, cols])
+                                            present, None if epi is None else epi[:, rows, cols])
             if rgb_map is not None:
                 rgb_map[rows, cols] = _block_mean(rgb, core, window, k)
             info["computed"] += 1

@@ -48,6 +48,9 @@ class CamParams(ParamsBase):
                            "package lavlab-shell) that reassigns tissue between tumor (epithelial) "
                            "and stroma / normal; 0 = off; without the package it is skipped "
                            "with a warning", (0.0, 16.0))
+    air_threshold: float = _f(0.4, "with the epithelium prior: the fraction of glass within "
+                              "127 um above which tissue is taken for normal lung (alveoli, "
+                              "wsss_napari.airiness); 0 = without it", (0.0, 1.0))
 
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):
