@@ -15,12 +15,23 @@ from wsss_napari.train.data import load_mask, load_rgb
 
 def test_glass_fraction_measures_a_window_in_microns():
     rgb = np.full((200, 400, 3), 120, np.uint8)
-    rgb[:, :200] = 245  # glass on the left half
+    rgb[:, :200] = 245  # glass on the left half (40 000 um^2: a hole, by the default rule)
     at1 = glass_fraction(rgb, mpp=1.0, window_um=40.0)  # 40 px window
     assert at1[100, 10] == 1.0 and at1[100, 390] == 0.0
     assert abs(at1[100, 200] - 0.5) < 0.05  # the boundary: half glass
     at2 = glass_fraction(rgb, mpp=2.0, window_um=40.0)  # the same microns: 20 px
     assert at2[100, 215] == 0.0 and at1[100, 215] > 0.0
+
+
+def test_only_holes_count_not_the_slides_background_beside_a_tissue_edge():
+    rgb = np.full((600, 600, 3), 120, np.uint8)  # tissue at 1 um/px
+    rgb[:, :300] = 245  # the slide's background: 180 000 um^2 of glass
+    for y in range(320, 600, 40):  # alveolar spaces: 20 x 20 um holes in the tissue
+        rgb[y:y + 20, 320:340] = 245
+    d = glass_fraction(rgb, mpp=1.0)
+    assert d[300, 302] < 0.03  # the tissue edge is not airy
+    assert d[400, 330] > 0.06  # amid the holes it is
+    assert glass_fraction(rgb, mpp=1.0, max_hole_um2=0)[300, 302] > 0.4  # (without the rule)
 
 
 def test_alveolar_switch_is_half_at_the_threshold_and_monotone():
