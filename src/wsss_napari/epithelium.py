@@ -1,14 +1,19 @@
-"""Epithelium prior: a pretrained H&E epithelium segmenter that tells tumor from stroma
-inside patches labelled with both.
+"""Epithelium prior: a pretrained H&E epithelium segmenter that tells tumor (epithelium in
+lung adenocarcinoma) from stroma and normal tissue.
 
 Why: with patch-level labels, most training patches hold tumor *and* stroma, and the CAMs
 of a classifier trained on a few dozen images separate the two poorly (on WSSS4LUAD's 31
 images the pseudo-masks of mixed patches reach IoU 0.52 tumor / 0.47 stroma). Lung
 adenocarcinoma is epithelial, stroma is not. SHELL (PyPI ``lavlab-shell``, MIT licence,
 LaViolette lab, Medical College of Wisconsin) ships inside its wheel an ONNX SegResNetVAE
-trained on prostate H&E that marks epithelium. Used as a prior on the CAMs of mixed
-patches (tumor times p, stroma and normal times 1 - p), it raises those pseudo-masks to
-0.64 / 0.64 without seeing a lung label (``docs/training.md``).
+trained on prostate H&E that marks epithelium, without ever seeing a lung label.
+
+Where it is used: on a segmentation model's probabilities at prediction time
+(``CamParams.epithelium``, on by default; with :mod:`wsss_napari.airiness` it is the
+"tissue prior", held-out mIoU 0.514 -> 0.577 for the shipped model), and optionally on the
+CAMs of mixed training patches (``pseudo --cam-epithelium``: their pseudo-masks rise from
+IoU 0.52 / 0.47 to 0.61 / 0.60, but stage 2 trained on them does not gain on top of the
+prediction-time prior). ``docs/training.md``, *The epithelium prior*.
 
 The network runs at SHELL's own resolution (2 um/px) on SHELL's own input (Macenko
 eosin / hematoxylin / optical density, from SHELL's functions), through onnxruntime, so
@@ -42,8 +47,8 @@ EPITHELIUM_CHANNEL = 1
 EPITHELIAL_CLASSES = frozenset({"tumor"})
 #: Smallest side the network is fed (it downsamples by 64); smaller inputs are mirrored.
 _MIN_SIDE = 64
-INSTALL_HINT = (f"install the optional epithelium prior with `pip install {PACKAGE} "
-                "onnxruntime monai macenko-pca` (./dev installs it)")
+INSTALL_HINT = ("install it with `pip install \"wsss-napari[epithelium]\" && pip install "
+                f"--no-deps {PACKAGE}` (./dev installs it; docs/install.md)")
 
 
 def epithelium_available() -> str | None:
