@@ -87,8 +87,11 @@ class EpitheliumPrior:
 
         path = _onnx_path()
         opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads = threads
+        if threads <= 0:  # as many as torch uses in this process (dask workers set it)
+            import torch
+
+            threads = torch.get_num_threads()
+        opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts,
