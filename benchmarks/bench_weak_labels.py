@@ -295,17 +295,23 @@ def _air_threshold(fold: int, model, train, args) -> float:
     fold's *training* images' masks (the stage-2 model's own images: never the test ones)."""
     if args.air_threshold >= 0:
         return args.air_threshold
-    from wsss_napari.epithelium import apply_epithelium_prior
+    from wsss_napari.airiness import glass_fraction
+    from wsss_napari.epithelium import load_epithelium_prior, reweight_by_tissue, warn_unavailable
     from wsss_napari.inference.predict import seg_probabilities
     from wsss_napari.metrics import iou_report
     from wsss_napari.params import CamParams
 
     confs = {t: np.zeros((4, 4), np.int64) for t in AIR_GRID}
+    mpp, names = model.config.mpp or 1.0, model.config.class_names
     for _, rgb, gt in train:
         prob = seg_probabilities(model, rgb, CamParams(device="cpu", batch_size=32,
                                                        epithelium=0.0))
+        # the network and the glass fraction once per image; only the threshold varies
+        p = None if warn_unavailable() else load_epithelium_prior().probability(rgb, mpp)
+        fraction = glass_fraction(rgb, mpp)
         for t in AIR_GRID:
-            q = apply_epithelium_prior(prob, rgb, model.config, args.epithelium, t)
+            q = prob if p is None else reweight_by_tissue(prob, p, fraction, names,
+                                                          args.epithelium, t)
             label = np.argmax(q[:-1], axis=0).astype(np.uint8)
             confs[t] += _conf(np.where(gt == 3, 3, label).astype(np.uint8), gt)
     best = max(AIR_GRID, key=lambda t: iou_report(confs[t])["miou"])

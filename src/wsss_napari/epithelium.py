@@ -258,7 +258,7 @@ def apply_epithelium_prior(prob: np.ndarray, rgb: np.ndarray, config, weight: fl
     ``class_names``). Without the optional package the probabilities come back unchanged and
     a warning says once how to install it; images without a stain estimate (glass) too.
     """
-    from .airiness import alveolar_switch, glass_fraction
+    from .airiness import glass_fraction
 
     if warn_unavailable():
         return prob
@@ -266,8 +266,20 @@ def apply_epithelium_prior(prob: np.ndarray, rgb: np.ndarray, config, weight: fl
     p = load_epithelium_prior().probability(rgb, mpp)
     if p is None:
         return prob
-    air = alveolar_switch(glass_fraction(rgb, mpp), air_threshold) if air_threshold else None
-    return reweight_tissue(prob, class_prior_of(p, config.class_names, air), weight)
+    fraction = glass_fraction(rgb, mpp) if air_threshold else None
+    return reweight_by_tissue(prob, p, fraction, config.class_names, weight, air_threshold)
+
+
+def reweight_by_tissue(prob: np.ndarray, p: np.ndarray, fraction: np.ndarray | None,
+                       class_names: Sequence[str], weight: float, air_threshold: float
+                       ) -> np.ndarray:
+    """:func:`reweight_tissue` by the tissue prior made of the epithelium probability ``p``
+    and, when ``air_threshold`` > 0, the alveolar switch of the glass ``fraction``
+    (:mod:`wsss_napari.airiness`); the one rule of images and slides alike."""
+    from .airiness import alveolar_switch
+
+    air = alveolar_switch(fraction, air_threshold) if air_threshold else None
+    return reweight_tissue(prob, class_prior_of(p, class_names, air), weight)
 
 
 def fuse_prior(mask: np.ndarray, cams: np.ndarray, prior: np.ndarray, present: np.ndarray,

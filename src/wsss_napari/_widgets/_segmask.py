@@ -48,6 +48,11 @@ def seg_source(meta: LayerRecord) -> str | None:
     return src.model if src.kind == "seg" else None
 
 
+def _cam_params(meta: LayerRecord) -> CamParams:
+    """The CAM parameters the maps were made with (the defaults when the record has none)."""
+    return meta.cam_params if isinstance(meta.cam_params, CamParams) else CamParams()
+
+
 def seg_mask_job(meta: LayerRecord, model: Any, glass: PostprocParams, present: tuple,
                  epithelium: float = 1.0):
     """Generator: the segmentation model's mask over the maps' grid (Progress, returns it),
@@ -57,7 +62,7 @@ def seg_mask_job(meta: LayerRecord, model: Any, glass: PostprocParams, present: 
     cams = meta.slide_cams
     if meta.slide is None:
         raise WsssError("the slide of these maps is not open: recompute the maps")
-    cam = meta.cam_params if isinstance(meta.cam_params, CamParams) else CamParams()
+    cam = _cam_params(meta)
     params = CamParams(device=cam.device, skip_glass=cam.skip_glass, tile_size=cam.tile_size,
                        epithelium=epithelium)
     return (yield from slide_seg(meta.slide, model, cams.geometry, tuple(cams.cams.shape[-2:]),
@@ -169,9 +174,8 @@ class MaskFromChoice:
         if gen != tune.generation:
             return
         cams = meta.slide_cams
-        cam = meta.cam_params if isinstance(meta.cam_params, CamParams) else CamParams()
         rec = meta.replace(kind="mask", slide_cams=None, class_index=None,
-                           cam_params=cam.replace(epithelium=epi),
+                           cam_params=_cam_params(meta).replace(epithelium=epi),
                            slide_cams_id=id(cams), geometry=cams.geometry,
                            postproc_params=params, present=present, label_names=LABEL_NAMES,
                            label_encoding=ENCODING, mask_from="seg",

@@ -28,23 +28,6 @@ BLOCK, MARGIN = 1024, 64
 OVERVIEW = 2048
 
 
-def _read(slide: Any, y0: float, x0: float, h0: float, w0: float, h: int, w: int
-          ) -> np.ndarray:
-    """uint8 RGB (h, w) of the level-0 box (y0, x0, h0, w0), from the nearest finer level."""
-    import cv2
-
-    ds = max(h0 / h, w0 / w)
-    level = int(slide.level_for_downsample(ds * 1.001))
-    dl = float(slide.downsamples[level])
-    img = np.asarray(slide.read_region(level, int(round(y0 / dl)), int(round(x0 / dl)),
-                                       max(1, int(round(h0 / dl))),
-                                       max(1, int(round(w0 / dl)))))[..., :3]
-    if img.shape[:2] != (h, w):
-        interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
-        img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
-    return np.ascontiguousarray(img, dtype=np.uint8)
-
-
 def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, int]
                       ) -> Generator[Progress, None, np.ndarray | None]:
     """float16 ``(2, *shape)`` on the map's pixels: the epithelium probability (0.5 = no
@@ -56,6 +39,7 @@ def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tup
 
     from ..airiness import glass_fraction
     from ..epithelium import MODEL_MPP, load_epithelium_prior, stain_reference, warn_unavailable
+    from .slide_mask import region_rgb
 
     if warn_unavailable():
         return None
@@ -64,9 +48,9 @@ def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tup
     mds = float(geometry.downsample)  # level-0 px per map px
     H, W = int(shape[0]), int(shape[1])
     h0, w0 = H * mds, W * mds
-    scale = max(1.0, max(h0, w0) / sds / OVERVIEW)
-    overview = _read(slide, geometry.y, geometry.x, h0, w0,
-                     max(8, round(h0 / sds / scale)), max(8, round(w0 / sds / scale)))
+    ods = sds * max(1.0, max(h0, w0) / sds / OVERVIEW)  # level-0 px per overview px
+    overview = region_rgb(slide, MaskGeometry(y=geometry.y, x=geometry.x, downsample=ods),
+                          (max(8, round(h0 / ods)), max(8, round(w0 / ods))))
     reference = stain_reference(overview)
     if reference is None:
         return None
@@ -78,10 +62,9 @@ def region_epithelium(slide: Any, model: Any, geometry: MaskGeometry, shape: tup
     for i, (my, mx) in enumerate(blocks):
         mh, mw = min(core, H - my), min(core, W - mx)
         hs, ws = max(1, math.ceil(mh * mds / sds)), max(1, math.ceil(mw * mds / sds))
-        rgb = _read(slide, geometry.y + my * mds - MARGIN * sds,
-                    geometry.x + mx * mds - MARGIN * sds,
-                    (hs + 2 * MARGIN) * sds, (ws + 2 * MARGIN) * sds,
-                    hs + 2 * MARGIN, ws + 2 * MARGIN)
+        box = MaskGeometry(y=geometry.y + my * mds - MARGIN * sds,
+                           x=geometry.x + mx * mds - MARGIN * sds, downsample=sds)
+        rgb = region_rgb(slide, box, (hs + 2 * MARGIN, ws + 2 * MARGIN))
         maps = (net.probability(rgb, MODEL_MPP, reference), glass_fraction(rgb, MODEL_MPP))
         for c, m in enumerate(maps):
             if m is not None:

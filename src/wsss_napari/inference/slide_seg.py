@@ -154,13 +154,11 @@ def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, .
     k = plan.k
     p = p.reshape(p.shape[0], core[2] // k, k, core[3] // k, k).mean(axis=(2, 4))
     if epi is not None:  # (epithelium probability, glass fraction) on the core's map pixels
-        from ..airiness import alveolar_switch
-        from ..epithelium import class_prior_of, reweight_tissue
+        from ..epithelium import reweight_by_tissue
 
         epi = epi.astype(np.float32)
-        air = alveolar_switch(epi[1], params.air_threshold) if params.air_threshold else None
-        prior = class_prior_of(epi[0], model.config.class_names, air)
-        p = reweight_tissue(p, prior, params.epithelium)
+        p = reweight_by_tissue(p, epi[0], epi[1], model.config.class_names, params.epithelium,
+                               params.air_threshold)
     for c, keep in enumerate(present or ()):
         if not keep and c < p.shape[0] - 1:
             p[c] = -1.0
