@@ -253,7 +253,7 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
         run_to_end(train_segmenter(seg_items, None, seg_path, seg_params))
     t_train = time.perf_counter()
     seg_model = load_model(seg_path)
-    seg_cam = CamParams(device="cpu", batch_size=32, epithelium=0.0)
+    seg_cam = CamParams(device="cpu", batch_size=32, epithelium=0.0, context_um=0.0)
     if args.epithelium > 0:
         seg_cam = seg_cam.replace(air_threshold=_air_threshold(fold, seg_model, train, args))
     rows = (("stage-2 seg", seg_cam), ("stage-2 seg + flip", seg_cam.replace(flip=True)),
@@ -283,7 +283,7 @@ def _epithelium_rows(name: str, prefix: str, cam, args) -> tuple:
     """The test-time epithelium prior rows (``--epithelium W``), plain and with flip."""
     if args.epithelium <= 0:
         return ()
-    epi = cam.replace(epithelium=args.epithelium)
+    epi = cam.replace(epithelium=args.epithelium, context_um=args.context_um)
     return ((f"{name} + epithelium", epi), (f"{prefix} flip + epithelium", epi.replace(flip=True)))
 
 
@@ -295,7 +295,7 @@ def _air_threshold(fold: int, model, train, args) -> float:
     fold's *training* images' masks (the stage-2 model's own images: never the test ones)."""
     if args.air_threshold >= 0:
         return args.air_threshold
-    from wsss_napari.airiness import glass_fraction
+    from wsss_napari.airiness import glass_fraction, regional_vote
     from wsss_napari.epithelium import load_epithelium_prior, reweight_by_tissue, warn_unavailable
     from wsss_napari.inference.predict import seg_probabilities
     from wsss_napari.metrics import iou_report
@@ -305,13 +305,14 @@ def _air_threshold(fold: int, model, train, args) -> float:
     mpp, names = model.config.mpp or 1.0, model.config.class_names
     for _, rgb, gt in train:
         prob = seg_probabilities(model, rgb, CamParams(device="cpu", batch_size=32,
-                                                       epithelium=0.0))
+                                                       epithelium=0.0, context_um=0.0))
         # the network and the glass fraction once per image; only the threshold varies
         p = None if warn_unavailable() else load_epithelium_prior().probability(rgb, mpp)
         fraction = glass_fraction(rgb, mpp)
         for t in AIR_GRID:
             q = prob if p is None else reweight_by_tissue(prob, p, fraction, names,
                                                           args.epithelium, t)
+            q = regional_vote(q, names, args.context_um / mpp)
             label = np.argmax(q[:-1], axis=0).astype(np.uint8)
             confs[t] += _conf(np.where(gt == 3, 3, label).astype(np.uint8), gt)
     best = max(AIR_GRID, key=lambda t: iou_report(confs[t])["miou"])
@@ -372,6 +373,8 @@ def _self_train(fold: int, items, seg_model, seg_params, seg_cam, confs, test, a
 
 
 def main(argv: list[str] | None = None) -> int:
+    from wsss_napari.params import CamParams
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--patch", type=int, default=128, help="patch / crop size (px)")
@@ -430,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                     "ensemble (models.ensemble); eval only")
     ap.add_argument("--pseudo-tag", default="",
                     help="suffix of the pseudo-mask folder (variants side by side with --reuse)")
+    ap.add_argument("--context-um", type=float, default=CamParams().context_um,
+                    help="the epithelium rows' regional vote of normal versus stroma "
+                         "(CamParams.context_um, sigma in um; 0 = pixel by pixel)")
     ap.add_argument("--air-threshold", type=float, default=-1.0,
                     help="the epithelium rows' alveolar switch (CamParams.air_threshold; "
                          "0 = epithelium alone; -1 = chosen per fold on the training images' "
@@ -511,8 +517,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f", CAM pseudo-mask epithelium prior {args.cam_epithelium:g}"
              if args.cam_epithelium else "")
           + (f", test-time epithelium prior {args.epithelium:g} (air threshold "
-             f"{args.air_threshold:g}{' = per fold' if args.air_threshold < 0 else ''})"
-             if args.epithelium else "")
+             f"{args.air_threshold:g}{' = per fold' if args.air_threshold < 0 else ''}, "
+             f"regional vote {args.context_um:g} um)" if args.epithelium else "")
           + f"; {elapsed / 60:.1f} min")
     print("mIoU = mean IoU over tumor / stroma / normal, background mask given")
     head = (f"| {'method':<30} | {'tumor':>6} | {'stroma':>6} | {'normal':>6} | {'mIoU':>6} "

@@ -28,10 +28,11 @@ def test_only_holes_count_not_the_slides_background_beside_a_tissue_edge():
     rgb[:, :300] = 245  # the slide's background: 180 000 um^2 of glass
     for y in range(320, 600, 40):  # alveolar spaces: 20 x 20 um holes in the tissue
         rgb[y:y + 20, 320:340] = 245
-    d = glass_fraction(rgb, mpp=1.0)
+    d = glass_fraction(rgb, mpp=1.0, window_um=127.0)
     assert d[300, 302] < 0.03  # the tissue edge is not airy
     assert d[400, 330] > 0.06  # amid the holes it is
-    assert glass_fraction(rgb, mpp=1.0, max_hole_um2=0)[300, 302] > 0.4  # (without the rule)
+    # (without the rule)
+    assert glass_fraction(rgb, mpp=1.0, window_um=127.0, max_hole_um2=0)[300, 302] > 0.4
 
 
 def test_alveolar_switch_is_half_at_the_threshold_and_monotone():
@@ -59,3 +60,29 @@ def test_normal_lung_is_airier_than_tumor_and_stroma(wsss4luad_val: Path):
     med = {c: float(np.median(np.concatenate(v))) for c, v in fractions.items()}
     # measured: normal 0.47, stroma 0.22, tumor 0.26 (per-image medians, docs/training.md)
     assert med[NORMAL] > 0.4 > 0.3 > max(med[TUMOR], med[STROMA])
+
+
+def test_the_regional_vote_gives_a_wall_inside_normal_lung_the_regions_class():
+    from wsss_napari.airiness import regional_vote
+
+    names = ("tumor", "stroma", "normal")
+    prob = np.zeros((4, 200, 200), np.float32)
+    prob[2], prob[1] = 0.7, 0.2  # normal lung around ...
+    prob[1, 90:110, 90:110], prob[2, 90:110, 90:110] = 0.6, 0.3  # ... a stroma-like wall
+    prob[0], prob[3] = 0.1, 0.0
+    prob[:, :, 180:] = [[[0.0]], [[0.0]], [[0.0]], [[1.0]]]  # glass on the right
+    out = regional_vote(prob, names, sigma_px=20.0)
+    assert np.argmax(prob[:, 100, 100]) == 1 and np.argmax(out[:, 100, 100]) == 2
+    share = lambda q: (q[1] + q[2]) / np.maximum(q[:3].sum(0), 1e-9)  # noqa: E731
+    np.testing.assert_allclose(share(out), share(prob), atol=1e-6)  # tumor keeps its share
+    np.testing.assert_array_equal(np.argmax(out, 0) == 3, np.argmax(prob, 0) == 3)  # glass
+    edge = prob.copy()  # glass narrowly ahead of a stroma-leaning pixel: still glass
+    edge[:, 100, 100] = [0.05, 0.35, 0.2, 0.4]
+    assert np.argmax(regional_vote(edge, names, sigma_px=20.0)[:, 100, 100]) == 3
+    # a wall as wide as the region's sigma keeps its own class
+    assert np.argmax(regional_vote(prob, names, sigma_px=2.0)[:, 100, 100]) == 1
+    # off, or without both classes: unchanged
+    assert regional_vote(prob, names, 0.0) is prob
+    assert regional_vote(prob[[0, 1, 3]], ("tumor", "stroma"), 20.0) is not None
+    np.testing.assert_array_equal(regional_vote(prob[[0, 1, 3]], ("tumor", "stroma"), 20.0),
+                                  prob[[0, 1, 3]])

@@ -18,9 +18,9 @@ RED, BLUE = (200, 40, 40), (40, 40, 200)
 
 class ColourSeg:
     """A real torch segmentation model whose answer is known per pixel: a 1x1 convolution
-    (red -> tumor, blue -> normal, white -> background)."""
+    (red -> tumor, blue -> normal, white -> background; green -> stroma with ``green``)."""
 
-    def __new__(cls, mpp: float = 1.0):
+    def __new__(cls, mpp: float = 1.0, green: bool = False):
         import torch
         from torch import nn
 
@@ -30,7 +30,8 @@ class ColourSeg:
             def __init__(self) -> None:
                 super().__init__()
                 self.conv = nn.Conv2d(3, 4, 1)
-                w = torch.tensor([[20.0, 0, -20], [0, 0, 0], [-20, 0, 20], [6.7, 6.7, 6.7]])
+                w = torch.tensor([[20.0, 0, -20], [-20.0 * green, 20.0 * green, -20.0 * green],
+                                  [-20, 0, 20], [6.7, 6.7, 6.7]])
                 self.conv.weight.data[:] = w[:, :, None, None]
                 self.conv.bias.data[:] = torch.tensor([0.0, 0.0, 0.0, -14.0])
                 self.config = ModelConfig(kind="seg", arch="deeplabv3plus", backbone="none",
@@ -146,3 +147,29 @@ def test_a_cam_model_is_refused_with_one_line(painted):
     slide = Slide.from_arrays(painted, mpp=1.0)
     with pytest.raises(WsssError, match="segmentation mask needs a stage-2 model"):
         run_to_end(slide_seg(slide, model, MaskGeometry(downsample=4), (10, 10), CPU))
+
+
+def test_the_regional_vote_acts_in_microns_on_slides_as_on_images():
+    """The vote's sigma is in microns: a slide at 0.5 um/px, mapped at the model's 1 um/px,
+    gives the map of the same image at 1 um/px; a stroma band inside normal lung as wide
+    as the vote's sigma narrows, but is not swallowed."""
+    import cv2
+
+    from wsss_napari.inference.predict import predict_mask
+
+    model = ColourSeg(mpp=1.0, green=True)
+    rgb = np.full((160, 160, 3), BLUE, np.uint8)  # normal lung (1 um/px) ...
+    rgb[:, 65:95] = (40, 200, 40)  # ... around a 30 um band that looks like stroma
+    params = CPU.replace(out_stride=1, context_um=20.0)
+    image_map = predict_mask(model, rgb, params)
+    level0 = cv2.resize(rgb, (320, 320), interpolation=cv2.INTER_NEAREST)
+    slide = Slide.from_arrays([level0, rgb], mpp=0.5, name="band")
+    geo, shape = map_geometry(slide, model, params)
+    assert shape == (160, 160) and geo.downsample == 2.0
+    slide_map = run_to_end(slide_seg(slide, model, geo, shape, params))
+    assert np.mean(slide_map == image_map) > 0.99
+    band = int((slide_map[80] == 1).sum())  # stroma pixels across the band
+    plain = run_to_end(slide_seg(slide, model, geo, shape, params.replace(context_um=0.0)))
+    assert int((plain[80] == 1).sum()) == 30 and 0 < band < 30
+    swallowed = run_to_end(slide_seg(slide, model, geo, shape, params.replace(context_um=40.0)))
+    assert not (swallowed == 1).any()  # a region's sigma wider than the band: all normal

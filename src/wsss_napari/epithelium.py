@@ -222,9 +222,15 @@ def reweight_tissue(prob: np.ndarray, prior: np.ndarray, weight: float) -> np.nd
     exactly what it was. The prior decides *which* tissue, never tissue against glass.
     """
     n = prior.shape[0]
-    fg = prob[:n]
-    q = fg * np.clip(prior, 1e-3, 1.0) ** weight
-    q *= fg.max(axis=0) / np.maximum(q.max(axis=0), 1e-12)
+    return keep_tissue_or_glass(prob[:n] * np.clip(prior, 1e-3, 1.0) ** weight, prob)
+
+
+def keep_tissue_or_glass(tissue: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """``prob`` ``(C + 1, H, W)`` with its tissue channels replaced by the reweighted
+    ``tissue`` ``(C, H, W)``, scaled so that the best tissue class keeps the probability it
+    had, then renormalised: every pixel's tissue-or-glass decision stays what it was."""
+    n = tissue.shape[0]
+    q = tissue * (prob[:n].max(axis=0) / np.maximum(tissue.max(axis=0), 1e-12))
     out = np.concatenate([q, prob[n:]], axis=0)
     out /= np.maximum(out.sum(axis=0), 1e-12)
     return out.astype(prob.dtype, copy=False)

@@ -111,7 +111,9 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
                       device: Any = None) -> np.ndarray:
     """Window-blended softmax ``float32 (C + 1, H, W)`` of a segmentation model (see above),
     its tissue reassigned by the epithelium prior when ``params.epithelium`` > 0
-    (:func:`wsss_napari.epithelium.apply_epithelium_prior`)."""
+    (:func:`wsss_napari.epithelium.apply_epithelium_prior`) and its normal-versus-stroma
+    split made by the region when ``params.context_um`` > 0
+    (:func:`wsss_napari.airiness.regional_vote`)."""
     import torch
 
     from ..device import DEVICE_LOCK, CpuPlan, choose_device, cpu_plan, torch_threads
@@ -160,12 +162,22 @@ def seg_probabilities(model: Any, image: np.ndarray, params: CamParams | None = 
                 acc[:, y:y + size, x:x + size] += pi * weight
                 norm[y:y + size, x:x + size] += weight
     acc /= norm
-    prob = acc[:, :h, :w]
+    return _tissue_priors(acc[:, :h, :w], image[:h, :w], cfg, params)
+
+
+def _tissue_priors(prob: np.ndarray, image: np.ndarray, cfg: Any, params: CamParams
+                   ) -> np.ndarray:
+    """The model's probabilities of ``image`` with the anatomy the parameters ask for: the
+    epithelium prior (tumor vs stroma / normal, with airiness) and the regional vote."""
     if params.epithelium > 0:  # tumor vs stroma / normal by SHELL's epithelium network
         from ..epithelium import apply_epithelium_prior
 
-        prob = apply_epithelium_prior(prob, image[:h, :w], cfg, params.epithelium,
+        prob = apply_epithelium_prior(prob, image, cfg, params.epithelium,
                                       params.air_threshold)
+    if params.context_um > 0:  # normal vs stroma by the region (airiness.regional_vote)
+        from ..airiness import regional_vote
+
+        prob = regional_vote(prob, cfg.class_names, params.context_um / (cfg.mpp or 1.0))
     return prob
 
 

@@ -21,9 +21,9 @@ from ..progress import Progress
 from ..region import MaskGeometry
 
 STAGE = "epithelium prior"
-#: Block core and context margin, in SHELL px (2 um/px): 2 mm blocks, 128 um of context
-#: (also the reach of the glass fraction's 127 um window).
-BLOCK, MARGIN = 1024, 64
+#: Block core and context margin, in SHELL px (2 um/px): 2 mm blocks, 192 um of context
+#: (SHELL's 128 um, and the reach of the glass fraction's 383 um window).
+BLOCK, MARGIN = 1024, 96
 #: Longest side of the overview the stain reference is estimated on.
 OVERVIEW = 2048
 

@@ -14,10 +14,12 @@ coarser), with a halo of at least one model window, and run through
 origins and halos are multiples of the window stride, so every tile sees the windows of the
 one-piece run: a tiled map equals a one-piece map up to float rounding. Probabilities are
 averaged over each map pixel's ``k x k`` work pixels, then argmax (the model's last channel,
-background, is class 3). Tiles whose window holds no tissue in the thumbnail's tissue mask
-(:mod:`.tissue`) are background without running the model (``CamParams.skip_glass``).
-The post-processing's glass rule (``white_method`` / ``white_threshold`` /
-``white_min_size`` of ``glass``) is applied to the map when its pixels fit in memory.
+background, is class 3), after the regional vote of normal versus stroma on the whole map
+(``CamParams.context_um``) where it is on. Tiles whose window holds no tissue in the
+thumbnail's tissue mask (:mod:`.tissue`) are background without running the model
+(``CamParams.skip_glass``). The post-processing's glass rule (``white_method`` /
+``white_threshold`` / ``white_min_size`` of ``glass``) is applied to the map when its
+pixels fit in memory.
 """
 
 from __future__ import annotations
@@ -139,16 +141,16 @@ def _tissue_lookup(slide: Any, plan: _SegPlan, geometry: MaskGeometry):
     return has_tissue
 
 
-def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, ...],
-                 window: tuple[int, ...], params: CamParams, device: Any,
-                 present: tuple[bool, ...] | None, epi: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """Map labels of one tile's core from the blended probabilities of its window
-    (suppressed classes, ``present`` False, never win), its tissue reweighted by the
-    region's epithelium probability ``epi`` on the core's map pixels when given."""
+def _tile_probs(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, ...],
+                window: tuple[int, ...], params: CamParams, device: Any,
+                epi: np.ndarray | None = None) -> np.ndarray:
+    """float32 ``(C + 1, h, w)`` on one tile core's map pixels: the blended probabilities of
+    its window, averaged over each map pixel, its tissue reweighted by the region's
+    epithelium prior ``epi`` on the core's map pixels when given."""
     from .predict import seg_probabilities
 
-    prob = seg_probabilities(model, rgb, params.replace(epithelium=0.0), device)
+    prob = seg_probabilities(model, rgb, params.replace(epithelium=0.0, context_um=0.0),
+                             device)
     oy, ox = core[0] - window[0], core[1] - window[1]
     p = prob[:, oy:oy + core[2], ox:ox + core[3]]
     k = plan.k
@@ -159,6 +161,13 @@ def _tile_labels(model: Any, rgb: np.ndarray, plan: _SegPlan, core: tuple[int, .
         epi = epi.astype(np.float32)
         p = reweight_by_tissue(p, epi[0], epi[1], model.config.class_names, params.epithelium,
                                params.air_threshold)
+    return p
+
+
+def _labels(p: np.ndarray, present: tuple[bool, ...] | None) -> np.ndarray:
+    """Map labels of probabilities ``(C + 1, h, w)``: argmax, the last channel being
+    background; suppressed classes (``present`` False) never win."""
+    p = p.astype(np.float32)
     for c, keep in enumerate(present or ()):
         if not keep and c < p.shape[0] - 1:
             p[c] = -1.0
@@ -194,7 +203,8 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
             and map pixels), ``skip_glass``,
             ``crop_size`` / ``stride`` (windows), ``batch_size``, ``device``, ``flip`` /
             ``tta``, ``threads``, ``epithelium`` (the region's epithelium prior,
-            :mod:`.slide_prior`, computed before the tiles).
+            :mod:`.slide_prior`, computed before the tiles), ``context_um`` (the regional
+            vote, on the whole map after the tiles: :class:`_LabelSink`).
         glass: post-processing parameters whose glass rule forces background (``None``: none).
         present: per foreground class, False to suppress it (``None``: all allowed).
 
@@ -210,13 +220,9 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
     check_seg_model(model)
     params = params or CamParams()
     plan = _seg_plan(slide, model, geometry, shape, params)
-    epi = None
-    if params.epithelium > 0:  # once for the region, so that tiles are seamless
-        from .slide_prior import region_epithelium
-
-        epi = yield from region_epithelium(slide, model, geometry, plan.shape)
+    epi = yield from _region_prior(slide, model, geometry, plan.shape, params)
     device = choose_device(params.device)
-    mask = np.full(plan.shape, BACKGROUND, np.uint8)
+    sink = _LabelSink(model, plan.shape, _vote_sigma(slide, model, geometry, params), present)
     small = plan.shape[0] * plan.shape[1] <= MAX_GLASS_PIXELS
     rgb_map = np.full((*plan.shape, 3), 255, np.uint8) if glass is not None and small else None
     has_tissue = _tissue_lookup(slide, plan, geometry) if params.skip_glass else None
@@ -231,15 +237,62 @@ def slide_seg(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
             info["glass"] += 1
         else:
             rgb = _read_work(slide, plan, geometry, window)
-            mask[rows, cols] = _tile_labels(model, rgb, plan, core, window, params, device,
-                                            present, None if epi is None else epi[:, rows, cols])
+            sink.put(rows, cols, _tile_probs(model, rgb, plan, core, window, params, device,
+                                             None if epi is None else epi[:, rows, cols]))
             if rgb_map is not None:
                 rgb_map[rows, cols] = _block_mean(rgb, core, window, k)
             info["computed"] += 1
         yield Progress(STAGE, i + 1, len(tiles), dict(info))
+    mask = sink.labels()
     if rgb_map is not None:
         _apply_glass(mask, rgb_map, glass, plan.k)
     return mask
+
+
+def _region_prior(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, int],
+                  params: CamParams) -> Generator[Progress, None, np.ndarray | None]:
+    """The epithelium prior of the whole region (:mod:`.slide_prior`), once, before the
+    tiles, so that they are seamless; ``None`` when it is off."""
+    if params.epithelium <= 0:
+        return None
+    from .slide_prior import region_epithelium
+
+    return (yield from region_epithelium(slide, model, geometry, shape))
+
+
+def _vote_sigma(slide: Any, model: Any, geometry: MaskGeometry, params: CamParams) -> float:
+    """The regional vote's sigma in map pixels (``params.context_um`` is in microns)."""
+    um = float(geometry.downsample) * float(getattr(slide, "mpp", None)
+                                            or model.config.mpp or 1.0)  # um per map px
+    return params.context_um / um
+
+
+class _LabelSink:
+    """Where the tiles' probabilities go: straight to labels, or, with the regional vote
+    (``sigma_px`` > 0, :func:`~wsss_napari.airiness.regional_vote`), kept as float16
+    ``(C + 1)`` per map pixel until the whole map is in, then voted and labelled."""
+
+    def __init__(self, model: Any, shape: tuple[int, int], sigma_px: float,
+                 present: tuple[bool, ...] | None) -> None:
+        self.names, self.sigma_px, self.present = model.config.class_names, sigma_px, present
+        self.mask = np.full(shape, BACKGROUND, np.uint8)
+        self.probs = None
+        if sigma_px > 0:  # not computed yet: background
+            self.probs = np.zeros((len(self.names) + 1, *shape), np.float16)
+            self.probs[-1] = 1.0
+
+    def put(self, rows: slice, cols: slice, p: np.ndarray) -> None:
+        if self.probs is None:
+            self.mask[rows, cols] = _labels(p, self.present)
+        else:
+            self.probs[:, rows, cols] = p
+
+    def labels(self) -> np.ndarray:
+        if self.probs is None:
+            return self.mask
+        from ..airiness import regional_vote
+
+        return _labels(regional_vote(self.probs, self.names, self.sigma_px), self.present)
 
 
 def _block_mean(rgb: np.ndarray, core: tuple[int, ...], window: tuple[int, ...],

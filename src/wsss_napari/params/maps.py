@@ -49,8 +49,13 @@ class CamParams(ParamsBase):
                            "and stroma / normal; 0 = off; without the package it is skipped "
                            "with a warning", (0.0, 16.0))
     air_threshold: float = _f(0.4, "with the epithelium prior: the fraction of glass within "
-                              "127 um above which tissue is taken for normal lung (alveoli, "
+                              "383 um above which tissue is taken for normal lung (alveoli, "
                               "wsss_napari.airiness); 0 = without it", (0.0, 1.0))
+    context_um: float = _f(0.0, "segmentation models: decide normal lung versus stroma by "
+                           "the region, a Gaussian of this sigma in microns (e.g. 128; "
+                           "wsss_napari.airiness.regional_vote; off by default: it gains only "
+                           "with the right air threshold, docs/training.md); 0 = pixel by pixel",
+                           (0.0, 2048.0))
 
     def validate(self) -> None:
         if not self.scales or any(not (0.05 <= s <= 8) for s in self.scales):

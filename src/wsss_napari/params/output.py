@@ -105,12 +105,16 @@ class ExportParams(ParamsBase):
 
 
 def _as_applied(p: ParamsBase, mask_from: str) -> ParamsBase:
-    """The parameters as they took effect: the epithelium prior applies to segmentation
-    models' masks only, and is skipped where its package is not installed; the record then
-    says 0."""
+    """The parameters as they took effect: the epithelium prior and the regional vote apply
+    to segmentation models' masks only, and the prior is skipped where its package is not
+    installed; the record then says 0."""
     from .maps import CamParams
 
-    if isinstance(p, CamParams) and p.epithelium > 0:
+    if not isinstance(p, CamParams):
+        return p
+    if mask_from == "cam" and p.context_um > 0:
+        p = p.replace(context_um=0.0)
+    if p.epithelium > 0:
         from ..epithelium import epithelium_available
 
         if mask_from == "cam" or epithelium_available():
