@@ -246,7 +246,7 @@ def _stage2(fold: int, items, cam_path: Path, mask_dir: Path, confs: dict[str, n
                                 device="cpu", lr=args.lr, weights=str(cam_path), rot90=args.rot90,
                                 mosaic=args.seg_mosaic, loss=args.seg_loss,
                                 optimizer=args.seg_optimizer, sam_rho=args.sam_rho,
-                                stain_jitter=args.seg_stain_jitter)
+                                stain_jitter=args.seg_stain_jitter, balance=args.seg_balance)
     if args.reuse and seg_path.is_file():
         print(f"fold {fold}: reusing {seg_path}", flush=True)
     else:
@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mosaic", type=float, default=0.0)
     ap.add_argument("--seg-mosaic", type=float, default=0.0,
                     help="stage 2: probability of a mosaic of single-label patches")
+    ap.add_argument("--seg-balance", action="store_true",
+                    help="stage 2: patches of rare classes drawn more often")
     ap.add_argument("--puzzle", type=float, default=0.0, help="Puzzle-CAM weight (stage 1)")
     ap.add_argument("--act-dropout", type=float, default=0.0,
                     help="activation dropout (ADL) probability (stage 1)")

@@ -53,3 +53,31 @@ def test_balanced_sampling_draws_rare_classes_more_often(tmp_path):
     assert ClsTrainSet(items, TrainClsParams()).sample_index(5) == 5  # off by default
     ds.epoch = 1
     assert [ds.sample_index(i) for i in range(len(ds))] != drawn
+
+
+def test_stage_two_draws_patches_of_rare_classes_more_often(tmp_path):
+    from PIL import Image
+
+    from wsss_napari.params import TrainSegParams
+    from wsss_napari.train.seg import SegTrainSet
+
+    items = []
+    for i in range(6):  # five tumor patches and one of normal lung, each its own grey
+        labels = (0, 0, 1) if i == 5 else (1, 0, 0)
+        Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((32, 32), 2 if i == 5 else 0, np.uint8)).save(
+            tmp_path / f"{i}_mask.png")
+        items.append(PatchItem(tmp_path / f"{i}.png", labels, tmp_path / f"{i}_mask.png"))
+    params = TrainSegParams(crop_size=32, blur=0.0, stain_jitter=0.0, seed=1)
+
+    def normal_draws(ds) -> int:
+        n = 0
+        for epoch in range(20):
+            ds.epoch = epoch
+            n += sum(int(ds[i][1][0, 0] == 2) for i in range(len(ds)))
+        return n
+
+    assert normal_draws(SegTrainSet(items, params)) == 20  # once per epoch, as listed
+    # 1/sqrt(positives): normal's patch is drawn with p = 1 / (1 + 5 / sqrt(5)) = 0.31
+    assert normal_draws(SegTrainSet(items, params.replace(balance=True))) > 28
+    assert normal_draws(SegTrainSet(items, params.replace(balance=True), train=False)) == 20

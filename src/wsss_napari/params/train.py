@@ -93,6 +93,8 @@ class TrainSegParams(ParamsBase):
     dice_weight: float = _f(1.0, "weight of the Dice term added to cross-entropy", (0.0, 100.0))
     mosaic: float = _f(0.0, "probability of a 2x2 mosaic of single-label patches with their "
                        "masks (exact multi-class training images)", (0.0, 1.0))
+    balance: bool = _f(False, "draw patches of rare classes more often (1/sqrt(positives) of "
+                       "the patch's rarest label, as train-cls --balance)")
     val_fraction: float = _f(0.1, "fraction held out for validation", (0.0, 0.9))
     seed: int = _f(0, "random seed", (0, 2**31 - 1))
     device: str = _f("auto", "auto, cuda, mps or cpu")

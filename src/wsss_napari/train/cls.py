@@ -55,17 +55,11 @@ class ClsTrainSet:
         self.single = np.flatnonzero(labels.sum(axis=1) == 1)
         #: sampling weight per patch (``params.balance``): its rarest class's ``1/sqrt(pos)``
         self.weights = balance_weights(labels) if params.balance else None
-        self._order: tuple[int, np.ndarray] | None = None
+        self._draw = BalancedDraw(self.weights, params.seed)
 
     def sample_index(self, index: int) -> int:
         """The patch drawn at position ``index`` this epoch (re-drawn per epoch if balanced)."""
-        if self.weights is None:
-            return index
-        if self._order is None or self._order[0] != self.epoch:
-            drawn = epoch_rng(self.params.seed, self.epoch).choice(
-                len(self.weights), size=len(self.weights), p=self.weights)
-            self._order = (self.epoch, drawn)
-        return int(self._order[1][index])
+        return self._draw(self.epoch, index)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -116,6 +110,24 @@ class ClsEvalSet:
         if rgb.shape[:2] != (self.size, self.size):
             rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(rgb.transpose(2, 0, 1)), labels.astype(np.float32)
+
+
+class BalancedDraw:
+    """Which patch position ``index`` of an epoch holds: itself, or with sampling
+    ``weights`` a draw with replacement, re-drawn per epoch from ``(seed, epoch)``."""
+
+    def __init__(self, weights: np.ndarray | None, seed: int) -> None:
+        self.weights, self.seed = weights, seed
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, epoch: int, index: int) -> int:
+        if self.weights is None:
+            return index
+        if self._order is None or self._order[0] != epoch:
+            drawn = epoch_rng(self.seed, epoch).choice(len(self.weights),
+                                                       size=len(self.weights), p=self.weights)
+            self._order = (epoch, drawn)
+        return int(self._order[1][index])
 
 
 def balance_weights(labels: np.ndarray) -> np.ndarray:

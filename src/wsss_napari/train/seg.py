@@ -21,6 +21,7 @@ from .. import WsssError
 from ..params import TrainSegParams
 from ..progress import Progress
 from . import augment as aug
+from .cls import BalancedDraw, balance_weights
 from .data import PatchDataset, PatchItem, resolve_bad, scan_patches
 from .loop import (
     autocast,
@@ -48,6 +49,9 @@ class SegTrainSet:
         labels = np.array([it.labels for it in items]).reshape(len(items), -1)
         #: single-label patches: their masks are exact up to glass (PistoSeg mosaics)
         self.single = np.flatnonzero(labels.sum(axis=1) == 1)
+        #: patches of rare classes drawn more often (``params.balance``, training only)
+        self._draw = BalancedDraw(balance_weights(labels) if train and params.balance
+                                  else None, params.seed)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -61,6 +65,7 @@ class SegTrainSet:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         rng = epoch_rng(p.seed, self.epoch if self.train else 0, index)
+        index = self._draw(self.epoch, index)
         if (self.train and p.mosaic > 0 and len(self.single) >= 2
                 and rng.random() < p.mosaic):
             picks = rng.choice(self.single, size=4, replace=len(self.single) < 4)
