@@ -95,9 +95,8 @@ def regional_vote(prob: np.ndarray, class_names, sigma_px: float) -> np.ndarray:
     def blur(x: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(x, (k, k), sigma_px, borderType=cv2.BORDER_REFLECT)
 
-    share = blur(pa) / np.maximum(blur(pa + pb), 1e-6)
-    n = len(names)
-    tissue = prob[:n].astype(np.float32)  # a copy
     both = pa + pb
+    share = blur(pa) / np.maximum(blur(both), 1e-6)
+    tissue = prob[:len(names)].astype(np.float32)  # a copy
     tissue[a], tissue[b] = both * share, both * (1.0 - share)
     return keep_tissue_or_glass(tissue, prob)

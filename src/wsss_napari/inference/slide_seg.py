@@ -275,11 +275,12 @@ class _LabelSink:
     def __init__(self, model: Any, shape: tuple[int, int], sigma_px: float,
                  present: tuple[bool, ...] | None) -> None:
         self.names, self.sigma_px, self.present = model.config.class_names, sigma_px, present
-        self.mask = np.full(shape, BACKGROUND, np.uint8)
-        self.probs = None
+        self.mask = self.probs = None
         if sigma_px > 0:  # not computed yet: background
             self.probs = np.zeros((len(self.names) + 1, *shape), np.float16)
             self.probs[-1] = 1.0
+        else:
+            self.mask = np.full(shape, BACKGROUND, np.uint8)
 
     def put(self, rows: slice, cols: slice, p: np.ndarray) -> None:
         if self.probs is None:

@@ -54,8 +54,8 @@ class ClsTrainSet:
         #: indices of single-label patches: safe CutMix donors and mosaic tiles
         self.single = np.flatnonzero(labels.sum(axis=1) == 1)
         #: sampling weight per patch (``params.balance``): its rarest class's ``1/sqrt(pos)``
-        self.weights = balance_weights(labels) if params.balance else None
-        self._draw = BalancedDraw(self.weights, params.seed)
+        self._draw = BalancedDraw(balance_weights(labels) if params.balance else None,
+                                  params.seed)
 
     def sample_index(self, index: int) -> int:
         """The patch drawn at position ``index`` this epoch (re-drawn per epoch if balanced)."""
