@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wsss_napari import WsssError
+from wsss_napari.inference.slide_mask import region_rgb
 from wsss_napari.inference.slide_seg import map_geometry, slide_seg
 from wsss_napari.io.slide import Slide
 from wsss_napari.params import CamParams, PostprocParams
@@ -173,3 +174,34 @@ def test_the_regional_vote_acts_in_microns_on_slides_as_on_images():
     assert int((plain[80] == 1).sum()) == 30 and 0 < band < 30
     swallowed = run_to_end(slide_seg(slide, model, geo, shape, params.replace(context_um=40.0)))
     assert not (swallowed == 1).any()  # a region's sigma wider than the band: all normal
+
+
+def test_region_rgb_reads_known_pixels_at_every_scale():
+    """The one reader of slide pixels under a map (whole maps and each tile of one): known
+    pixels of a two-level slide of 8 px blocks, read exactly, shrunk and enlarged."""
+    base = np.random.default_rng(0).integers(0, 256, (50, 75, 3), dtype=np.uint8)
+    l0 = np.kron(base, np.ones((8, 8, 1), np.uint8))  # 400 x 600, blocks of 8 px
+    slide = Slide.from_arrays([l0, l0[::2, ::2]], mpp=0.5)
+    assert (region_rgb(slide, MaskGeometry(y=37, x=91), (50, 60)) == l0[37:87, 91:151]).all()
+    half = region_rgb(slide, MaskGeometry(y=40, x=100, downsample=2), (30, 40))
+    assert (half == l0[40:100:2, 100:180:2]).all()  # level 1 itself, no resampling
+    # one map pixel per block: level 1 area-averaged 4 x 4 -> the block's own colour
+    assert (region_rgb(slide, MaskGeometry(downsample=8), (50, 75)) == base).all()
+    # finer than level 0: bilinear; pixels whose neighbours lie in one block keep its colour
+    big = region_rgb(slide, MaskGeometry(y=16, x=24, downsample=0.5), (64, 64))
+    c = np.arange(64) / 2 + 0.25  # level-0 index of each map pixel's centre, minus 16 / 24
+    ry, rx = c + 16, c + 24
+    iny = np.floor((ry - 0.5) / 8) == np.floor((ry + 0.5) / 8)
+    inx = np.floor((rx - 0.5) / 8) == np.floor((rx + 0.5) / 8)
+    want = base[(ry // 8).astype(int)][:, (rx // 8).astype(int)]
+    assert iny.sum() > 40 and inx.sum() > 40
+    assert (big[np.ix_(iny, inx)] == want[np.ix_(iny, inx)]).all()
+    # ... and those that straddle two blocks blend them (bilinear, not nearest)
+    j = int(np.flatnonzero(inx)[0])
+    lo = base[((ry - 0.5) // 8).astype(int), int(rx[j] // 8)].astype(int)
+    hi = base[((ry + 0.5) // 8).astype(int), int(rx[j] // 8)].astype(int)
+    col = big[:, j].astype(int)
+    assert ((col >= np.minimum(lo, hi) - 1) & (col <= np.maximum(lo, hi) + 1)).all()
+    assert ((col > np.minimum(lo, hi) + 1) & (col < np.maximum(lo, hi) - 1))[~iny].any()
+    # outside the slide: white
+    assert (region_rgb(slide, MaskGeometry(y=390, x=590), (20, 20))[10:, 10:] == 255).all()

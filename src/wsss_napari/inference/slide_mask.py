@@ -22,20 +22,25 @@ from ..region import MaskGeometry
 MAX_GLASS_PIXELS = 8192 * 8192
 
 
-def region_rgb(slide: Any, geometry: MaskGeometry, shape: tuple[int, int]) -> np.ndarray:
-    """The slide's RGB under a map of ``shape`` placed by ``geometry``, read at the nearest
-    pyramid level and resized to ``shape``."""
+def region_rgb(slide: Any, geometry: MaskGeometry, shape: tuple[int, int],
+               level: int | None = None) -> np.ndarray:
+    """The slide's RGB under a map of ``shape`` placed by ``geometry`` (white outside the
+    slide), read at ``level`` (default: the nearest pyramid level that is not coarser) and
+    resized to ``shape``: area-averaged when shrinking, bilinear when enlarging. The one
+    reader of slide pixels under a map, for the tiles of a map as for the whole of it."""
     import cv2
 
     d = float(geometry.downsample)
-    level = slide.level_for_downsample(d)
+    level = slide.level_for_downsample(d) if level is None else int(level)
     ds = float(slide.downsamples[level])
     y, x = int(round(geometry.y / ds)), int(round(geometry.x / ds))
     h, w = (max(1, int(round(n * d / ds))) for n in shape)
     rgb = np.asarray(slide.read_region(level, y, x, h, w))[..., :3]
     if rgb.shape[:2] != tuple(shape):
-        rgb = cv2.resize(rgb, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb)
+        interp = cv2.INTER_AREA if h > shape[0] else cv2.INTER_LINEAR
+        rgb = cv2.resize(np.ascontiguousarray(rgb), (int(shape[1]), int(shape[0])),
+                         interpolation=interp)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def cams_tuner(cams: Any, slide: Any = None):

@@ -98,19 +98,12 @@ def _seg_plan(slide: Any, model: Any, geometry: MaskGeometry, shape: tuple[int, 
 def _read_work(slide: Any, plan: _SegPlan, geometry: MaskGeometry,
                box: tuple[int, int, int, int]) -> np.ndarray:
     """uint8 RGB of ``box`` = (y, x, h, w) in work px of the map (white outside the slide)."""
-    import cv2
+    from .slide_mask import region_rgb
 
     wy, wx, h, w = box
-    ds_l = float(slide.downsamples[plan.level])
-    f = plan.work_ds / ds_l  # level px per work px
-    ly = int(round((geometry.y + wy * plan.work_ds) / ds_l))
-    lx = int(round((geometry.x + wx * plan.work_ds) / ds_l))
-    lh, lw = max(1, int(round(h * f))), max(1, int(round(w * f)))
-    img = np.asarray(slide.read_region(plan.level, ly, lx, lh, lw))[..., :3]
-    if (lh, lw) != (h, w):
-        interp = cv2.INTER_AREA if lh > h else cv2.INTER_LINEAR
-        img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=interp)
-    return np.ascontiguousarray(img, dtype=np.uint8)
+    at = MaskGeometry(y=geometry.y + wy * plan.work_ds, x=geometry.x + wx * plan.work_ds,
+                      downsample=plan.work_ds)
+    return region_rgb(slide, at, (h, w), level=plan.level)
 
 
 def _tiles(plan: _SegPlan) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
