@@ -29,6 +29,13 @@ def use_cache(cache, monkeypatch):
     return cache
 
 
+def _needs_package(variant: str) -> None:
+    """Lite1 / Lite2 come with the optional extra ``backbones`` (``./dev`` installs it)."""
+    if variant != "lite0":
+        pytest.importorskip(pt.release(variant).module,
+                            reason=f"needs {pt.release(variant).package} (extra: backbones)")
+
+
 @pytest.mark.parametrize(("variant", "n_tensors", "n_numbers", "checks"), [
     ("lite0", 296, 4_694_073, {"_blocks.1._expand_conv.weight": "blocks.1.0.conv_pw.weight",
                                "_blocks.7._bn2.running_var": "blocks.3.2.bn3.running_var",
@@ -42,6 +49,7 @@ def use_cache(cache, monkeypatch):
 def test_rename_table_maps_every_tensor_by_name_onto_timm(variant, n_tensors, n_numbers, checks):
     import timm
 
+    _needs_package(variant)
     table = pt.lite_rename_table(variant)
     src = torch.load(pt.lite_source_path(variant), map_location="cpu", weights_only=True)
     assert set(table) == set(src) and len(table) == n_tensors
@@ -75,6 +83,7 @@ def test_converted_weights_classify_imagenet_sanity_images(use_cache, name):
 
     from wsss_napari.models.cam import _create_timm
 
+    _needs_package(pt.LOCAL_WEIGHTS[name][0])
     model = _create_timm(name, pretrained=True).eval()
     cat, p_cat = _top1(model, data.chelsea())
     coffee, _ = _top1(model, data.coffee())
